@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Run the whole test suite (sets up .venv first). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check src tests examples benchmarks 2>/dev/null || .venv/bin/ruff check src tests examples
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,69 @@
+"""The ``dualoptim`` command line: core commands here, each modality adds its own.
+
+A modality registers its sub-commands through ``register(subparsers)`` in its ``cli``
+module; heavy imports happen inside the command functions so ``dualoptim --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import DualOptimError
+
+# Modality CLIs, in help order. A module that is not there yet is skipped.
+MODALITY_CLIS = ("dualoptim.vision.cli", "dualoptim.generation.cli", "dualoptim.llm.cli")
+
+
+def _cmd_optimizers(args: argparse.Namespace) -> int:
+    from .optim import get_optimizer_info, list_optimizers
+
+    for name in list_optimizers():
+        info = get_optimizer_info(name)
+        print(f"{name:<8} {info.description}  defaults={dict(info.defaults)}")
+    print("\nspecs: 'NAME' = shared state (baseline); 'FORGET+RETAIN' = DualOptim, e.g. adam+sgd;"
+          " ablation: adam+adam:decouple=m|v|mv|none")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (core and modality commands)."""
+    parser = argparse.ArgumentParser(prog="dualoptim", description="Machine unlearning with DualOptim.")
+    parser.add_argument("--version", action="version", version=f"dualoptim {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    p = sub.add_parser("optimizers", help="list optimizer names usable in --optim specs")
+    p.set_defaults(func=_cmd_optimizers)
+    for name in MODALITY_CLIS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name is not None and name.startswith(e.name):
+                continue  # modality not built (yet)
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dualoptim`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (DualOptimError, ValueError, FileNotFoundError, PermissionError) as e:
+        if args.debug:
+            raise
+        print(f"dualoptim: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dualoptim: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Errors a user can act on. The CLI prints them as one line and exits with status 2."""
+
+
+class DualOptimError(Exception):
+    """Base class of every error whose message tells the user what to fix."""
+
+
+class ConfigError(DualOptimError, ValueError):
+    """An invalid option, name, path or forget set."""
+
+
+class DataNotFoundError(DualOptimError, FileNotFoundError):
+    """A dataset or checkpoint is missing; the message says how to provide it."""
+
+
+class DivergenceError(DualOptimError, FloatingPointError):
+    """A loss became NaN/inf during training or unlearning (the message names step and phase)."""

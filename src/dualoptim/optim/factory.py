@@ -1,0 +1,190 @@
+"""Optimizers by name: ``build_optimizer(params, "adam+sgd", ...)``.
+
+A spec is either one name (``"sgd"``: a :class:`SharedOptimizer`, the baseline) or
+``"<forget>+<retain>"`` (``"adam+sgd"``: a :class:`DualOptimizer`). The Table-17
+ablation is ``"adam+adam:decouple=m"`` (or ``v``, ``mv``, ``none``). Registering one
+:class:`OptimizerInfo` makes a new optimizer available in every spec.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+from .extra import Lion, Muon, PartiallySharedAdam
+from .phased import DualOptimizer, PhasedOptimizer, SharedOptimizer
+
+
+@dataclass(frozen=True)
+class OptimizerInfo:
+    """A registered optimizer.
+
+    Attributes:
+        name: lower-case name used in specs.
+        cls: the optimizer class, called as ``cls(params, lr=..., **options)``.
+        defaults: the paper's defaults for this optimizer (overridable options).
+        options: option names it accepts besides ``lr``.
+        fused: whether ``fused=True`` (and ``foreach``) kernels exist for it in torch.
+        description: one line for ``list_optimizers``/help output.
+    """
+
+    name: str
+    cls: Callable[..., Optimizer]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    options: frozenset[str] = frozenset()
+    fused: bool = False
+    description: str = ""
+
+
+_REGISTRY: dict[str, OptimizerInfo] = {}
+
+
+def register_optimizer(info: OptimizerInfo) -> OptimizerInfo:
+    """Add ``info`` to the registry (names are lower case and unique)."""
+    if info.name != info.name.lower() or "+" in info.name or info.name in _REGISTRY:
+        raise ValueError(f"invalid or duplicate optimizer name {info.name!r}")
+    _REGISTRY[info.name] = info
+    return info
+
+
+def list_optimizers() -> list[str]:
+    """Names usable in a spec (each alone, or two joined by ``+``)."""
+    return sorted(_REGISTRY)
+
+
+def get_optimizer_info(name: str) -> OptimizerInfo:
+    """The registry entry for ``name``; ValueError listing valid names if unknown."""
+    try:
+        return _REGISTRY[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {name!r}; valid names: {', '.join(list_optimizers())}") from None
+
+
+register_optimizer(OptimizerInfo(
+    "sgd", torch.optim.SGD, {"momentum": 0.9, "weight_decay": 5e-4},
+    frozenset({"momentum", "weight_decay", "nesterov", "dampening"}), fused=True,
+    description="SGD with momentum 0.9, weight decay 5e-4 (the paper's pre-training optimizer)"))
+register_optimizer(OptimizerInfo(
+    "adam", torch.optim.Adam, {}, frozenset({"betas", "eps", "weight_decay", "amsgrad"}), fused=True,
+    description="Adam (L2 weight decay, default 0)"))
+register_optimizer(OptimizerInfo(
+    "adamw", torch.optim.AdamW, {"weight_decay": 0.01}, frozenset({"betas", "eps", "weight_decay", "amsgrad"}),
+    fused=True, description="AdamW, decoupled weight decay 0.01"))
+register_optimizer(OptimizerInfo(
+    "lion", Lion, {}, frozenset({"betas", "weight_decay"}), description="Lion (sign momentum)"))
+register_optimizer(OptimizerInfo(
+    "muon", Muon, {}, frozenset({"momentum", "weight_decay", "ns_steps", "betas", "eps"}),
+    description="Muon (orthogonalized momentum; AdamW for vectors)"))
+
+_DECOUPLE = {"m": "m", "v": "v", "mv": "mv", "vm": "mv", "none": ""}
+
+
+def _fast_kwargs(info: OptimizerInfo, params: list[Any], fused: bool | None) -> dict[str, bool]:
+    """``fused=True`` where torch has the kernel for these tensors, else ``foreach=True``."""
+    if not info.fused or fused is False:
+        return {"foreach": True} if info.fused else {}
+    tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
+    ok = all(t.is_floating_point() and t.device.type in ("cpu", "cuda") for t in tensors)
+    if fused is True and not ok:
+        raise ValueError("fused=True needs floating-point parameters on CPU or CUDA")
+    return {"fused": True} if ok else {"foreach": True}
+
+
+def _params_copy(params: list[Any]) -> list[Any]:
+    # Param-group dicts are copied so the two optimizers own separate hyper-parameters.
+    return [dict(g) if isinstance(g, dict) else g for g in params]
+
+
+def _make(name: str, params: list[Any], lr: float, options: Mapping[str, Any], fused: bool | None) -> Optimizer:
+    info = get_optimizer_info(name)
+    kwargs = {**info.defaults, **{k: v for k, v in options.items() if k in info.options}}
+    return info.cls(_params_copy(params), lr=lr, **kwargs, **_fast_kwargs(info, params, fused))
+
+
+def _check_lr(name: str, lr: float | None) -> None:
+    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {lr!r}")
+
+
+def build_optimizer(params: Iterable[Any], spec: str, forget_lr: float, retain_lr: float | None = None, *,
+                    fused: bool | None = None, **options: Any) -> PhasedOptimizer:
+    """Build the phased optimizer named by ``spec``.
+
+    Args:
+        params: parameters or parameter-group dicts (as for any torch optimizer).
+        spec: ``"sgd"`` (shared state) or ``"adam+sgd"``-style ``forget+retain`` (DualOptim);
+            ``"adam+adam:decouple=m|v|mv|none"`` for the Table-17 moment ablation.
+        forget_lr: learning rate of forget steps.
+        retain_lr: learning rate of retain steps (default: ``forget_lr``).
+        fused: ``None`` uses fused kernels where torch has them for these tensors
+            (else foreach); ``False`` forces foreach; ``True`` requires fused.
+        **options: hyper-parameters (``momentum``, ``weight_decay``, ``betas`` ...), each
+            given to every optimizer of the spec that accepts it; prefix with
+            ``forget_``/``retain_`` to target one phase (``forget_weight_decay=0``).
+
+    Returns:
+        A :class:`DualOptimizer` or :class:`SharedOptimizer`.
+    """
+    params = list(params)
+    if not params:
+        raise ValueError("build_optimizer got an empty parameter list")
+    retain_lr = forget_lr if retain_lr is None else retain_lr
+    _check_lr("forget_lr", forget_lr)
+    _check_lr("retain_lr", retain_lr)
+    spec = spec.strip().lower()
+    base, _, extra = spec.partition(":")
+    names = base.split("+")
+    if len(names) > 2 or not all(names):
+        raise ValueError(f"bad optimizer spec {spec!r}: use 'name' or 'forget+retain', e.g. 'adam+sgd'")
+    infos = [get_optimizer_info(n) for n in names]
+    plain = {k: v for k, v in options.items() if not k.startswith(("forget_", "retain_"))}
+    phase_opts = {ph: {**plain, **{k.removeprefix(ph + "_"): v for k, v in options.items() if k.startswith(ph + "_")}}
+                  for ph in ("forget", "retain")}
+    accepted = set().union(*(i.options for i in infos))
+    unknown = {k.removeprefix("forget_").removeprefix("retain_") for k in options} - accepted
+    if unknown:
+        raise ValueError(f"option(s) {sorted(unknown)} not accepted by {spec!r}; accepted: {sorted(accepted)}")
+
+    if extra:
+        key, _, value = extra.partition("=")
+        if key != "decouple" or value not in _DECOUPLE or names != ["adam", "adam"]:
+            raise ValueError(f"bad ablation spec {spec!r}: use 'adam+adam:decouple=m|v|mv|none'")
+        kwargs = {k: v for k, v in phase_opts["retain"].items() if k in {"betas", "eps", "weight_decay"}}
+        inner = PartiallySharedAdam(params, lr=retain_lr, decouple=_DECOUPLE[value], **kwargs)
+        return SharedOptimizer(inner, forget_lr=forget_lr, retain_lr=retain_lr)
+    if len(names) == 1:
+        inner = _make(names[0], params, retain_lr, phase_opts["retain"], fused)
+        return SharedOptimizer(inner, forget_lr=forget_lr, retain_lr=retain_lr)
+    return DualOptimizer(forget=_make(names[0], params, forget_lr, phase_opts["forget"], fused),
+                         retain=_make(names[1], params, retain_lr, phase_opts["retain"], fused))
+
+
+def phase_lambda_lr(optimizer: PhasedOptimizer, forget: Callable[[int], float] | None = None,
+                    retain: Callable[[int], float] | None = None) -> LambdaLR:
+    """A ``LambdaLR`` whose factor depends on each group's phase (constant where ``None``).
+
+    Works for both :class:`DualOptimizer` and :class:`SharedOptimizer`, e.g. a cosine on
+    the forget lr only: ``phase_lambda_lr(opt, forget=cosine_factor(total_steps))``.
+    """
+    if not isinstance(optimizer, PhasedOptimizer):
+        raise ValueError("phase_lambda_lr needs a DualOptimizer or SharedOptimizer")
+    fns = {"forget": forget or (lambda _: 1.0), "retain": retain or (lambda _: 1.0)}
+    return LambdaLR(optimizer, [fns[g["phase"]] for g in optimizer.param_groups])
+
+
+def cosine_factor(total_steps: int, final: float = 0.0) -> Callable[[int], float]:
+    """lr factor 1 -> ``final`` along a half cosine over ``total_steps`` scheduler steps."""
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be > 0, got {total_steps}")
+
+    def factor(step: int) -> float:
+        t = min(step, total_steps) / total_steps
+        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return factor

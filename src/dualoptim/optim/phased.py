@@ -1,0 +1,352 @@
+"""Phase-aware optimizers: the shared baseline and DualOptim.
+
+Unlearning alternates *forget* steps (on D_f) and *retain* steps (on D_r). Both
+classes here expose the same phase API on top of the ``torch.optim`` contract:
+
+* :class:`SharedOptimizer` -- the paper's baseline: ONE optimizer state (momentum,
+  Adam moments) serves both phases; each phase may have its own hyper-parameters.
+* :class:`DualOptimizer` -- DualOptim: two optimizers over the same parameters with
+  fully decoupled states; ``step()`` only advances the active phase's optimizer.
+
+Both expose ``param_groups`` as the forget groups followed by the retain groups,
+each tagged ``group["phase"]``, so ``torch.optim.lr_scheduler`` classes drive both
+phases (use :func:`dualoptim.optim.phase_lambda_lr` for per-phase schedules).
+
+Masks (``set_mask``) are *hard* constraints: a masked-out entry is restored to its
+pre-step value after every step of that phase, so neither weight decay nor
+momentum/moments accumulated earlier can move it (the public reference code only
+multiplied gradients, which leaks). Gradients of masked-out entries are also
+zeroed before the step so the optimizer state only sees the trainable subspace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+PHASES = ("forget", "retain")
+Mask = Mapping[torch.Tensor, torch.Tensor]
+
+
+def _check_phase(phase: str) -> str:
+    if phase not in PHASES:
+        raise ValueError(f"unknown phase {phase!r}; expected one of {PHASES}")
+    return phase
+
+
+class _PhaseContext:
+    """Returned by ``set_phase``: a no-op when used as a call, restores the previous phase in ``with``."""
+
+    def __init__(self, opt: PhasedOptimizer, previous: str | None) -> None:
+        self._opt, self._previous = opt, previous
+
+    def __enter__(self) -> PhasedOptimizer:
+        return self._opt
+
+    def __exit__(self, *exc: object) -> None:
+        self._opt._phase = self._previous
+
+
+class PhasedOptimizer(Optimizer):
+    """Common base: the active phase, hard masks, and the parts of ``Optimizer`` both share.
+
+    Subclasses provide ``param_groups`` (tagged with ``"phase"``), ``_step_phase`` and
+    the state-dict methods. ``torch.optim.Optimizer.__init__`` is run over the unique
+    parameters only to install the hook machinery of the running torch version.
+    """
+
+    def __init__(self, params: list[torch.Tensor]) -> None:
+        self._phase: str | None = None
+        self._masks: dict[str, dict[torch.Tensor, torch.Tensor]] = {p: {} for p in PHASES}
+        self._building = True
+        super().__init__(params, {})
+        self._building = False
+        self._params = params
+
+    # -- the torch.optim attributes that subclasses redirect ------------------
+    def add_param_group(self, param_group: dict[str, Any]) -> None:  # noqa: D102
+        if self._building:  # Optimizer.__init__ registering the unique params: nothing to do
+            return
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot grow after construction; build it over all parameters"
+        )
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return self.phase_groups("forget") + self.phase_groups("retain")
+
+    @param_groups.setter
+    def param_groups(self, value: list[dict[str, Any]]) -> None:
+        if not self._building:
+            raise AttributeError("param_groups of a phased optimizer cannot be replaced")
+
+    def phase_groups(self, phase: str) -> list[dict[str, Any]]:
+        """The parameter groups (hyper-parameters) used by ``phase``."""
+        raise NotImplementedError
+
+    # -- phase --------------------------------------------------------------------
+    @property
+    def phase(self) -> str | None:
+        """The active phase (``"forget"``, ``"retain"`` or ``None`` before the first ``set_phase``)."""
+        return self._phase
+
+    def set_phase(self, phase: str) -> _PhaseContext:
+        """Make ``phase`` active. Also usable as ``with opt.set_phase("forget"): ...``,
+        which restores the previous phase on exit."""
+        previous = self._phase
+        self._phase = _check_phase(phase)
+        return _PhaseContext(self, previous)
+
+    def _active_phase(self) -> str:
+        if self._phase is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.step() called with no phase set; call "
+                "set_phase('forget') or set_phase('retain') first"
+            )
+        return self._phase
+
+    # -- masks --------------------------------------------------------------------
+    def set_mask(self, mask: Mask | None, phase: str | None = None) -> None:
+        """Constrain which entries may change.
+
+        ``mask`` maps parameter tensors to boolean tensors of the same shape (True = may
+        change); parameters absent from the mapping are unconstrained. ``phase=None``
+        applies the mask to both phases; ``mask=None`` removes the mask of the phase(s).
+        """
+        phases = PHASES if phase is None else (_check_phase(phase),)
+        checked: dict[torch.Tensor, torch.Tensor] = {}
+        if mask is not None:
+            known = {id(p) for p in self._params}
+            for p, m in mask.items():
+                if id(p) not in known:
+                    raise ValueError("mask has a tensor that is not a parameter of this optimizer")
+                if not isinstance(m, torch.Tensor) or m.dtype != torch.bool:
+                    raise ValueError(f"mask entries must be bool tensors, got {getattr(m, 'dtype', type(m))}")
+                if m.shape != p.shape:
+                    raise ValueError(f"mask shape {tuple(m.shape)} != parameter shape {tuple(p.shape)}")
+                if not bool(m.all()):  # all-True masks cost nothing: skip them
+                    checked[p] = m.to(p.device)
+        for ph in phases:
+            self._masks[ph] = dict(checked)
+
+    def get_mask(self, phase: str) -> dict[torch.Tensor, torch.Tensor]:
+        """The (non-trivial) mask entries of ``phase``."""
+        return dict(self._masks[_check_phase(phase)])
+
+    @contextmanager
+    def _masked(self, phase: str) -> Iterator[None]:
+        masks = self._masks[phase]
+        frozen = {}
+        with torch.no_grad():
+            for p, m in masks.items():
+                if p.grad is not None:
+                    p.grad.masked_fill_(~m, 0)
+                frozen[p] = p.masked_select(~m)
+        yield
+        with torch.no_grad():
+            for p, values in frozen.items():
+                p.masked_scatter_(~masks[p], values)
+
+    # -- step ---------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        """Perform one optimization step of the active phase (see ``set_phase``)."""
+        phase = self._active_phase()
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        with self._masked(phase):
+            self._step_phase(phase)
+        return loss
+
+    def _step_phase(self, phase: str) -> None:
+        raise NotImplementedError
+
+    def zero_grad(self, set_to_none: bool = True) -> None:  # noqa: D102
+        for p in self._params:
+            if p.grad is None:
+                continue
+            if set_to_none:
+                p.grad = None
+            else:
+                p.grad.detach_().zero_()
+
+    # -- state dict helpers -------------------------------------------------------
+    def _masks_state(self) -> dict[str, dict[int, torch.Tensor]]:
+        index = {id(p): i for i, p in enumerate(self._params)}
+        return {ph: {index[id(p)]: m.clone() for p, m in ms.items()} for ph, ms in self._masks.items()}
+
+    def _load_masks_and_phase(self, state: Mapping[str, Any]) -> None:
+        phase = state.get("phase")
+        self._phase = None if phase is None else _check_phase(phase)
+        for ph, ms in state.get("masks", {}).items():
+            self._masks[_check_phase(ph)] = {
+                self._params[int(i)]: m.to(self._params[int(i)].device).bool() for i, m in ms.items()
+            }
+
+
+def _unique_params(groups: list[dict[str, Any]]) -> list[torch.Tensor]:
+    seen: dict[int, torch.Tensor] = {}
+    for g in groups:
+        for p in g["params"]:
+            seen.setdefault(id(p), p)
+    return list(seen.values())
+
+
+class DualOptimizer(PhasedOptimizer):
+    """DualOptim: two optimizers with decoupled states over the same parameters.
+
+    Args:
+        forget: the optimizer used in forget steps (the paper: Adam).
+        retain: the optimizer used in retain steps (the paper: the pre-training optimizer).
+
+    Example::
+
+        opt = DualOptimizer(forget=torch.optim.Adam(model.parameters(), lr=1e-4),
+                            retain=torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9))
+        with opt.set_phase("forget"):
+            forget_loss(model, xf, yf).backward(); opt.step(); opt.zero_grad()
+        with opt.set_phase("retain"):
+            retain_loss(model, xr, yr).backward(); opt.step(); opt.zero_grad()
+    """
+
+    def __init__(self, forget: Optimizer, retain: Optimizer) -> None:
+        if not isinstance(forget, Optimizer) or not isinstance(retain, Optimizer):
+            raise ValueError("DualOptimizer(forget=..., retain=...) takes two torch.optim.Optimizer objects")
+        if forget is retain:
+            raise ValueError("forget and retain must be two different optimizer objects (decoupled states)")
+        if isinstance(forget, PhasedOptimizer) or isinstance(retain, PhasedOptimizer):
+            raise ValueError("DualOptimizer takes plain optimizers, not phased ones")
+        fp, rp = _unique_params(forget.param_groups), _unique_params(retain.param_groups)
+        if {id(p) for p in fp} != {id(p) for p in rp} or len(fp) != len(rp):
+            raise ValueError(
+                f"forget and retain optimizers must be built over the same parameters "
+                f"(forget has {len(fp)} tensors, retain has {len(rp)}, or they differ)"
+            )
+        self.forget, self.retain = forget, retain
+        for ph, opt in (("forget", forget), ("retain", retain)):
+            for g in opt.param_groups:
+                g["phase"] = ph
+        super().__init__(fp)
+
+    def phase_groups(self, phase: str) -> list[dict[str, Any]]:  # noqa: D102
+        return self.optimizer_for(phase).param_groups
+
+    def optimizer_for(self, phase: str) -> Optimizer:
+        """The optimizer that performs steps of ``phase``."""
+        return self.forget if _check_phase(phase) == "forget" else self.retain
+
+    def _step_phase(self, phase: str) -> None:
+        self.optimizer_for(phase).step()
+
+    @property
+    def state(self) -> dict[torch.Tensor, dict[str, Any]]:  # type: ignore[override]
+        """Per parameter: ``{"forget": <forget state>, "retain": <retain state>}`` (a fresh view)."""
+        return {p: {"forget": self.forget.state.get(p, {}), "retain": self.retain.state.get(p, {})}
+                for p in self._params}
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        if not self._building:
+            raise AttributeError("set the state with load_state_dict()")
+
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        """Both optimizers' states, the active phase and the masks."""
+        return {"forget": self.forget.state_dict(), "retain": self.retain.state_dict(),
+                "phase": self._phase, "masks": self._masks_state()}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:  # type: ignore[override]
+        """Restore a state saved by :meth:`state_dict` (over parameters of the same shapes)."""
+        if "forget" not in state_dict or "retain" not in state_dict:
+            raise ValueError("not a DualOptimizer state dict (needs 'forget' and 'retain' entries)")
+        self.forget.load_state_dict(state_dict["forget"])
+        self.retain.load_state_dict(state_dict["retain"])
+        self._load_masks_and_phase(state_dict)
+
+    def __repr__(self) -> str:
+        return f"DualOptimizer(\n forget={self.forget!r},\n retain={self.retain!r}\n)"
+
+
+class SharedOptimizer(PhasedOptimizer):
+    """The baseline: one optimizer state shared by both phases.
+
+    Each phase keeps its own copy of every parameter group's hyper-parameters (so
+    ``forget_lr``/``retain_lr`` and per-phase schedules work); before a step the active
+    phase's hyper-parameters are copied into the wrapped optimizer. Momentum buffers and
+    Adam moments are shared, exactly as when one optimizer's lr is switched per phase.
+
+    Args:
+        optimizer: the wrapped optimizer (e.g. SGD with momentum).
+        forget_lr: lr of forget steps (default: the optimizer's lr).
+        retain_lr: lr of retain steps (default: the optimizer's lr).
+    """
+
+    def __init__(self, optimizer: Optimizer, forget_lr: float | None = None,
+                 retain_lr: float | None = None) -> None:
+        if not isinstance(optimizer, Optimizer) or isinstance(optimizer, PhasedOptimizer):
+            raise ValueError("SharedOptimizer wraps one plain torch.optim.Optimizer")
+        for name, lr in (("forget_lr", forget_lr), ("retain_lr", retain_lr)):
+            if lr is not None and not lr > 0:
+                raise ValueError(f"{name} must be > 0, got {lr}")
+        self.optimizer = optimizer
+        self._views: dict[str, list[dict[str, Any]]] = {}
+        for ph, lr in (("forget", forget_lr), ("retain", retain_lr)):
+            views = []
+            for g in optimizer.param_groups:
+                v = dict(g, phase=ph)
+                if lr is not None:
+                    v["lr"] = lr
+                views.append(v)
+            self._views[ph] = views
+        super().__init__(_unique_params(optimizer.param_groups))
+
+    def phase_groups(self, phase: str) -> list[dict[str, Any]]:  # noqa: D102
+        return self._views[_check_phase(phase)]
+
+    def _step_phase(self, phase: str) -> None:
+        for group, view in zip(self.optimizer.param_groups, self._views[phase]):
+            for k, v in view.items():
+                if k not in ("params", "phase"):
+                    group[k] = v
+        if hasattr(self.optimizer, "current_phase"):  # phase-aware optimizers (PartiallySharedAdam)
+            self.optimizer.current_phase = phase
+        self.optimizer.step()
+
+    @property
+    def state(self) -> Any:  # type: ignore[override]
+        """The one shared state of the wrapped optimizer."""
+        return self.optimizer.state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        if not self._building:
+            raise AttributeError("set the state with load_state_dict()")
+
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        """The wrapped optimizer's state, both phases' hyper-parameters, the phase and masks."""
+        views = {ph: [{k: v for k, v in g.items() if k != "params"} for g in gs]
+                 for ph, gs in self._views.items()}
+        return {"optimizer": self.optimizer.state_dict(), "phase_groups": views,
+                "phase": self._phase, "masks": self._masks_state()}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:  # type: ignore[override]
+        """Restore a state saved by :meth:`state_dict`."""
+        if "optimizer" not in state_dict or "phase_groups" not in state_dict:
+            raise ValueError("not a SharedOptimizer state dict (needs 'optimizer' and 'phase_groups')")
+        self.optimizer.load_state_dict(state_dict["optimizer"])
+        for ph, saved in state_dict["phase_groups"].items():
+            views = self._views[_check_phase(ph)]
+            if len(saved) != len(views):
+                raise ValueError("saved state has a different number of parameter groups")
+            for view, s in zip(views, saved):
+                view.update(s)
+        self._load_masks_and_phase(state_dict)
+
+    def __repr__(self) -> str:
+        lrs = {ph: [g["lr"] for g in gs] for ph, gs in self._views.items()}
+        return f"SharedOptimizer({self.optimizer!r}, lrs={lrs})"
