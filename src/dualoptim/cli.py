@@ -16,7 +16,13 @@ from . import __version__
 from .errors import DualOptimError
 
 # Modality CLIs, in help order. A module that is not there yet is skipped.
-MODALITY_CLIS = ("dualoptim.vision.cli", "dualoptim.generation.cli", "dualoptim.llm.cli")
+MODALITY_CLIS = (
+    "dualoptim.vision.cli",
+    "dualoptim.vision.unlearn_cli",
+    "dualoptim.vision.bench_cli",
+    "dualoptim.generation.cli",
+    "dualoptim.llm.cli",
+)
 
 
 def _cmd_optimizers(args: argparse.Namespace) -> int:
