@@ -1,0 +1,276 @@
+"""``dualoptim train | retrain | eval``: original model, Retrain reference and evaluation on a forget set.
+
+    dualoptim train   --dataset fashion-mnist --model cnn --epochs 8 --out runs/fmnist/original
+    dualoptim retrain --original runs/fmnist/original --forget random:0.1 --seed 1 --out runs/fmnist/retrain-1
+    dualoptim eval    --checkpoint runs/fmnist/retrain-1 --forget random:0.1 --seed 1 --json eval.json
+
+``retrain`` trains from scratch on the retain set of the ORIGINAL model's training set with the original's
+recipe (any recipe flag overrides it); the forget split is drawn with ``--seed`` and the model is
+initialised and shuffled with ``--train-seed`` (default: ``--seed``, so trials differ in both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+RECIPE_FLAGS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "warmup_epochs", "augment",
+                "label_smoothing", "bf16", "channels_last")
+
+
+def _add_recipe_flags(p: argparse.ArgumentParser, defaults: bool) -> None:
+    """Recipe flags; with ``defaults=False`` they default to None (= keep the original's value)."""
+    d = (lambda v: v) if defaults else (lambda v: None)
+    g = p.add_argument_group("recipe (SGD + cosine, the paper's pre-training recipe)")
+    g.add_argument("--epochs", type=int, default=None, help="epochs (default: the dataset's default)"
+                   if defaults else "epochs (default: the original's)")
+    g.add_argument("--batch-size", type=int, default=d(128))
+    g.add_argument("--lr", type=float, default=d(0.1))
+    g.add_argument("--momentum", type=float, default=d(0.9))
+    g.add_argument("--weight-decay", type=float, default=d(5e-4))
+    g.add_argument("--schedule", choices=("cosine", "constant"), default=d("cosine"))
+    g.add_argument("--warmup-epochs", type=float, default=d(0.0))
+    g.add_argument("--augment", default=d("default"), help="none | crop | flip | crop_flip | default")
+    g.add_argument("--label-smoothing", type=float, default=d(0.0))
+    g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=d(False), help="bfloat16 autocast")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d(True))
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None, help="folder with the dataset files (else $DUALOPTIM_DATA_DIR, "
+                   "then the system location)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+
+
+def _add_out(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="checkpoint folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint folder")
+
+
+def _parse_options(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--model-option expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``train``, ``retrain`` and ``eval`` to the ``dualoptim`` command."""
+    from .data import list_datasets
+    from .models import list_models
+
+    p = sub.add_parser("train", help="train an original classifier on a whole training set",
+                       description="Train the original model (SGD momentum 0.9, wd 5e-4, cosine, batch 128).")
+    p.add_argument("--dataset", default="fashion-mnist", choices=list_datasets())
+    p.add_argument("--model", default=None, choices=list_models(), help="default: the dataset's default (cnn for "
+                   "fashion-mnist)")
+    p.add_argument("--width", type=int, default=None, help="model width (cnn, resnet8/20/18)")
+    p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE", help="extra model option")
+    p.add_argument("--train-subset", type=int, default=None, help="train on a stratified subset of N images")
+    p.add_argument("--subset-seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and augmentation")
+    _add_recipe_flags(p, defaults=True)
+    _add_common(p)
+    _add_out(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("retrain", help="train Retrain (from scratch on the retain set) for a forget set",
+                       description="Retrain: the original's recipe on its training set minus the forget set.")
+    p.add_argument("--original", required=True, help="checkpoint folder of the original model")
+    p.add_argument("--forget", required=True, help="random:<fraction> | class:<k> | file:PATH")
+    p.add_argument("--seed", type=int, default=0, help="seed of the forget split (random:)")
+    p.add_argument("--train-seed", type=int, default=None, help="seed of init/shuffling (default: --seed)")
+    p.add_argument("--no-svc", dest="mia_svc", action="store_false", help="skip the SVC MIA in the final evaluation")
+    _add_recipe_flags(p, defaults=False)
+    _add_common(p)
+    _add_out(p)
+    p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("eval", help="FA/UA/RA/TA/MIA of a checkpoint on a forget set",
+                       description="Evaluate a checkpoint on a forget set (no augmentation, all in %%).")
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder")
+    p.add_argument("--forget", default=None, help="forget spec (default: the split stored in the checkpoint)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the forget split (default: stored one, else 0)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the metrics and forget indices here")
+    p.add_argument("--batch-size", type=int, default=1024, help="evaluation batch size")
+    p.add_argument("--no-svc", dest="mia_svc", action="store_false", help="skip the SVC-confidence MIA")
+    _add_common(p)
+    p.set_defaults(func=cmd_eval)
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+def _setup(args: argparse.Namespace) -> None:
+    import torch
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
+
+
+def _recipe(args: argparse.Namespace, base: dict[str, Any], seed: int):
+    """The one place where recipe flags become a TrainConfig (flags left at None keep ``base``'s value)."""
+    from .train import TrainConfig
+
+    fields = dict(base)
+    for name in RECIPE_FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            fields[name] = value
+    fields["seed"] = seed
+    return TrainConfig.from_dict(fields)
+
+
+def _print_metrics(title: str, metrics: dict[str, float]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .metrics import DESCRIPTIONS
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value (%)", justify="right")
+    table.add_column("meaning")
+    for k, v in metrics.items():
+        table.add_row(k, f"{v:.2f}", DESCRIPTIONS.get(k, ""))
+    Console(soft_wrap=False).print(table)
+
+
+def _fit(args: argparse.Namespace, data, model_name: str, options: dict[str, Any], cfg, train_idx, role: str):
+    """Seed, build and train a model; returns ``(model, train_classifier result)``."""
+    from .models import create_model
+    from .train import seed_everything, train_classifier
+
+    seed_everything(cfg.seed)
+    model = create_model(model_name, data.num_classes, data.in_channels, data.image_size, **options)
+    result = train_classifier(model, data, train_idx, cfg, progress=args.progress, desc=role)
+    return model, result
+
+
+def _timings(result: dict[str, Any]) -> dict[str, float]:
+    return {"train_s": round(result["time_s"], 3), "images_per_s": round(result["images_per_s"], 1)}
+
+
+# ----------------------------------------------------------------------------------- commands
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .checkpoint import ClassifierMeta, save_classifier
+    from .data import get_dataset_info, load_dataset
+    from .metrics import accuracy
+
+    _setup(args)
+    _check_out(args)
+    info = get_dataset_info(args.dataset)
+    model_name = args.model or info.default_model
+    options = _parse_options(args.model_option)
+    if args.width is not None:
+        options["width"] = args.width
+    if args.epochs is None:
+        args.epochs = info.default_epochs
+    cfg = _recipe(args, {}, seed=args.seed)
+    data = load_dataset(args.dataset, args.data_dir, args.train_subset, args.subset_seed)
+    meta = ClassifierMeta(dataset=data.name, model=model_name, num_classes=data.num_classes,
+                          in_channels=data.in_channels, image_size=data.image_size, model_options=options,
+                          train_subset=data.train_subset, subset_seed=data.subset_seed, role="original",
+                          init_seed=args.seed)
+    model, result = _fit(args, data, model_name, options, cfg, None, "original")
+    meta.recipe, meta.timings = cfg.to_dict(), _timings(result)
+    meta.metrics = {"TA": accuracy(model, data.test_x, data.test_y),
+                    "train_acc": accuracy(model, data.train_x, data.train_y)}
+    save_classifier(args.out, model, meta)
+    print(f"trained {model_name} on {data.name} ({data.num_train} images, {cfg.epochs} epochs) in "
+          f"{result['time_s']:.1f} s ({result['images_per_s']:.0f} img/s): test accuracy "
+          f"{meta.metrics['TA']:.2f}%, train accuracy {meta.metrics['train_acc']:.2f}% -> {args.out}")
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from .checkpoint import dataset_for, load_classifier, save_classifier, weights_digest
+    from .forget import make_forget_split
+    from .metrics import evaluate
+
+    _setup(args)
+    _check_out(args)
+    original, ometa, _ = load_classifier(args.original)
+    if ometa.role != "original":
+        raise ConfigError(f"{args.original} is a {ometa.role!r} checkpoint; --original needs the original model")
+    data = dataset_for(ometa, args.data_dir)
+    split = make_forget_split(args.forget, data.train_y, args.seed)  # validated before any training
+    train_seed = args.seed if args.train_seed is None else args.train_seed
+    cfg = _recipe(args, ometa.recipe, seed=train_seed)
+    meta = type(ometa)(dataset=ometa.dataset, model=ometa.model, num_classes=ometa.num_classes,
+                       in_channels=ometa.in_channels, image_size=ometa.image_size, model_options=ometa.model_options,
+                       train_subset=ometa.train_subset, subset_seed=ometa.subset_seed, role="retrain",
+                       init_seed=train_seed)
+    meta.original = {"path": str(args.original), "weights_sha256": weights_digest(original.state_dict())}
+    model, result = _fit(args, data, ometa.model, ometa.model_options, cfg, split.retain_idx, "retrain")
+    meta.recipe, meta.timings = cfg.to_dict(), _timings(result)
+    start = time.perf_counter()
+    meta.metrics = evaluate(model, data, split, mia_svc=args.mia_svc, seed=args.seed)
+    meta.timings["eval_s"] = round(time.perf_counter() - start, 3)
+    save_classifier(args.out, model, meta, split)
+    print(f"Retrain: {split.num_forget} forgotten / {split.num_retain} retained ({split.spec}, seed {split.seed}, "
+          f"sha256 {split.digest[:12]}), trained in {result['time_s']:.1f} s -> {args.out}")
+    _print_metrics(f"Retrain on {data.name}, forget {split.spec} seed {split.seed}", meta.metrics)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..io import atomic_write_json
+    from .checkpoint import dataset_for, load_classifier
+    from .forget import make_forget_split
+    from .metrics import evaluate
+
+    _setup(args)
+    model, meta, _ = load_classifier(args.checkpoint)
+    stored = meta.split or {}
+    spec = args.forget or stored.get("spec")
+    if spec is None:
+        raise ConfigError(f"{args.checkpoint} stores no forget set: pass --forget (e.g. random:0.1) and --seed")
+    same_spec = args.forget is None or args.forget == stored.get("spec")
+    seed = args.seed if args.seed is not None else (stored.get("seed", 0) if same_spec else 0)
+    data = dataset_for(meta, args.data_dir)
+    split = make_forget_split(spec, data.train_y, seed)
+    if stored and stored.get("digest") != split.digest:
+        print(f"dualoptim: warning: {args.checkpoint} was made for forget set {stored.get('spec')} seed "
+              f"{stored.get('seed')}, evaluating on {spec} seed {seed}", file=sys.stderr)
+    start = time.perf_counter()
+    metrics = evaluate(model, data, split, batch_size=args.batch_size, mia_svc=args.mia_svc, seed=seed)
+    elapsed = time.perf_counter() - start
+    _print_metrics(f"{meta.role} {meta.model} on {data.name}, forget {spec} seed {seed} "
+                   f"({split.num_forget} samples, sha256 {split.digest[:12]})", metrics)
+    if args.json:
+        atomic_write_json(args.json, {"checkpoint": str(args.checkpoint), "role": meta.role, "model": meta.model,
+                                      "dataset": meta.dataset, "train_subset": meta.train_subset,
+                                      "subset_seed": meta.subset_seed, "split": split.describe(),
+                                      "forget_indices": split.forget_idx.tolist(), "metrics": metrics,
+                                      "metric_definitions": {k: v for k, v in _descriptions().items() if k in metrics},
+                                      "eval_s": round(elapsed, 3)})
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _descriptions() -> dict[str, str]:
+    from .metrics import DESCRIPTIONS
+
+    return DESCRIPTIONS

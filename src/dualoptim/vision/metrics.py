@@ -1,0 +1,163 @@
+"""Unlearning metrics for classifiers, all in percent.
+
+``evaluate(model, data, split) -> {"FA", "UA", "RA", "TA", "MIA", "MIA_SVC"}``:
+
+- FA: accuracy on the forget set D_f; UA = 100 - FA (unlearning accuracy); RA: accuracy on the retain set
+  D_r; TA: accuracy on the test set. No augmentation; the model is in eval mode.
+- MIA (default, the DualOptim/SFRon tables' variant), **entropy-LR member rate**: feature = Shannon entropy
+  of the softmax output; ``LogisticRegression(class_weight="balanced")`` trained on D_r (label 1, member)
+  vs the test set (label 0, non-member); MIA = % of D_f predicted *member*. Lower = more forgotten; the
+  target is Retrain's value, not 0.
+- MIA_SVC, **SVC-confidence non-member rate** (SalUn's "MIA-efficacy"): feature = softmax probability of
+  the true class; ``SVC(C=3, gamma="auto")`` (RBF) trained on |test| samples of D_r (member, drawn with
+  ``seed``) vs the test set (non-member); MIA_SVC = % of D_f predicted *non-member*. Higher = more forgotten.
+
+Speed: one batched forward pass per split; both MIA variants reuse those softmax outputs. The
+feature-level functions (:func:`mia_entropy_lr`, :func:`mia_svc_confidence`) take probabilities, so
+callers that already have outputs pay no extra forward pass.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import ImageData
+from .forget import ForgetSplit
+
+METRICS = ("FA", "UA", "RA", "TA", "MIA", "MIA_SVC")
+DESCRIPTIONS = {
+    "FA": "forget accuracy: accuracy on D_f (%)",
+    "UA": "unlearning accuracy: 100 - FA (%)",
+    "RA": "retain accuracy: accuracy on D_r (%)",
+    "TA": "test accuracy (%)",
+    "MIA": "entropy-LR member rate: % of D_f an entropy logistic regression calls member (target: Retrain)",
+    "MIA_SVC": "SVC-confidence non-member rate (SalUn MIA-efficacy): % of D_f an RBF SVC calls non-member",
+}
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, channels_last: bool = True
+                  ) -> torch.Tensor:
+    """Softmax outputs (float32, N x classes) of ``model`` in eval mode, batched; restores the mode after."""
+    was_training = model.training
+    model.eval()
+    try:
+        out = []
+        for lo in range(0, len(x), batch_size):
+            xb = x[lo:lo + batch_size]
+            if channels_last and xb.ndim == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            out.append(torch.softmax(model(xb).float(), dim=1))
+        return torch.cat(out) if out else torch.empty(0, 0)
+    finally:
+        model.train(was_training)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    """Top-1 accuracy of ``model`` on ``(x, y)`` in percent (NaN for an empty set)."""
+    if len(y) == 0:
+        return float("nan")
+    return 100.0 * (predict_probs(model, x, batch_size).argmax(1) == y).double().mean().item()
+
+
+def entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy (nats) of each row of ``probs``."""
+    p = probs.double().clamp_min(1e-30)
+    return -(probs.double() * p.log()).sum(1)
+
+
+def true_class_prob(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return probs.gather(1, labels.reshape(-1, 1).long()).reshape(-1)
+
+
+def modified_entropy(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Song & Mittal (2021): M(p, y) = -(1 - p_y) log p_y - sum_{i != y} p_i log(1 - p_i)."""
+    p = probs.double().clamp(1e-30, 1 - 1e-12)
+    py = true_class_prob(p, labels)
+    others = p * torch.log1p(-p)
+    others = others.sum(1) - true_class_prob(others, labels)
+    return -(1 - py) * py.log() - others
+
+
+def _fit_predict(clf, member: np.ndarray, nonmember: np.ndarray, target: np.ndarray) -> np.ndarray:
+    xs = np.concatenate([member, nonmember]).reshape(-1, 1)
+    ys = np.concatenate([np.ones(len(member)), np.zeros(len(nonmember))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter on degenerate (constant) features
+        clf.fit(xs, ys)
+    return clf.predict(target.reshape(-1, 1))
+
+
+def mia_entropy_lr(retain_probs: torch.Tensor, test_probs: torch.Tensor, forget_probs: torch.Tensor) -> float:
+    """Entropy-LR **member** rate (%): share of forget samples a logistic regression on output entropy,
+    fit on retain (member) vs test (non-member) with balanced class weights, predicts as member."""
+    from sklearn.linear_model import LogisticRegression
+
+    pred = _fit_predict(LogisticRegression(class_weight="balanced"), entropy(retain_probs).numpy(),
+                        entropy(test_probs).numpy(), entropy(forget_probs).numpy())
+    return 100.0 * float(pred.mean())
+
+
+def mia_svc_confidence(retain_probs: torch.Tensor, retain_y: torch.Tensor, test_probs: torch.Tensor,
+                       test_y: torch.Tensor, forget_probs: torch.Tensor, forget_y: torch.Tensor, seed: int = 0,
+                       max_samples: int | None = None) -> float:
+    """SVC-confidence **non-member** rate (%), SalUn's MIA-efficacy.
+
+    An RBF ``SVC(C=3, gamma="auto")`` on the true-class probability is fit on ``n`` retain samples (member,
+    drawn with ``seed``) vs ``n`` test samples (non-member), ``n = min(|test|, |retain|, max_samples)``;
+    returns the share of forget samples predicted non-member.
+    """
+    from sklearn.svm import SVC
+
+    g = torch.Generator().manual_seed(seed)
+    n = min(len(test_y), len(retain_y), max_samples or len(test_y))
+    r = torch.randperm(len(retain_y), generator=g)[:n]
+    t = torch.randperm(len(test_y), generator=g)[:n]
+    pred = _fit_predict(SVC(C=3, gamma="auto", kernel="rbf"), true_class_prob(retain_probs[r], retain_y[r]).numpy(),
+                        true_class_prob(test_probs[t], test_y[t]).numpy(),
+                        true_class_prob(forget_probs, forget_y).numpy())
+    return 100.0 * float(1.0 - pred.mean())
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Softmax outputs of one model on the forget, retain and test sets (computed once, reused)."""
+
+    forget: torch.Tensor
+    retain: torch.Tensor
+    test: torch.Tensor
+
+
+def compute_outputs(model: nn.Module, data: ImageData, split: ForgetSplit, batch_size: int = 1024) -> Outputs:
+    return Outputs(forget=predict_probs(model, data.train_x[split.forget_idx], batch_size),
+                   retain=predict_probs(model, data.train_x[split.retain_idx], batch_size),
+                   test=predict_probs(model, data.test_x, batch_size))
+
+
+def metrics_from_outputs(out: Outputs, data: ImageData, split: ForgetSplit, mia_svc: bool = True, seed: int = 0,
+                         svc_max_samples: int | None = None) -> dict[str, float]:
+    yf, yr = data.train_y[split.forget_idx], data.train_y[split.retain_idx]
+
+    def acc(p: torch.Tensor, y: torch.Tensor) -> float:
+        return 100.0 * (p.argmax(1) == y).double().mean().item()
+
+    fa = acc(out.forget, yf)
+    res = {"FA": fa, "UA": 100.0 - fa, "RA": acc(out.retain, yr), "TA": acc(out.test, data.test_y),
+           "MIA": mia_entropy_lr(out.retain, out.test, out.forget)}
+    if mia_svc:
+        res["MIA_SVC"] = mia_svc_confidence(out.retain, yr, out.test, data.test_y, out.forget, yf, seed=seed,
+                                            max_samples=svc_max_samples)
+    return res
+
+
+def evaluate(model: nn.Module, data: ImageData, split: ForgetSplit, batch_size: int = 1024, mia_svc: bool = True,
+             seed: int = 0, svc_max_samples: int | None = None) -> dict[str, float]:
+    """FA, UA, RA, TA, MIA (entropy-LR member rate) and, unless ``mia_svc=False``, MIA_SVC (SVC-confidence
+    non-member rate), all in %, from one forward pass per split (see the module docstring for definitions)."""
+    return metrics_from_outputs(compute_outputs(model, data, split, batch_size), data, split, mia_svc, seed,
+                                svc_max_samples)

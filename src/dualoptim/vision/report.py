@@ -1,0 +1,190 @@
+"""Paper-style outputs of a benchmark, built from the results database alone.
+
+* Table 1: one row per method x optimizer, each metric as ``mean ± std (gap)``, then Gap
+  and Std (Retrain first) -- terminal (rich), Markdown, CSV and ``summary.json``.
+* Figures 1/2 (unlearning process), 3 (forget vs retain gradient norms) and 4 (cosine
+  similarity of forget and retain gradients) as PNG files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..stats import format_cell, gap_table
+
+METRICS = ("FA", "RA", "TA", "MIA")
+RETRAIN = "Retrain"
+
+
+def row_label(method: str, optimizer: str) -> str:
+    """Row name: ``Retrain``, ``SalUn [sgd]`` (shared) or ``SalUn+DO [adam+sgd]`` (DualOptim)."""
+    if method == RETRAIN:
+        return RETRAIN
+    return f"{method}{'+DO' if '+' in optimizer else ''} [{optimizer}]"
+
+
+def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRICS) -> list[dict[str, Any]]:
+    """Table-1 rows from stored runs (one per method x optimizer; trials grouped)."""
+    per_trial: dict[str, list[dict[str, float]]] = defaultdict(list)
+    ident: dict[str, tuple[str, str]] = {}
+    for r in sorted(rows, key=lambda r: (r["method"] != RETRAIN, r["method"], "+" in r["optimizer"], r["trial"])):
+        label = row_label(r["method"], r["optimizer"])
+        per_trial[label].append(r["metrics"])
+        ident[label] = (r["method"], r["optimizer"])
+    table = gap_table(per_trial, reference=RETRAIN, metrics=metrics)
+    for row in table:
+        row["method"], row["optimizer"] = ident[row["name"]]
+    return table
+
+
+def table_markdown(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRICS) -> str:
+    """The table as GitHub Markdown."""
+    head = ["Method", "Trials", *[f"{m} (%)" for m in metrics], "Gap ↓", "Std ↓"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in table:
+        cells = [r["name"], str(r["trials"]), *[format_cell(r[m]) for m in metrics], f"{r['Gap']:.2f}",
+                 f"{r['Std']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table_csv(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRICS) -> str:
+    """The table as CSV (one column per mean/std/gap)."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["method", "optimizer", "trials", *[f"{m}_{k}" for m in metrics for k in ("mean", "std", "gap")],
+                "Gap", "Std"])
+    for r in table:
+        w.writerow([r["method"], r["optimizer"], r["trials"],
+                    *[f"{r[m][k]:.4f}" for m in metrics for k in ("mean", "std", "gap")],
+                    f"{r['Gap']:.4f}", f"{r['Std']:.4f}"])
+    return buf.getvalue()
+
+
+def print_table(table: Sequence[Mapping[str, Any]], title: str, metrics: Sequence[str] = METRICS) -> None:
+    """Print the table with rich (to stdout)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for col in ("Method", "n", *[f"{m} (%)" for m in metrics], "Gap ↓", "Std ↓"):
+        t.add_column(col, justify="left" if col == "Method" else "right")
+    for r in table:
+        t.add_row(r["name"], str(r["trials"]), *[format_cell(r[m]) for m in metrics], f"{r['Gap']:.2f}",
+                  f"{r['Std']:.2f}")
+    Console(width=200).print(t)
+
+
+def write_tables(folder: Path, table: Sequence[Mapping[str, Any]], config: Mapping[str, Any],
+                 metrics: Sequence[str] = METRICS) -> list[Path]:
+    """``table.md``, ``table.csv`` and ``summary.json`` in ``folder`` (atomic writes)."""
+    summary = {"rows": [{"method": r["method"], "optimizer": r["optimizer"], "trials": r["trials"],
+                         **{m: dict(r[m]) for m in metrics}, "Gap": r["Gap"], "Std": r["Std"]} for r in table],
+               "config": dict(config)}
+    return [atomic_write_text(folder / "table.md", table_markdown(table, metrics)),
+            atomic_write_text(folder / "table.csv", table_csv(table, metrics)),
+            atomic_write_json(folder / "summary.json", summary)]
+
+
+def _save(fig: Any, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _mean_band(curves: Sequence[Sequence[tuple[float, float]]]) -> tuple[list[float], list[float], list[float]]:
+    """Mean and std over trials at the steps all trials share."""
+    import numpy as np
+
+    steps = sorted(set.intersection(*[{s for s, _ in c} for c in curves])) if curves else []
+    vals = np.array([[dict(c)[s] for s in steps] for c in curves], dtype=float)
+    if not steps:
+        return [], [], []
+    std = vals.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(len(steps))
+    return steps, vals.mean(axis=0).tolist(), std.tolist()
+
+
+def plot_process(folder: Path, series: Mapping[str, Sequence[Sequence[Mapping[str, float]]]],
+                 retrain: Mapping[str, float], metrics: Sequence[str] = METRICS) -> Path | None:
+    """Figure 1/2: each metric vs unlearning step, mean ± std over trials, Retrain dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [k for k, v in series.items() if any(len(t) > 1 for t in v)]
+    if not labels:
+        return None
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4))
+    for ax, m in zip(axes, metrics):
+        for i, label in enumerate(labels):
+            curves = [[(e["step"], e[m]) for e in trial if m in e] for trial in series[label]]
+            steps, mean, std = _mean_band([c for c in curves if c])
+            if not steps:
+                continue
+            color = f"C{i}"
+            ax.plot(steps, mean, color=color, label=label, lw=1.5)
+            ax.fill_between(steps, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)],
+                            color=color, alpha=0.2)
+        if m in retrain:
+            ax.axhline(retrain[m], color="black", ls="--", lw=1, label="Retrain")
+        ax.set_title(m)
+        ax.set_xlabel("unlearning step")
+        ax.set_ylabel("%")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Unlearning process (mean ± std over trials)")
+    path = _save(fig, folder / "process.png")
+    plt.close(fig)
+    return path
+
+
+def _moving_average(values: Sequence[float], window: int) -> list[float]:
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= window:
+            acc -= values[i - window]
+        out.append(acc / min(i + 1, window))
+    return out
+
+
+def plot_gradients(folder: Path, history: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]) -> list[Path]:
+    """Figure 3 (forget vs retain gradient norms) and Figure 4 (their cosine similarity, moving average)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [k for k, v in history.items() if v and any("grad_norm" in r for r in v[0])]
+    if not labels:
+        return []
+    fig, axes = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 3.2), squeeze=False)
+    fig2, axes2 = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 3.2), squeeze=False)
+    for ax, ax2, label in zip(axes[0], axes2[0], labels):
+        trial = history[label][0]  # one trial, as in the paper's figures
+        for phase, color in (("forget", "C3"), ("retain", "C0")):
+            pts = [(r["step"], r["grad_norm"]) for r in trial if r["phase"] == phase and "grad_norm" in r]
+            if pts:
+                ax.plot(*zip(*pts), ".", ms=2, color=color, label=f"{phase} gradient")
+        cos = [(r["step"], r["cos"]) for r in trial if "cos" in r]
+        if cos:
+            steps, values = zip(*cos)
+            ax2.plot(steps, values, ".", ms=2, color="C7", alpha=0.5, label="cos(g_f, g_r)")
+            ax2.plot(steps, _moving_average(values, 20), color="C1", label="moving average (20)")
+            ax2.axhline(0, color="black", lw=0.8)
+        ax.set_yscale("log")
+        for a, ylabel in ((ax, "gradient norm"), (ax2, "cosine similarity")):
+            a.set_title(label, fontsize=9)
+            a.set_xlabel("unlearning step")
+            a.set_ylabel(ylabel)
+            a.legend(fontsize=7)
+    paths = [_save(fig, folder / "grad_norms.png"), _save(fig2, folder / "grad_cosine.png")]
+    plt.close(fig)
+    plt.close(fig2)
+    return paths
