@@ -1,5 +1,6 @@
 """The core of DualOptim: phase-aware optimizers and their factory."""
 
+from .banked import BankedOptimizer
 from .extra import Lion, Muon, PartiallySharedAdam
 from .factory import (
     OptimizerInfo,
@@ -10,10 +11,12 @@ from .factory import (
     phase_lambda_lr,
     register_optimizer,
 )
+from .lean import SGDBF16, AdamBF16, AdamWBF16, state_bytes
 from .phased import PHASES, DualOptimizer, PhasedOptimizer, SharedOptimizer
 
 __all__ = [
-    "PHASES", "DualOptimizer", "Lion", "Muon", "OptimizerInfo", "PartiallySharedAdam", "PhasedOptimizer",
-    "SharedOptimizer", "build_optimizer", "cosine_factor", "get_optimizer_info", "list_optimizers",
+    "PHASES", "SGDBF16", "AdamBF16", "AdamWBF16", "BankedOptimizer", "DualOptimizer", "Lion", "Muon",
+    "OptimizerInfo", "PartiallySharedAdam", "PhasedOptimizer", "SharedOptimizer", "state_bytes",
+    "build_optimizer", "cosine_factor", "get_optimizer_info", "list_optimizers",
     "phase_lambda_lr", "register_optimizer",
 ]

@@ -18,6 +18,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from .extra import Lion, Muon, PartiallySharedAdam
+from .lean import SGDBF16, AdamBF16, AdamWBF16
 from .phased import DualOptimizer, PhasedOptimizer, SharedOptimizer
 
 
@@ -81,6 +82,16 @@ register_optimizer(OptimizerInfo(
 register_optimizer(OptimizerInfo(
     "muon", Muon, {}, frozenset({"momentum", "weight_decay", "ns_steps", "betas", "eps"}),
     description="Muon (orthogonalized momentum; AdamW for vectors)"))
+register_optimizer(OptimizerInfo(
+    "adam-bf16", AdamBF16, {}, frozenset({"betas", "eps", "weight_decay", "seed"}),
+    description="Adam, moments in bf16 with stochastic rounding (4 bytes/param of state)"))
+register_optimizer(OptimizerInfo(
+    "adamw-bf16", AdamWBF16, {"weight_decay": 0.01}, frozenset({"betas", "eps", "weight_decay", "seed"}),
+    description="AdamW, moments in bf16 with stochastic rounding (4 bytes/param of state)"))
+register_optimizer(OptimizerInfo(
+    "sgd-bf16", SGDBF16, {"momentum": 0.9, "weight_decay": 5e-4},
+    frozenset({"momentum", "weight_decay", "nesterov", "dampening", "seed"}),
+    description="SGD momentum 0.9, wd 5e-4, momentum buffer in bf16 with stochastic rounding (2 bytes/param)"))
 
 _DECOUPLE = {"m": "m", "v": "v", "mv": "mv", "vm": "mv", "none": ""}
 

@@ -1,0 +1,173 @@
+"""DualOptim as ONE ``torch.optim.Optimizer``: two state banks, chosen by the batch's phase.
+
+:class:`DualOptimizer` holds two optimizers and lists every parameter twice in
+``param_groups`` (forget groups, then retain groups). Engines that accept exactly one
+optimizer and own its parameter list -- DeepSpeed ZeRO (which replaces each group's
+``params`` by its flat partition), some ``transformers.Trainer`` paths, anything
+that builds one LR scheduler -- need the classic shape instead: each parameter listed
+once, all state in ``self.state[p]``. :class:`BankedOptimizer` is that shape:
+
+* ``param_groups``: each parameter once; ``group["lr"]`` is the forget lr and
+  ``group["retain_lr_scale"]`` the ratio retain lr / forget lr, so one LR scheduler
+  scales both phases; ``group["forget"]`` / ``group["retain"]`` hold the other
+  hyper-parameters of each phase's optimizer.
+* ``state[p] = {"forget": {...}, "retain": {...}}``: two decoupled banks; a step
+  reads and writes only the bank of the active phase.
+* The phase follows the batch: call ``set_phase(batch_phase)`` before each
+  micro-batch's backward. With gradient accumulation every micro-batch of one step
+  must have the same phase; a step after mixed phases raises instead of silently
+  using the wrong bank (bug 4 of the reference code switched banks by a step counter).
+
+The update itself is done by a stock optimizer of each phase (``torch.optim.Adam``,
+``SGD``, the registry's lean variants ...) pointed, for the duration of ``step``, at
+this object's current ``params``, hyper-parameters and bank, so fused kernels are used
+and the trajectory equals :class:`DualOptimizer` (tested).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+from .factory import _fast_kwargs, get_optimizer_info
+from .phased import PHASES, _check_phase, _PhaseContext
+
+
+class BankedOptimizer(Optimizer):
+    """One optimizer object with a forget bank and a retain bank.
+
+    Args:
+        params: parameters or parameter-group dicts, each parameter once.
+        forget: registry name of the forget optimizer (``"adam"``; see ``list_optimizers``).
+        retain: registry name of the retain optimizer (``"sgd"``).
+        forget_lr: forget learning rate.
+        retain_lr: retain learning rate (default ``forget_lr``).
+        fused: as :func:`~dualoptim.optim.build_optimizer`.
+        **options: hyper-parameters, ``forget_``/``retain_`` prefixes target one phase
+            (same rules as ``build_optimizer``).
+    """
+
+    def __init__(self, params: Iterable[Any], forget: str = "adam", retain: str = "sgd", forget_lr: float = 1e-4,
+                 retain_lr: float | None = None, *, fused: bool | None = None, **options: Any) -> None:
+        retain_lr = forget_lr if retain_lr is None else retain_lr
+        for name, lr in (("forget_lr", forget_lr), ("retain_lr", retain_lr)):
+            if not (isinstance(lr, (int, float)) and lr > 0):
+                raise ValueError(f"{name} must be a number > 0, got {lr!r}")
+        infos = {"forget": get_optimizer_info(forget), "retain": get_optimizer_info(retain)}
+        plain = {k: v for k, v in options.items() if not k.startswith(("forget_", "retain_"))}
+        hyper: dict[str, dict[str, Any]] = {}
+        for ph, info in infos.items():
+            own = {k.removeprefix(ph + "_"): v for k, v in options.items() if k.startswith(ph + "_")}
+            hyper[ph] = {**info.defaults, **{k: v for k, v in {**plain, **own}.items() if k in info.options}}
+        accepted = infos["forget"].options | infos["retain"].options
+        unknown = {k.removeprefix("forget_").removeprefix("retain_") for k in options} - accepted
+        if unknown:
+            raise ValueError(f"option(s) {sorted(unknown)} not accepted by {forget}+{retain}; accepted: "
+                             f"{sorted(accepted)}")
+        params = list(params)
+        if not params:
+            raise ValueError("BankedOptimizer got an empty parameter list")
+        # Stock optimizers that do the arithmetic; they own no state and no params between steps.
+        self._kernels = {ph: info.cls([torch.zeros(1, requires_grad=True)], lr=1.0, **hyper[ph],
+                                      **_fast_kwargs(info, params, fused))
+                         for ph, info in infos.items()}
+        self._kernel_defaults = {ph: {k: v for k, v in k_.defaults.items() if k != "lr"}
+                                 for ph, k_ in self._kernels.items()}
+        self.names = {"forget": infos["forget"].name, "retain": infos["retain"].name}
+        self._phase: str | None = None
+        self._grad_phases: set[str] = set()
+        defaults = {"lr": forget_lr, "retain_lr_scale": retain_lr / forget_lr,
+                    "forget": dict(self._kernel_defaults["forget"]), "retain": dict(self._kernel_defaults["retain"])}
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:  # noqa: D102
+        for ph in PHASES:  # per-phase dicts must not be shared between groups
+            if ph in param_group:
+                param_group[ph] = {**self._kernel_defaults[ph], **param_group[ph]}
+        super().add_param_group(param_group)
+        for ph in PHASES:
+            self.param_groups[-1][ph] = dict(self.param_groups[-1][ph])
+
+    # -- phase ------------------------------------------------------------------------
+    @property
+    def phase(self) -> str | None:
+        """The active phase (``None`` before the first ``set_phase``)."""
+        return self._phase
+
+    def set_phase(self, phase: str) -> _PhaseContext:
+        """Make ``phase`` the phase of the current (micro-)batch; usable as a context manager."""
+        previous = self._phase
+        self._phase = _check_phase(phase)
+        self._grad_phases.add(phase)
+        return _PhaseContext(self, previous)
+
+    def lr_of(self, phase: str, group: int = 0) -> float:
+        """The learning rate ``phase`` uses for parameter group ``group``."""
+        g = self.param_groups[group]
+        return g["lr"] * (g["retain_lr_scale"] if _check_phase(phase) == "retain" else 1.0)
+
+    # -- step ------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # noqa: D102
+        if self._phase is None:
+            raise RuntimeError("BankedOptimizer.step() called with no phase set; call set_phase() first")
+        if len(self._grad_phases) > 1:
+            raise RuntimeError("the gradients of this step come from both forget and retain micro-batches; "
+                               "accumulate micro-batches of one phase per step")
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        phase = self._phase
+        kernel = self._kernels[phase]
+        kernel.param_groups = [{**g[phase], "params": g["params"], "lr": self.lr_of(phase, i)}
+                               for i, g in enumerate(self.param_groups)]
+        bank = defaultdict(dict)
+        for g in self.param_groups:
+            for p in g["params"]:
+                bank[p] = self.state[p].setdefault(phase, {})
+        kernel.state = bank
+        try:
+            kernel.step()
+        finally:
+            kernel.state = defaultdict(dict)
+            kernel.param_groups = []
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:  # noqa: D102
+        super().zero_grad(set_to_none)
+        self._grad_phases = set()
+
+    # -- checkpoint ----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:  # noqa: D102
+        sd = super().state_dict()
+        sd["phase"] = self._phase
+        sd["names"] = dict(self.names)
+        sd["kernels"] = {ph: k.rounder.state_dict() for ph, k in self._kernels.items() if hasattr(k, "rounder")}
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # noqa: D102
+        state_dict = dict(state_dict)
+        names = state_dict.pop("names", self.names)
+        if names != self.names:
+            raise ValueError(f"state dict is for {names}, this optimizer is {self.names}")
+        phase = state_dict.pop("phase", None)
+        kernels = state_dict.pop("kernels", {})
+        super().load_state_dict(state_dict)
+        for ph, kernel in self._kernels.items():  # lean kernels: keep bf16 state and the rounding stream
+            if kernels.get(ph) is not None:
+                kernel.rounder.load_state_dict(kernels[ph])
+            if hasattr(kernel, "rounder"):
+                for st in self.state.values():
+                    for k, v in st.get(ph, {}).items():
+                        if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() > 0:
+                            st[ph][k] = v.to(torch.bfloat16)
+        self._phase = None if phase is None else _check_phase(phase)
+        self._grad_phases = set()
+
+    def __repr__(self) -> str:
+        return f"BankedOptimizer({self.names['forget']}+{self.names['retain']}, groups={len(self.param_groups)})"
