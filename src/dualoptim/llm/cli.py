@@ -1,0 +1,215 @@
+"""``dualoptim llm ...``: make-data, prepare, unlearn, eval, bench.
+
+Heavy imports (transformers, peft, ...) happen inside the command functions. The argparse
+namespace becomes typed configs in exactly one place per command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+DATA = "runs/llm/data/synthetic"
+CACHE = "runs/llm/models"
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _threads(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", 0):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _prep_cfg(args: argparse.Namespace) -> Any:
+    from .model import ModelConfig, TrainConfig
+    from .prepare import PrepareConfig
+
+    return PrepareConfig(
+        data=args.data, cache=args.cache, vocab_size=args.vocab_size,
+        model=ModelConfig(hidden=args.hidden, layers=args.layers, heads=args.heads, intermediate=args.intermediate),
+        base=TrainConfig(epochs=args.base_epochs, lr=args.lr, batch_size=args.batch_size),
+        finetune=TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size),
+        forget_splits=tuple(args.splits.split(",")))
+
+
+def cmd_make_data(args: argparse.Namespace) -> int:
+    from .data import SynthConfig, generate, save_benchmark
+
+    data = generate(SynthConfig(n_authors=args.authors, seed=args.seed))
+    save_benchmark(data, args.out)
+    sizes = data["meta"]["sizes"]
+    print(f"wrote {len(sizes)} splits to {args.out}: " + ", ".join(f"{k}={v}" for k, v in sizes.items()))
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .prepare import prepare
+
+    _threads(args)
+    report = prepare(_prep_cfg(args), log=_log)
+    print(json.dumps({"models": report["models"], "timings": report["timings"]}, indent=2, default=str))
+    return 0
+
+
+def _resolve_model(args: argparse.Namespace, which: str) -> str:
+    """``--model`` if given, else the prepared model ``which`` (``full`` or ``retainXX``)."""
+    if getattr(args, "model", None) and which == "full":
+        return args.model
+    from .prepare import model_paths
+
+    cfg = _prep_cfg(args)
+    return str(model_paths(cfg)[which])
+
+
+def cmd_unlearn(args: argparse.Namespace) -> int:
+    from .data import RETAIN_OF, load_benchmark
+    from .model import apply_lora, load_model, save_model
+    from .trainer import QAData, UnlearnConfig, init_distributed, unlearn
+
+    _threads(args)
+    rank, world = init_distributed()
+    cfg = UnlearnConfig(method=args.method, scheme=args.scheme, optimizer=args.optimizer, epochs=args.unlearn_epochs,
+                        batch_size=args.global_batch, grad_accum=args.grad_accum, forget_lr=args.forget_lr,
+                        retain_lr=args.retain_lr, c_f=args.c_f, c_r=args.c_r, beta=args.beta, seed=args.seed)
+    data = load_benchmark(args.data, splits=(args.split, RETAIN_OF[args.split]))
+    model, tok, template = load_model(_resolve_model(args, "full"), template=args.template)
+    ref = None
+    if args.lora:
+        import copy
+
+        ref = copy.deepcopy(model)  # frozen original for NPO/DPO/KL
+        model = apply_lora(model, r=args.lora_r, alpha=args.lora_alpha)
+    forget = QAData(tok, data[args.split], data["idk"], template, seed=args.seed)
+    retain = QAData(tok, data[RETAIN_OF[args.split]], data["idk"], template, seed=args.seed + 1)
+    res = unlearn(model, forget, retain, cfg, ref_model=ref)
+    if rank == 0:
+        out = Path(args.out or f"runs/llm/unlearned/{args.split}-{args.method}-{args.scheme}-s{args.seed}")
+        if args.lora:
+            model = model.merge_and_unload()
+        save_model(model, tok, out, template, {"stage": "unlearned", "unlearn": res["config"], "world": world})
+        summary = {k: v for k, v in res.items() if k != "curve"}
+        print(json.dumps({"saved": str(out), **summary}, indent=2, default=str))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .data import RETAIN_OF, load_benchmark
+    from .evaluate import EvalConfig, evaluate, load_encoder
+    from .model import load_model
+
+    _threads(args)
+    ecfg = EvalConfig(forget_split=args.split, max_new_tokens=args.max_new_tokens, encoder=args.encoder,
+                      max_items=args.max_items)
+    data = load_benchmark(args.data)
+    enc = load_encoder(args.encoder)
+    retain_tr = None
+    retain_path = args.retain_model or (None if args.model else _resolve_model(args, RETAIN_OF[args.split]))
+    if retain_path:
+        rm, rt, rtemp = load_model(retain_path)
+        retain_tr = evaluate(rm, rt, rtemp, data, ecfg, enc)["forget_tr_raw"]
+    model, tok, template = load_model(args.model or _resolve_model(args, "full"), template=args.template)
+    ev = evaluate(model, tok, template, data, ecfg, enc, retain_tr)
+    print(json.dumps({"metrics": ev["metrics"], "note": ev["metric_note"]}, indent=2))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import format_table, run_bench
+    from .evaluate import EvalConfig
+
+    _threads(args)
+    overrides = {k: v for k, v in (("seeds", tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None),)
+                 if v is not None}
+    rows = run_bench(args.preset, _prep_cfg(args), db=args.db,
+                     eval_cfg=EvalConfig(max_new_tokens=args.max_new_tokens, encoder=args.encoder), log=_log,
+                     **overrides)
+    print(format_table(rows))
+    note = next((r["extra"].get("note") for r in rows if r["extra"].get("note")), "")
+    print(f"\n{note}\nFQ_ks = KS-test p-value of forget truth ratios vs the retain model; unlearn s = wall time of"
+          f" unlearning; opt. state MiB = optimizer state size (CPU has no peak-allocator counter)")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser, model_opts: bool = True) -> None:
+    p.add_argument("--data", default=DATA, help=f"benchmark folder from make-data, or 'tofu' (default {DATA})")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default; use 1 on a "
+                                                           "shared, oversubscribed machine)")
+    if model_opts:
+        g = p.add_argument_group("prepared models (must match 'llm prepare')")
+        g.add_argument("--cache", default=CACHE)
+        g.add_argument("--splits", default="forget01,forget05,forget10", help="forget splits with retain models")
+        g.add_argument("--vocab-size", type=int, default=2048)
+        g.add_argument("--hidden", type=int, default=256)
+        g.add_argument("--layers", type=int, default=4)
+        g.add_argument("--heads", type=int, default=4)
+        g.add_argument("--intermediate", type=int, default=688)
+        g.add_argument("--base-epochs", type=int, default=10)
+        g.add_argument("--epochs", type=int, default=10, help="fine-tune epochs (full and retain models)")
+        g.add_argument("--lr", type=float, default=1e-3)
+        g.add_argument("--batch-size", type=int, default=32)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``llm`` command group."""
+    llm = subparsers.add_parser("llm", help="TOFU-style LLM unlearning (make-data, prepare, unlearn, eval, bench)")
+    sub = llm.add_subparsers(dest="llm_command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("make-data", help="generate the synthetic fictitious-author benchmark")
+    p.add_argument("--out", default=DATA)
+    p.add_argument("--authors", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_make_data)
+
+    p = sub.add_parser("prepare", help="train tokenizer, base, fine-tuned and retain models (cached)")
+    _common(p)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("unlearn", help="unlearn a forget split (torchrun/accelerate launch for several processes)")
+    _common(p)
+    p.add_argument("--model", help="model folder or HF name (default: the prepared fine-tuned model)")
+    p.add_argument("--template", help="prompt template name (qa, llama2) if the model folder has none")
+    p.add_argument("--method", default="me+gd", help="<forget>+<retain>: ga|npo|me|dpo|idk + gd|ap|kl")
+    p.add_argument("--scheme", default="dual", choices=("joint", "alternate", "dual"))
+    p.add_argument("--optimizer", help="optimizer spec (default adamw; adamw+adamw for dual)")
+    p.add_argument("--split", default="forget10", choices=("forget01", "forget05", "forget10"))
+    p.add_argument("--unlearn-epochs", type=int, default=5)
+    p.add_argument("--global-batch", type=int, default=16)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--forget-lr", type=float, default=1e-4)
+    p.add_argument("--retain-lr", type=float)
+    p.add_argument("--c-f", type=float)
+    p.add_argument("--c-r", type=float)
+    p.add_argument("--beta", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) instead of all weights")
+    p.add_argument("--lora-r", type=int, default=8)
+    p.add_argument("--lora-alpha", type=int, default=32)
+    p.add_argument("--out", help="where to save the unlearned model")
+    p.set_defaults(func=cmd_unlearn)
+
+    p = sub.add_parser("eval", help="evaluate a model (MC*/FE*/Avg*, KS forget quality)")
+    _common(p)
+    p.add_argument("--model", help="model folder (default: the prepared fine-tuned model)")
+    p.add_argument("--retain-model", help="retain model for KS forget quality (default: the prepared one)")
+    p.add_argument("--template")
+    p.add_argument("--split", default="forget10", choices=("forget01", "forget05", "forget10"))
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--max-items", type=int, default=0)
+    p.add_argument("--encoder", default="auto", help="auto | none | sentence-encoder folder")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="methods x schemes table (Table-4/5 style) into the results database")
+    _common(p)
+    p.add_argument("--preset", default="quick", choices=("quick", "full"))
+    p.add_argument("--seeds", help="comma-separated seeds (overrides the preset)")
+    p.add_argument("--db", default="runs/results.db")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--encoder", default="auto")
+    p.set_defaults(func=cmd_bench)
