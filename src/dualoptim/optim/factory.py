@@ -9,6 +9,7 @@ ablation is ``"adam+adam:decouple=m"`` (or ``v``, ``mv``, ``none``). Registering
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,14 +97,20 @@ register_optimizer(OptimizerInfo(
 _DECOUPLE = {"m": "m", "v": "v", "mv": "mv", "vm": "mv", "none": ""}
 
 
+def _is_dtensor(t: Any) -> bool:
+    # FSDP2 parameters are DTensors; torch has no DTensor sharding rule for fused SGD (2.13), foreach works.
+    mod = sys.modules.get("torch.distributed.tensor")  # not imported => no tensor can be a DTensor
+    return mod is not None and isinstance(t, mod.DTensor)
+
+
 def _fast_kwargs(info: OptimizerInfo, params: list[Any], fused: bool | None) -> dict[str, bool]:
     """``fused=True`` where torch has the kernel for these tensors, else ``foreach=True``."""
     if not info.fused or fused is False:
         return {"foreach": True} if info.fused else {}
     tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
-    ok = all(t.is_floating_point() and t.device.type in ("cpu", "cuda") for t in tensors)
+    ok = all(t.is_floating_point() and t.device.type in ("cpu", "cuda") and not _is_dtensor(t) for t in tensors)
     if fused is True and not ok:
-        raise ValueError("fused=True needs floating-point parameters on CPU or CUDA")
+        raise ValueError("fused=True needs floating-point, non-DTensor parameters on CPU or CUDA")
     return {"fused": True} if ok else {"foreach": True}
 
 
