@@ -1,0 +1,115 @@
+"""The unlearning loop: the phase follows the batch under accumulation and several processes."""
+
+import os
+import tempfile
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from dualoptim.llm.data import SynthConfig, generate
+from dualoptim.llm.model import ModelConfig, build_model
+from dualoptim.llm.tokenizer import DEFAULT_TEMPLATE, train_tokenizer
+from dualoptim.llm.trainer import QAData, UnlearnConfig, make_plan, shard, unlearn
+from dualoptim.optim import DualOptimizer, SharedOptimizer
+
+TINY = ModelConfig(hidden=16, layers=1, heads=2, intermediate=32, max_len=64)
+
+
+def _setup():
+    torch.set_num_threads(1)
+    data = generate(SynthConfig(n_authors=20, background_authors=1, seed=3))
+    tok = train_tokenizer([r["question"] + " " + r["answer"] for r in data["full"]] + data["idk"], 400)
+    forget = QAData(tok, data["forget01"][:24], data["idk"], DEFAULT_TEMPLATE, seed=0)
+    retain = QAData(tok, data["retain99"][:48], data["idk"], DEFAULT_TEMPLATE, seed=1)
+    return tok, forget, retain
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return _setup()
+
+
+def _params(model):
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def test_plan_schemes():
+    cfg = UnlearnConfig(scheme="dual", epochs=2, batch_size=8)
+    plan = make_plan(20, 50, cfg)
+    assert [s.phase for s in plan] == ["forget", "retain"] * 6  # ceil(20/8)=3 forget batches per epoch
+    assert sorted(i for s in plan[:6] for i in s.forget) == list(range(20))
+    assert all(len(s.retain) == len(p.forget) for p, s in zip(plan[::2], plan[1::2]))
+    joint = make_plan(20, 50, UnlearnConfig(scheme="joint", epochs=2, batch_size=8))
+    assert len(joint) == 6 and all(s.phase == "joint" and s.forget and s.retain for s in joint)
+    assert make_plan(20, 50, cfg) == plan  # a pure function of the config
+    assert shard(tuple(range(8)), 1, 2, 2) == [(4, 5), (6, 7)]
+
+
+@pytest.mark.parametrize("scheme", ["alternate", "dual", "joint"])
+def test_phase_follows_batch_under_accumulation(setup, scheme):
+    tok, forget, retain = setup
+    model = build_model(TINY, tok, seed=0)
+    seen: dict[int, list[tuple[str, tuple[int, ...]]]] = {}
+    stepped: list[tuple[int, str, str]] = []
+
+    def on_mb(step, phase, idx):
+        seen.setdefault(step, []).append((phase, idx))
+
+    def on_step(step, phase, opt):
+        kind = DualOptimizer if scheme == "dual" else SharedOptimizer
+        assert isinstance(opt, kind)
+        stepped.append((step, phase, opt.phase))
+
+    cfg = UnlearnConfig(method="idk+ap", scheme=scheme, epochs=1, batch_size=12, grad_accum=3)
+    unlearn(model, forget, retain, cfg, on_micro_batch=on_mb, on_step=on_step, progress=False)
+    plan = make_plan(len(forget), len(retain), cfg)
+    assert len(stepped) == len(plan)
+    for s, step in enumerate(plan):
+        phases = {p for p, _ in seen[s]}
+        assert phases == {step.phase}  # every micro-batch of the optimizer step has the step's phase
+        assert len(seen[s]) == 3 * (2 if scheme == "joint" else 1)
+        expected_opt_phase = "forget" if step.phase == "joint" else step.phase
+        assert stepped[s] == (s, step.phase, expected_opt_phase)
+        if step.phase == "forget":
+            assert sorted(i for _, mb in seen[s] for i in mb) == sorted(step.forget)
+
+
+@pytest.mark.parametrize("method", ["me+gd", "npo+gd"])
+def test_accumulation_equals_big_batch(setup, method):
+    tok, forget, retain = setup
+    finals = []
+    for accum in (1, 4):
+        model = build_model(TINY, tok, seed=0)
+        cfg = UnlearnConfig(method=method, scheme="dual", epochs=1, batch_size=12, grad_accum=accum,
+                            forget_lr=1e-2)
+        unlearn(model, forget, retain, cfg, progress=False)
+        finals.append(_params(model))
+    start = _params(build_model(TINY, tok, seed=0))
+    assert not torch.allclose(finals[0], start)
+    torch.testing.assert_close(finals[0], finals[1], rtol=1e-4, atol=1e-5)
+
+
+def _worker(rank: int, world: int, init_file: str, out: str) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        tok, forget, retain = _setup()
+        model = build_model(TINY, tok, seed=0)
+        cfg = UnlearnConfig(method="npo+gd", scheme="dual", epochs=1, batch_size=12, grad_accum=2, forget_lr=1e-2)
+        unlearn(model, forget, retain, cfg, progress=False)
+        if rank == 0:
+            torch.save(_params(model), out)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_processes_equal_one_process(setup, tmp_path):
+    tok, forget, retain = setup
+    model = build_model(TINY, tok, seed=0)
+    cfg = UnlearnConfig(method="npo+gd", scheme="dual", epochs=1, batch_size=12, grad_accum=1, forget_lr=1e-2)
+    unlearn(model, forget, retain, cfg, progress=False)
+    out = str(tmp_path / "rank0.pt")
+    init = tempfile.mktemp(dir=tmp_path)
+    mp.spawn(_worker, args=(2, init, out), nprocs=2, join=True)
+    torch.testing.assert_close(torch.load(out), _params(model), rtol=1e-4, atol=1e-5)
