@@ -1,0 +1,142 @@
+"""Hyper-parameter presets per (method, optimizer mode): the paper's CIFAR-10 settings and the offline default.
+
+A preset gives the optimizer spec, the forget and retain learning rates, the budget (epochs or iterations)
+and method options, for the ``shared`` baseline and for ``dual`` (DualOptim). ``resolve_preset`` picks the
+entry for a dataset, method and optimizer spec; the CLI and :class:`~dualoptim.vision.unlearn.UnlearnConfig`
+use it, and any explicit flag overrides it.
+
+- ``cifar10-paper``: DualOptim paper, ResNet-18, CIFAR-10 10% random forget (reference table). All
+  baselines SGD momentum 0.9, wd 5e-4, batch 128; SCRUB uses Adam. Entries the paper does not give
+  (FT/GA/RL with DualOptim) are marked ``source="extrapolated"``.
+- ``fashion-mnist-quick``: the offline default (Fashion-MNIST, 10,000-image stratified training subset, the
+  ``cnn`` model, 10% random forget), budgets sized for ~15 s per run on 2 idle CPU cores; forget learning
+  rates chosen by ``benchmarks/tune_vision.py`` on validation seeds (docs/tuning.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+
+MODES = ("shared", "dual")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One row of a preset table."""
+
+    optim: str
+    forget_lr: float
+    retain_lr: float
+    epochs: int | None = None
+    iterations: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    source: str = "paper"
+
+
+def _p(optim: str, forget_lr: float, retain_lr: float, **kw: Any) -> Preset:
+    return Preset(optim, forget_lr, retain_lr, **kw)
+
+
+PRESETS: dict[str, dict[str, dict[str, Preset]]] = {
+    "cifar10-paper": {
+        "ft": {"shared": _p("sgd", 0.01, 0.01, epochs=10),
+               "dual": _p("adam+sgd", 1e-4, 0.01, epochs=10, source="extrapolated: FT has no forget step")},
+        "ga": {"shared": _p("sgd", 5e-4, 5e-4, epochs=10),
+               "dual": _p("adam+sgd", 1e-5, 5e-4, epochs=10, source="extrapolated: not in the paper")},
+        "rl": {"shared": _p("sgd", 0.01, 0.01, epochs=10),
+               "dual": _p("adam+sgd", 1e-4, 0.01, epochs=10, source="extrapolated: SalUn+DO's Adam lr scale")},
+        "scrub": {"shared": _p("adam", 1e-4, 1e-4, epochs=10),
+                  "dual": _p("adam+adam", 1.5e-4, 1e-4, epochs=10)},
+        "salun": {"shared": _p("sgd", 0.018, 0.01, epochs=10, options={"ratio": 0.5}),
+                  "dual": _p("adam+sgd", 1.3e-4, 0.01, epochs=10, options={"ratio": 0.5})},
+        "sfron": {"shared": _p("sgd", 0.01, 0.01, iterations=1500, options={"alpha": 31.0, "t_in": 5}),
+                  "dual": _p("adam+sgd", 1e-4, 0.01, iterations=1500, options={"alpha": 1.0, "t_in": 5})},
+    },
+    # Offline default. Budgets: epoch-mode methods 2 epochs (forget 1k + retain 9k images per epoch), SFRon
+    # 200 iterations (200 retain + 40 forget steps). Forget lrs: see docs/tuning.md.
+    "fashion-mnist-quick": {
+        "ft": {"shared": _p("sgd", 0.01, 0.01, epochs=2, source="paper lr, budget scaled"),
+               "dual": _p("adam+sgd", 1e-4, 0.01, epochs=2, source="FT has no forget step: same as shared")},
+        "ga": {"shared": _p("sgd", 5e-4, 5e-4, epochs=2, source="paper lr, budget scaled"),
+               "dual": _p("adam+sgd", 1e-5, 5e-4, epochs=2, source="untuned")},
+        "rl": {"shared": _p("sgd", 0.01, 0.01, epochs=2, source="paper lr, budget scaled"),
+               "dual": _p("adam+sgd", 1e-4, 0.01, epochs=2, source="untuned")},
+        "scrub": {"shared": _p("adam", 1e-4, 1e-4, epochs=2, source="paper lr, budget scaled"),
+                  "dual": _p("adam+adam", 1.5e-4, 1e-4, epochs=2, source="paper lr, budget scaled")},
+        "salun": {"shared": _p("sgd", 0.018, 0.01, epochs=2, options={"ratio": 0.5}, source="paper lr"),
+                  "dual": _p("adam+sgd", 1.3e-4, 0.01, epochs=2, options={"ratio": 0.5}, source="paper lr")},
+        "sfron": {"shared": _p("sgd", 0.01, 0.01, iterations=200, options={"alpha": 31.0, "t_in": 5},
+                               source="paper lr"),
+                  "dual": _p("adam+sgd", 1e-4, 0.01, iterations=200, options={"alpha": 1.0, "t_in": 5},
+                             source="paper lr")},
+    },
+}
+
+# The preset used when none is named: by the dataset of the original model (else the paper's CIFAR-10 one).
+DATASET_PRESETS = {"fashion-mnist": "fashion-mnist-quick", "cifar10": "cifar10-paper"}
+DEFAULT_PRESET = "cifar10-paper"
+
+
+def list_presets() -> list[str]:
+    """Preset table names."""
+    return sorted(PRESETS)
+
+
+def mode_of(optim: str) -> str:
+    """``"dual"`` for a ``forget+retain`` spec, ``"shared"`` for a single optimizer name."""
+    return "dual" if "+" in optim.partition(":")[0] else "shared"
+
+
+def phase_optimizers(optim: str) -> tuple[str, str]:
+    """(forget optimizer name, retain optimizer name) of a spec: ``"sgd"`` -> (sgd, sgd)."""
+    names = optim.partition(":")[0].strip().lower().split("+")
+    return (names[0], names[-1])
+
+
+def get_preset(name: str, method: str, mode: str) -> Preset:
+    """The entry of preset ``name`` for ``method`` and ``mode`` (``shared``/``dual``)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(list_presets())}")
+    if mode not in MODES:
+        raise ConfigError(f"unknown optimizer mode {mode!r}; valid: {', '.join(MODES)}")
+    table = PRESETS[name]
+    if method not in table:
+        raise ConfigError(f"preset {name!r} has no entry for method {method!r}; it has {', '.join(sorted(table))}")
+    return table[method][mode]
+
+
+def resolve_preset(method: str, optim: str | None = None, *, dataset: str | None = None,
+                   preset: str | None = None) -> dict[str, Any]:
+    """UnlearnConfig fields from a preset: ``optim``, ``forget_lr``, ``retain_lr``, budget and method options.
+
+    Args:
+        method: method name.
+        optim: optimizer spec (default: the preset's DualOptim spec for the method).
+        dataset: dataset of the original model, selects the preset when ``preset`` is None.
+        preset: preset name (``None``/``"auto"``: by dataset, else ``cifar10-paper``).
+
+    A learning rate is taken from the entry whose optimizer for that phase has the same name (e.g. ``adam+sgd``
+    gets the retain lr of the shared ``sgd`` entry); when no entry uses that optimizer the lr is left out
+    and must be given explicitly.
+    """
+    name = DATASET_PRESETS.get(dataset or "", DEFAULT_PRESET) if preset in (None, "auto") else preset
+    dual = get_preset(name, method, "dual")
+    optim = optim or dual.optim
+    entry = get_preset(name, method, mode_of(optim))
+    out: dict[str, Any] = {"optim": optim, "preset": name, "options": dict(entry.options)}
+    if entry.epochs is not None:
+        out["epochs"] = entry.epochs
+    if entry.iterations is not None:
+        out["iterations"] = entry.iterations
+    want_f, want_r = phase_optimizers(optim)
+    candidates = [entry, get_preset(name, method, "shared" if entry is dual else "dual")]
+    for phase, want, idx in (("forget_lr", want_f, 0), ("retain_lr", want_r, 1)):
+        for c in candidates:
+            if phase_optimizers(c.optim)[idx] == want:
+                out[phase] = getattr(c, phase)
+                break
+    return out

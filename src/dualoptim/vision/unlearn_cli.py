@@ -1,0 +1,177 @@
+"""``dualoptim unlearn`` and ``dualoptim methods``.
+
+    dualoptim unlearn --original runs/fmnist/original --forget random:0.1 --seed 1 --method sfron \\
+        --optim adam+sgd --out runs/fmnist/sfron-dual-1          # learning rates etc. from the preset
+    dualoptim unlearn ... --method salun --optim sgd --forget-lr 0.02 --retain-lr 0.01 --epochs 3 --opt ratio=0.3
+    dualoptim methods                                             # methods, options, schedules, presets
+
+``unlearn`` loads the original checkpoint and the exact data it was trained on, draws the forget set with
+``--seed`` from that training set, runs the method and writes the unlearned checkpoint (``--out``) plus
+``<out>/metrics.json`` (config, FA/UA/RA/TA/MIA/MIA_SVC, timings, per-step history). Values not given on the
+command line come from the preset for the original's dataset (``--preset``; see ``dualoptim methods
+--presets``). Nothing is written unless the run finishes: a NaN/inf loss stops it with one message naming the
+step and phase (exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``unlearn`` and ``methods`` to the ``dualoptim`` command."""
+    from .methods import list_methods
+    from .presets import list_presets
+
+    p = sub.add_parser("unlearn", help="unlearn a forget set from a trained classifier",
+                       description="Run an unlearning method with a shared optimizer (--optim sgd) or DualOptim "
+                                   "(--optim adam+sgd). Unset values come from the preset.")
+    p.add_argument("--original", required=True, help="checkpoint folder of the original model")
+    p.add_argument("--forget", required=True, help="random:<fraction> | class:<k> | file:PATH")
+    p.add_argument("--seed", type=int, default=0, help="seed of the forget split (random:)")
+    p.add_argument("--unlearn-seed", type=int, default=None, help="seed of shuffling / random labels "
+                   "(default: --seed)")
+    p.add_argument("--method", required=True, choices=list_methods())
+    p.add_argument("--optim", default=None, help="optimizer spec: one name = shared baseline (sgd, adam), "
+                   "FORGET+RETAIN = DualOptim (adam+sgd); default: the method's DualOptim spec")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="method option (repeatable), e.g. --opt ratio=0.5; see `dualoptim methods`")
+    p.add_argument("--preset", default="auto", help=f"hyper-parameter preset: auto (by dataset) | "
+                   f"{' | '.join(list_presets())}")
+    g = p.add_argument_group("overrides (default: the preset's value)")
+    g.add_argument("--forget-lr", type=float, default=None)
+    g.add_argument("--retain-lr", type=float, default=None)
+    g.add_argument("--epochs", type=int, default=None, help="epochs (epoch-mode methods)")
+    g.add_argument("--iterations", type=int, default=None, help="outer iterations (SFRon)")
+    g.add_argument("--batch-size", type=int, default=None, help="batch size of both loaders (default 128)")
+    g.add_argument("--retain-batches-per-epoch", type=int, default=None, help="cap retain steps per epoch")
+    g.add_argument("--optim-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="optimizer option, e.g. momentum=0.99 or forget_weight_decay=0 (JSON values)")
+    g.add_argument("--augment", default=None, help="none | crop | crop_flip | default (the dataset's)")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--track-grads", action="store_true", help="record gradient norms and forget/retain cosine")
+    p.add_argument("--eval-every", type=int, default=None, help="record FA/RA/TA/MIA every K steps")
+    p.add_argument("--no-svc", dest="mia_svc", action="store_false", help="skip the SVC MIA in the final eval")
+    p.add_argument("--data-dir", default=None, help="dataset folder (else $DUALOPTIM_DATA_DIR, then the system's)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    p.add_argument("--out", required=True, help="checkpoint folder to write (plus OUT/metrics.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.set_defaults(func=cmd_unlearn)
+
+    p = sub.add_parser("methods", help="list unlearning methods, their options and presets")
+    p.add_argument("--presets", action="store_true", help="also print every preset table")
+    p.set_defaults(func=cmd_methods)
+
+
+def _key_values(items: list[str], flag: str) -> dict[str, Any]:
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def config_from_args(args: argparse.Namespace, dataset: str):
+    """The one place where the ``unlearn`` namespace becomes an :class:`UnlearnConfig`."""
+    from .methods import parse_options
+    from .unlearn import UnlearnConfig
+
+    batch = args.batch_size
+    return UnlearnConfig.from_preset(
+        args.method, args.optim, dataset=dataset, preset=args.preset, options=parse_options(args.opt),
+        forget_lr=args.forget_lr, retain_lr=args.retain_lr, epochs=args.epochs, iterations=args.iterations,
+        forget_batch_size=batch, retain_batch_size=batch, retain_batches_per_epoch=args.retain_batches_per_epoch,
+        optim_options=_key_values(args.optim_option, "--optim-option") or None, augment=args.augment,
+        seed=args.seed if args.unlearn_seed is None else args.unlearn_seed, autocast="bf16" if args.bf16 else None,
+        channels_last=args.channels_last, track_grads=args.track_grads, eval_every=args.eval_every)
+
+
+def cmd_unlearn(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..io import atomic_write_json
+    from .checkpoint import dataset_for, load_classifier, save_classifier, weights_digest
+    from .cli import _print_metrics
+    from .forget import make_forget_split
+    from .metrics import evaluate
+    from .unlearn import unlearn_classifier
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
+    model, meta, _ = load_classifier(args.original)
+    if meta.role != "original":
+        raise ConfigError(f"{args.original} is a {meta.role!r} checkpoint; --original needs the original model")
+    cfg = config_from_args(args, meta.dataset)  # every option is checked before data is loaded
+    data = dataset_for(meta, args.data_dir)
+    split = make_forget_split(args.forget, data.train_y, args.seed)
+    original = {"path": str(args.original), "weights_sha256": weights_digest(model.state_dict())}
+
+    model, result = unlearn_classifier(model, data, split, cfg, progress=args.progress)
+    start = time.perf_counter()
+    metrics = evaluate(model, data, split, mia_svc=args.mia_svc, seed=args.seed)
+    eval_s = time.perf_counter() - start
+
+    meta.role, meta.original, meta.metrics, meta.versions = "unlearned", original, metrics, {}
+    meta.timings = {"unlearn_s": round(result.seconds, 3), "prepare_s": round(result.prepare_seconds, 3),
+                    "total_s": round(result.total_seconds, 3), "eval_s": round(eval_s, 3)}
+    # written only now: a failed run (e.g. DivergenceError) leaves nothing behind
+    save_classifier(out, model, meta, split)
+    atomic_write_json(out / "metrics.json", {
+        "original": original, "dataset": meta.dataset, "train_subset": meta.train_subset, "model": meta.model,
+        "split": split.describe(), "metrics": metrics, "timings": meta.timings, **result.summary(),
+        "evals": result.evals, "history": result.history})
+    print(f"{cfg.method} with {cfg.optim} ({result.optimizer} optimizer state; forget lr {cfg.forget_lr:g}, "
+          f"retain lr {cfg.retain_lr:g}, preset {cfg.preset}): {result.forget_steps} forget + "
+          f"{result.retain_steps} retain steps in {result.seconds:.1f} s (+{result.prepare_seconds:.1f} s "
+          f"preparation) -> {out}")
+    _print_metrics(f"{cfg.method} {cfg.optim} on {data.name}, forget {split.spec} seed {split.seed}", metrics)
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from .methods import get_method, get_method_info, list_methods
+    from .presets import PRESETS
+
+    for name in list_methods():
+        info = get_method_info(name)
+        s = get_method(name).default_schedule()
+        budget = f"{s.iterations} iterations" if s.mode == "iteration" else f"{s.epochs} epochs"
+        extra = f", forget every {s.forget_every}" if s.forget_every > 1 else ""
+        print(f"{name:<7} {info.description}")
+        print(f"        schedule: {s.mode} mode, {budget}{extra}, lr {s.forget_lr_schedule}/{s.retain_lr_schedule}"
+              f" (forget/retain); optimizers: shared '{info.shared_optim}', DualOptim '{info.dual_optim}'")
+        for o in info.options:
+            print(f"        --opt {o.name}=<{o.type}> (default {o.default!r}): {o.help}")
+    print("\nany --optim spec works with any method: one name = one shared state, FORGET+RETAIN = DualOptim "
+          "(`dualoptim optimizers`)")
+    if args.presets:
+        for pname, table in PRESETS.items():
+            print(f"\npreset {pname}:")
+            for method, modes in table.items():
+                for mode, p in modes.items():
+                    budget = f"{p.iterations} it" if p.iterations else f"{p.epochs} ep"
+                    opts = " ".join(f"{k}={v}" for k, v in p.options.items())
+                    print(f"  {method:<6} {mode:<6} {p.optim:<10} forget lr {p.forget_lr:<8g} retain lr "
+                          f"{p.retain_lr:<8g} {budget:<8} {opts:<18} [{p.source}]")
+    else:
+        print("presets: `dualoptim methods --presets`")
+    return 0
