@@ -29,12 +29,17 @@ def row_label(method: str, optimizer: str) -> str:
     return f"{method}{'+DO' if '+' in optimizer else ''} [{optimizer}]"
 
 
+def label_of(row: Mapping[str, Any]) -> str:
+    """The table row a stored run belongs to (its stored label, else method and optimizer)."""
+    return row.get("extra", {}).get("label") or row_label(row["method"], row["optimizer"])
+
+
 def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRICS) -> list[dict[str, Any]]:
     """Table-1 rows from stored runs (one per method x optimizer; trials grouped)."""
     per_trial: dict[str, list[dict[str, float]]] = defaultdict(list)
     ident: dict[str, tuple[str, str]] = {}
     for r in sorted(rows, key=lambda r: (r["method"] != RETRAIN, r["method"], "+" in r["optimizer"], r["trial"])):
-        label = row_label(r["method"], r["optimizer"])
+        label = label_of(r)
         per_trial[label].append(r["metrics"])
         ident[label] = (r["method"], r["optimizer"])
     table = gap_table(per_trial, reference=RETRAIN, metrics=metrics)
@@ -70,13 +75,14 @@ def table_csv(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRI
 def print_table(table: Sequence[Mapping[str, Any]], title: str, metrics: Sequence[str] = METRICS) -> None:
     """Print the table with rich (to stdout)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     t = Table(title=title, title_justify="left")
     for col in ("Method", "n", *[f"{m} (%)" for m in metrics], "Gap ↓", "Std ↓"):
         t.add_column(col, justify="left" if col == "Method" else "right")
     for r in table:
-        t.add_row(r["name"], str(r["trials"]), *[format_cell(r[m]) for m in metrics], f"{r['Gap']:.2f}",
+        t.add_row(escape(r["name"]), str(r["trials"]), *[format_cell(r[m]) for m in metrics], f"{r['Gap']:.2f}",
                   f"{r['Std']:.2f}")
     Console(width=200).print(t)
 
@@ -188,3 +194,32 @@ def plot_gradients(folder: Path, history: Mapping[str, Sequence[Sequence[Mapping
     plt.close(fig)
     plt.close(fig2)
     return paths
+
+
+def plot_sweep(folder: Path, points: Mapping[str, Sequence[tuple[float, float, float]]], param: str) -> Path | None:
+    """Gap and Std versus a swept hyper-parameter (log x), one line per method x optimizer.
+
+    ``points[label] = [(value, Gap, Std), ...]``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not points:
+        return None
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for i, (label, pts) in enumerate(sorted(points.items())):
+        pts = sorted(pts)
+        style = "-" if "+DO" in label else "--"
+        a1.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", color=f"C{i}", label=label)
+        a2.plot([p[0] for p in pts], [p[2] for p in pts], style, marker="o", color=f"C{i}", label=label)
+    for a, name in ((a1, "Gap to Retrain ↓"), (a2, "Std over trials ↓")):
+        a.set_xscale("log")
+        a.set_xlabel(param)
+        a.set_ylabel(f"{name} (%)")
+    a1.legend(fontsize=7)
+    fig.suptitle(f"Sensitivity to {param}")
+    path = _save(fig, folder / "sensitivity.png")
+    plt.close(fig)
+    return path

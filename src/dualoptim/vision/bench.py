@@ -1,0 +1,287 @@
+"""Multi-trial benchmark: the paper's Table 1 from one command.
+
+``run_bench(config)``:
+
+1. trains the original model once (cached by content: dataset, subset, model, recipe, seed);
+2. per trial seed draws the forget set from the SAME training set, trains Retrain on the
+   retain set with the original recipe (cached by content + forget-index digest) and
+   evaluates it;
+3. runs every method with the shared optimizer and with DualOptim from the original
+   model, evaluates, and stores each result in the results database -- a run whose key
+   is already stored is skipped, so a killed benchmark resumes where it stopped;
+4. writes the table (terminal, Markdown, CSV, summary.json) and the figures.
+
+Everything the table shows is read back from the database (``dualoptim report`` does
+only that step).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from ..store import ResultsStore, run_key
+from . import report
+from .checkpoint import ClassifierMeta, load_classifier, save_classifier
+from .data import ImageData, load_dataset
+from .forget import ForgetSplit, make_forget_split
+from .metrics import compute_outputs, evaluate, metrics_from_outputs
+from .models import create_model
+from .train import TrainConfig, seed_everything, train_classifier
+from .unlearn import UnlearnConfig, unlearn_classifier
+
+TABLE_METRICS = ("FA", "RA", "TA", "MIA")
+
+
+@dataclass
+class RunSpec:
+    """One row of the table: a method with one optimizer spec and its hyper-parameters.
+
+    ``config`` overrides fields of the :class:`dualoptim.vision.unlearn.UnlearnConfig` that the
+    benchmark's ``unlearn_preset`` gives for this method and optimizer (forget_lr, retain_lr,
+    epochs, iterations, batch sizes, ``options`` of the method ...).
+    """
+
+    method: str
+    optim: str
+    config: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None  # row name; default "<method>[+DO] [<optim>]"
+
+    @property
+    def row(self) -> str:
+        return self.label or report.row_label(self.method, self.optim)
+
+
+@dataclass
+class BenchConfig:
+    """A benchmark: data, model, recipe, forget sets and the runs to compare (all stored with results)."""
+
+    name: str
+    dataset: str = "fashion-mnist"
+    train_subset: int | None = None
+    subset_seed: int = 0
+    model: str = "cnn"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
+    init_seed: int = 0
+    forget: str = "random:0.1"
+    unlearn_preset: str = "fashion-mnist-quick"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    runs: list[RunSpec] = field(default_factory=list)
+    eval_every: int | None = None
+    curve_samples: int = 2000
+    track_grads: bool = False
+    sweep: str | None = None  # a run-config field varied across runs: adds Gap/Std-vs-value plots
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"benchmark name must be non-empty without '/', got {self.name!r}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds must be distinct and non-empty, got {self.seeds}")
+        if not self.runs:
+            raise ConfigError("a benchmark needs at least one run")
+        self.runs = [r if isinstance(r, RunSpec) else RunSpec(**r) for r in self.runs]
+        TrainConfig.from_dict(self.recipe)  # validate early
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> BenchConfig:
+        """Read a JSON config (the same fields as this class)."""
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            raw = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{p} is not valid JSON: {e}") from None
+        unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"{p}: unknown field(s) {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
+        return cls(**raw)
+
+
+@dataclass
+class BenchContext:
+    """Where a benchmark keeps its things."""
+
+    root: Path = Path("runs")
+    db: Path | None = None
+    data_dir: str | None = None
+    progress: bool = True
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    def store(self) -> ResultsStore:
+        return ResultsStore(self.db or self.root / "results.db")
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _data(cfg: BenchConfig, ctx: BenchContext) -> ImageData:
+    return load_dataset(cfg.dataset, ctx.data_dir, train_subset=cfg.train_subset, subset_seed=cfg.subset_seed)
+
+
+def _original_key(cfg: BenchConfig) -> str:
+    return run_key(kind="original", dataset=cfg.dataset, train_subset=cfg.train_subset, subset_seed=cfg.subset_seed,
+                   model=cfg.model, model_options=cfg.model_options, recipe=TrainConfig.from_dict(cfg.recipe).to_dict(),
+                   init_seed=cfg.init_seed)
+
+
+def _train_or_load(kind: str, key: str, cfg: BenchConfig, ctx: BenchContext, data: ImageData,
+                   split: ForgetSplit | None) -> tuple[torch.nn.Module, dict[str, float], bool]:
+    """A cached model (trained on the retain set of ``split`` when given); returns (model, timings, cache_hit)."""
+    folder = ctx.cache / f"{kind}-{key}"
+    if folder.is_dir():
+        model, meta, _ = load_classifier(folder)
+        return model, meta.timings, True
+    recipe = TrainConfig.from_dict(cfg.recipe)
+    seed_everything(cfg.init_seed)
+    model = create_model(cfg.model, data.num_classes, data.in_channels, data.image_size, **cfg.model_options)
+    idx = None if split is None else split.retain_idx
+    out = train_classifier(model, data, idx, recipe, progress=ctx.progress, desc=kind)
+    meta = ClassifierMeta(dataset=data.name, model=cfg.model, num_classes=data.num_classes,
+                          in_channels=data.in_channels, image_size=data.image_size, model_options=cfg.model_options,
+                          train_subset=data.train_subset, subset_seed=data.subset_seed, recipe=recipe.to_dict(),
+                          role="original" if split is None else "retrain", init_seed=cfg.init_seed,
+                          timings={"train_s": out["time_s"]})
+    save_classifier(folder, model, meta, split)
+    return model, meta.timings, False
+
+
+def _curve_callback(data: ImageData, split: ForgetSplit, samples: int, seed: int):
+    """Process-curve metrics (Fig. 1/2) on a fixed random subsample of each split, to keep them cheap."""
+    g = torch.Generator().manual_seed(seed)
+
+    def pick(idx: torch.Tensor) -> torch.Tensor:
+        return idx[torch.randperm(len(idx), generator=g)[:samples]].sort().values
+
+    sub = ForgetSplit(pick(split.forget_idx), pick(split.retain_idx), split.spec, split.seed, split.digest)
+
+    def callback(event) -> dict[str, float]:
+        out = compute_outputs(event.model, data, sub)
+        m = metrics_from_outputs(out, data, sub, mia_svc=False)
+        return {k: m[k] for k in TABLE_METRICS}
+
+    return callback
+
+
+def run_bench(cfg: BenchConfig, ctx: BenchContext | None = None, only_report: bool = False) -> list[dict[str, Any]]:
+    """Run (or resume) the benchmark and write its outputs; returns the Table-1 rows."""
+    ctx = ctx or BenchContext()
+    out_dir = ctx.root / cfg.name
+    exp = f"vision/{cfg.name}"
+    with ctx.store() as store:
+        if not only_report:
+            _execute(cfg, ctx, store, exp)
+        return write_report(store, exp, out_dir, cfg.to_dict())
+
+
+def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str) -> None:
+    start = time.perf_counter()
+    data = _data(cfg, ctx)
+    okey = _original_key(cfg)
+    _log(f"[bench {cfg.name}] {data.name}: {data.num_train} train / {len(data.test_y)} test images, model "
+         f"{cfg.model} {cfg.model_options or ''}, forget {cfg.forget}, seeds {cfg.seeds}, {len(cfg.runs)} runs")
+    original, otime, hit = _train_or_load("original", okey, cfg, ctx, data, None)
+    _log(f"[bench {cfg.name}] original model {'from cache' if hit else 'trained'} ({otime.get('train_s', 0):.0f} s)")
+    total = len(cfg.seeds) * (1 + len(cfg.runs))
+    done = 0
+    for trial, seed in enumerate(cfg.seeds):
+        split = make_forget_split(cfg.forget, data.train_y, seed)
+        rkey = run_key(kind="retrain", original=okey, forget=split.digest)
+        if not store.has(rkey):
+            retrain, rtime, hit = _train_or_load("retrain", rkey, cfg, ctx, data, split)
+            metrics = evaluate(retrain, data, split, seed=seed)
+            store.put(rkey, experiment=exp, trial=trial, method=report.RETRAIN, optimizer="-", metrics=metrics,
+                      params={"recipe": cfg.recipe, "seed": seed, "forget": cfg.forget}, forget_hash=split.digest,
+                      timings=rtime, extra={"cache_hit": hit})
+        done += 1
+        for run in cfg.runs:
+            ucfg = UnlearnConfig.from_preset(run.method, run.optim, preset=cfg.unlearn_preset, seed=seed,
+                                             eval_every=cfg.eval_every, track_grads=cfg.track_grads, **run.config)
+            params = ucfg.to_dict()
+            key = run_key(kind="unlearn", original=okey, forget=split.digest, params=params,
+                          curve_samples=cfg.curve_samples)
+            done += 1
+            if store.has(key):
+                continue
+            model, _, _ = load_classifier(ctx.cache / f"original-{okey}")
+            callbacks = [_curve_callback(data, split, cfg.curve_samples, seed)] if cfg.eval_every else []
+            elapsed = time.perf_counter() - start
+            _log(f"[bench {cfg.name}] trial {trial + 1}/{len(cfg.seeds)} {run.row}"
+                 f" ({done}/{total}, {elapsed / 60:.1f} min elapsed)")
+            model, result = unlearn_classifier(model, data, split, ucfg, callbacks=callbacks, progress=ctx.progress)
+            t0 = time.perf_counter()
+            metrics = evaluate(model, data, split, seed=seed)
+            store.put_series(key + ":evals", result.evals)
+            if cfg.track_grads:
+                store.put_series(key + ":history", result.history)
+            store.put(key, experiment=exp, trial=trial, method=run.method, optimizer=run.optim, metrics=metrics,
+                      params=params, forget_hash=split.digest, extra={"label": run.row},
+                      timings={"unlearn_s": result.seconds, "prepare_s": result.prepare_seconds,
+                               "eval_s": time.perf_counter() - t0, "steps": result.steps,
+                               "state_bytes": result.state_bytes})
+    _log(f"[bench {cfg.name}] finished in {(time.perf_counter() - start) / 60:.1f} min")
+
+
+def write_report(store: ResultsStore, exp: str, out_dir: Path, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Table and figures of experiment ``exp`` from the database alone, written to ``out_dir``."""
+    rows = store.rows(exp)
+    if not rows:
+        raise ConfigError(f"no results for experiment {exp!r} in {store.path}")
+    if not any(r["method"] == report.RETRAIN for r in rows):
+        raise ConfigError(f"experiment {exp!r} has no Retrain rows: Gap cannot be computed")
+    stored_config = config or _stored_config(out_dir)
+    table = report.summarize(rows, TABLE_METRICS)
+    report.print_table(table, f"{exp}: mean ± std (gap to Retrain) over trials, %", TABLE_METRICS)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = report.write_tables(out_dir, table, stored_config, TABLE_METRICS)
+    evals: dict[str, list] = {}
+    history: dict[str, list] = {}
+    for r in rows:
+        if r["method"] == report.RETRAIN:
+            continue
+        label = report.label_of(r)
+        ev = store.series(r["key"] + ":evals")
+        if ev:
+            evals.setdefault(label, []).append(ev)
+        hi = store.series(r["key"] + ":history")
+        if hi:
+            history.setdefault(label, []).append(hi)
+    retrain = {m: table[0][m]["mean"] for m in TABLE_METRICS}
+    figure = report.plot_process(out_dir, evals, retrain, TABLE_METRICS)
+    figures = ([figure] if figure else []) + report.plot_gradients(out_dir, history)
+    sweep = stored_config.get("sweep")
+    if sweep:
+        points: dict[str, list[tuple[float, float, float]]] = {}
+        for row in table[1:]:
+            values = {r["params"].get(sweep) for r in rows if report.label_of(r) == row["name"]}
+            if len(values) == 1 and isinstance(next(iter(values)), (int, float)):
+                group = report.row_label(row["method"], row["optimizer"])
+                points.setdefault(group, []).append((float(values.pop()), row["Gap"], row["Std"]))
+        figure = report.plot_sweep(out_dir, points, sweep)
+        figures += [figure] if figure else []
+    print(f"wrote {', '.join(str(p) for p in [*paths, *figures])}")
+    return table
+
+
+def _stored_config(out_dir: Path) -> dict[str, Any]:
+    summary = out_dir / "summary.json"
+    if summary.is_file():
+        return json.loads(summary.read_text()).get("config", {})
+    return {}
