@@ -1,0 +1,222 @@
+"""The unlearning audit: what a practitioner can show after deleting samples from a model.
+
+An :class:`Audit` holds, for the original, the unlearned and (optionally) the Retrain model, the metrics of
+``vision.metrics`` (all in %):
+
+- FA / UA: accuracy on the forget set and 100 - FA; RA: retain accuracy; TA: test accuracy;
+- MIA: **entropy-LR member rate** (% of forget samples an entropy logistic regression, fit on retain =
+  member vs test = non-member, calls member; the target is Retrain's value, lower = more forgotten);
+- MIA_SVC: **SVC-confidence non-member rate** (SalUn's MIA-efficacy: % of forget samples an RBF SVC on
+  the true-class probability calls non-member; higher = more forgotten).
+
+With a Retrain reference it adds the Gap to Retrain (mean |metric - Retrain| over FA, RA, TA, MIA, the
+DualOptim paper's Table-1 Gap for one trial), plus time taken, method, optimizer, hyper-parameters and
+versions. ``to_json()`` / ``write_json(path)`` and ``write_html(path)`` (one self-contained file: tables and
+the process plot as an embedded PNG) write atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import os
+import platform
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..io import atomic_write_json, atomic_write_text
+from ..stats import gap_table
+from .metrics import DESCRIPTIONS, METRICS, mia_entropy_lr, mia_svc_confidence
+
+GAP_METRICS = ("FA", "RA", "TA", "MIA")
+FORMAT = 1
+
+
+def compute_metrics(forget_probs: torch.Tensor, forget_y: torch.Tensor, retain_probs: torch.Tensor,
+                    retain_y: torch.Tensor, test_probs: torch.Tensor | None = None, test_y: torch.Tensor | None = None,
+                    *, seed: int = 0, svc: bool = True, svc_max_samples: int | None = None) -> dict[str, float | None]:
+    """FA, UA, RA, TA, MIA, MIA_SVC (%) from softmax outputs, as ``vision.metrics.evaluate`` defines them.
+
+    Without a test set TA, MIA and MIA_SVC are ``None`` (both attacks need held-out non-members).
+    """
+    def acc(p: torch.Tensor, y: torch.Tensor) -> float:
+        return 100.0 * (p.argmax(1) == y).double().mean().item()
+
+    fa = acc(forget_probs, forget_y)
+    out: dict[str, float | None] = {"FA": fa, "UA": 100.0 - fa, "RA": acc(retain_probs, retain_y), "TA": None,
+                                    "MIA": None, "MIA_SVC": None}
+    if test_probs is not None and test_y is not None and len(test_y):
+        out["TA"] = acc(test_probs, test_y)
+        out["MIA"] = mia_entropy_lr(retain_probs, test_probs, forget_probs)
+        if svc:
+            out["MIA_SVC"] = mia_svc_confidence(retain_probs, retain_y, test_probs, test_y, forget_probs, forget_y,
+                                                seed=seed, max_samples=svc_max_samples)
+    return out
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import sklearn
+
+    from .. import __version__
+
+    return {"dualoptim": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "scikit-learn": sklearn.__version__, "python": platform.python_version()}
+
+
+def gaps(rows: dict[str, dict[str, float | None]], metrics: tuple[str, ...] = GAP_METRICS
+         ) -> tuple[dict[str, float], dict[str, dict[str, float]], list[str]]:
+    """Gap to ``rows["Retrain"]`` of every other row over the metrics all rows have (stats.gap_table)."""
+    used = [m for m in metrics if all(r.get(m) is not None for r in rows.values())]
+    if not used:
+        return {}, {}, []
+    table = gap_table({k: [{m: float(v[m]) for m in used}] for k, v in rows.items()}, "Retrain", used)
+    return ({r["name"]: r["Gap"] for r in table if r["name"] != "Retrain"},
+            {r["name"]: {m: r[m]["gap"] for m in used} for r in table if r["name"] != "Retrain"}, used)
+
+
+@dataclass
+class Audit:
+    """Metrics of the original, unlearned and Retrain models and everything needed to interpret them.
+
+    ``gap`` maps ``"Original"`` / ``"Unlearned"`` to the Gap to Retrain over ``gap_metrics`` (empty
+    without Retrain); ``metric_gaps`` holds the per-metric absolute differences.
+    """
+
+    method: str
+    optim: str
+    hyperparameters: dict[str, Any]
+    sizes: dict[str, int]
+    original: dict[str, float | None]
+    unlearned: dict[str, float | None]
+    retrain: dict[str, float | None] | None = None
+    gap: dict[str, float] = field(default_factory=dict)
+    metric_gaps: dict[str, dict[str, float]] = field(default_factory=dict)
+    gap_metrics: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    process: list[dict[str, float]] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+    created: str = ""
+    metric_definitions: dict[str, str] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, *, method: str, optim: str, hyperparameters: dict[str, Any], sizes: dict[str, int],
+              original: dict[str, float | None], unlearned: dict[str, float | None],
+              retrain: dict[str, float | None] | None = None, timings: dict[str, float] | None = None,
+              process: list[dict[str, float]] | None = None, source: dict[str, Any] | None = None) -> Audit:
+        """An audit with Gap, versions, timestamp and metric definitions filled in."""
+        gap, metric_gaps, used = ({}, {}, [])
+        if retrain is not None:
+            gap, metric_gaps, used = gaps({"Retrain": retrain, "Original": original, "Unlearned": unlearned})
+        return cls(method=method, optim=optim, hyperparameters=hyperparameters, sizes=dict(sizes),
+                   original=dict(original), unlearned=dict(unlearned),
+                   retrain=None if retrain is None else dict(retrain),
+                   gap=gap, metric_gaps=metric_gaps, gap_metrics=used, timings=dict(timings or {}),
+                   process=list(process or []), versions=versions(),
+                   created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                   metric_definitions={m: DESCRIPTIONS[m] for m in METRICS}, source=dict(source or {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "dualoptim.audit", "format": FORMAT, **asdict(self)}
+
+    def to_json(self) -> str:
+        """The audit as JSON text (NaN is not JSON: an undefined metric is ``null``)."""
+        return json.dumps(_finite(self.to_dict()), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+    def write_json(self, path: str | os.PathLike[str]) -> Path:
+        """Atomically write :meth:`to_json` to ``path``."""
+        return atomic_write_json(path, _finite(self.to_dict()))
+
+    def summary(self) -> str:
+        """A few plain-text lines: one row per model, Gap when there is a Retrain reference."""
+        lines = [f"{self.method} [{self.optim}]: forget {self.sizes.get('forget')}, retain {self.sizes.get('retain')}, "
+                 f"test {self.sizes.get('test')} samples; unlearning {self.timings.get('unlearn_s', 0):.1f} s"]
+        for name, row in self._rows():
+            cells = " ".join(f"{m}={_fmt(row.get(m))}" for m in METRICS)
+            gap = f"  Gap={self.gap[name]:.2f}" if name in self.gap else ""
+            lines.append(f"  {name:<9} {cells}{gap}")
+        return "\n".join(lines)
+
+    def _rows(self) -> list[tuple[str, dict[str, float | None]]]:
+        rows = [("Original", self.original), ("Unlearned", self.unlearned)]
+        return rows + ([("Retrain", self.retrain)] if self.retrain is not None else [])
+
+    def write_html(self, path: str | os.PathLike[str]) -> Path:
+        """Atomically write one self-contained HTML report (no external files, scripts or fonts)."""
+        return atomic_write_text(path, self.to_html())
+
+    def to_html(self) -> str:
+        e = html.escape
+        head = ["Model", *[f"{m} (%)" for m in METRICS], f"Gap to Retrain ({', '.join(self.gap_metrics)})"]
+        body = []
+        for name, row in self._rows():
+            gap = f"{self.gap[name]:.2f}" if name in self.gap else ("0.00" if name == "Retrain" and self.gap else "-")
+            body.append([name, *[_fmt(row.get(m)) for m in METRICS], gap])
+        parts = [f"<h1>Unlearning audit: {e(self.method)} [{e(self.optim)}]</h1>",
+                 f"<p>{e(self.created)} &middot; forget {self.sizes.get('forget')} / retain "
+                 f"{self.sizes.get('retain')} / test {self.sizes.get('test')} samples</p>",
+                 "<h2>Metrics</h2>", _table(head, body),
+                 "<h2>What the metrics mean</h2>",
+                 _table(["Metric", "Definition"], [[k, v] for k, v in self.metric_definitions.items()])]
+        if self.retrain is None:
+            parts.append("<p><b>No Retrain reference</b>: pass <code>retrain=True</code> (or a Retrain model) to see "
+                         "how close the unlearned model is to retraining without the forget set.</p>")
+        img = self._process_png()
+        if img:
+            parts += ["<h2>Unlearning process</h2>",
+                      f'<img alt="unlearning process" src="data:image/png;base64,{img}" style="max-width:100%">']
+        settings = [[k, json.dumps(v, sort_keys=True, default=str)] for k, v in sorted(self.hyperparameters.items())]
+        parts += ["<h2>Time</h2>", _table(["Item", "Value"], [[k, _fmt(v)] for k, v in sorted(self.timings.items())]),
+                  "<h2>Settings</h2>", _table(["Setting", "Value"], settings)]
+        if self.source:
+            parts += ["<h2>Inputs</h2>", _table(["Input", "Value"], [[k, json.dumps(v, default=str)]
+                                                                       for k, v in sorted(self.source.items())])]
+        parts += ["<h2>Versions</h2>", _table(["Package", "Version"], sorted(self.versions.items()))]
+        style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+                 "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+                 "text-align:right}td:first-child,th:first-child{text-align:left}code{background:#eee}")
+        return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>dualoptim audit</title>"
+                f"<style>{style}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+
+    def _process_png(self) -> str | None:
+        """The process plot (FA/RA/TA/MIA vs step, Retrain dashed) as base64 PNG, via report.plot_process."""
+        if len(self.process) < 2:
+            return None
+        from .report import plot_process
+
+        metrics = [m for m in GAP_METRICS if any(m in r for r in self.process)]
+        retrain = {m: v for m, v in (self.retrain or {}).items() if v is not None}
+        with tempfile.TemporaryDirectory() as tmp:
+            path = plot_process(Path(tmp), {f"{self.method} [{self.optim}]": [self.process]}, retrain, metrics)
+            return base64.b64encode(path.read_bytes()).decode("ascii") if path else None
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "n/a"
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def _table(head: list[str], rows: list[Any]) -> str:
+    e = html.escape
+    out = ["<table><tr>" + "".join(f"<th>{e(str(h))}</th>" for h in head) + "</tr>"]
+    out += ["<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in rows]
+    return "\n".join(out) + "</table>"
+
+
+def _finite(obj: Any) -> Any:
+    """NaN/inf floats -> None, recursively (JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if obj == obj and abs(obj) != float("inf") else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
