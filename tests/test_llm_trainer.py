@@ -113,3 +113,24 @@ def test_two_processes_equal_one_process(setup, tmp_path):
     init = tempfile.mktemp(dir=tmp_path)
     mp.spawn(_worker, args=(2, init, out), nprocs=2, join=True)
     torch.testing.assert_close(torch.load(out), _params(model), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("scheme", ["dual", "joint"])
+def test_hf_trainer_equals_own_loop(setup, tmp_path, scheme):
+    from transformers import TrainingArguments
+
+    from dualoptim.llm.hf import DualOptimTrainer
+
+    tok, forget, retain = setup
+    cfg = UnlearnConfig(method="idk+ap", scheme=scheme, epochs=1, batch_size=12, grad_accum=2, forget_lr=1e-2)
+    own = build_model(TINY, tok, seed=0)
+    unlearn(own, forget, retain, cfg, progress=False)
+    model = build_model(TINY, tok, seed=0)
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=1, gradient_accumulation_steps=2,
+                             num_train_epochs=1, max_grad_norm=1.0, lr_scheduler_type="constant",
+                             learning_rate=1e-2, save_strategy="no", report_to=[], use_cpu=True,
+                             logging_strategy="no", disable_tqdm=True)
+    trainer = DualOptimTrainer(model=model, args=args, unlearn_config=cfg, forget=forget, retain=retain)
+    trainer.train()
+    assert trainer.state.global_step == len(make_plan(len(forget), len(retain), cfg))
+    torch.testing.assert_close(_params(model), _params(own), rtol=1e-4, atol=1e-5)

@@ -128,7 +128,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("seeds", tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None),)
                  if v is not None}
     rows = run_bench(args.preset, _prep_cfg(args), db=args.db,
-                     eval_cfg=EvalConfig(max_new_tokens=args.max_new_tokens, encoder=args.encoder), log=_log,
+                     eval_cfg=EvalConfig(max_new_tokens=args.max_new_tokens, encoder=args.encoder,
+                                         max_items=args.max_items), log=_log,
                      **overrides)
     print(format_table(rows))
     note = next((r["extra"].get("note") for r in rows if r["extra"].get("note")), "")
@@ -151,7 +152,7 @@ def _common(p: argparse.ArgumentParser, model_opts: bool = True) -> None:
         g.add_argument("--heads", type=int, default=4)
         g.add_argument("--intermediate", type=int, default=688)
         g.add_argument("--base-epochs", type=int, default=10)
-        g.add_argument("--epochs", type=int, default=10, help="fine-tune epochs (full and retain models)")
+        g.add_argument("--epochs", type=int, default=6, help="fine-tune epochs (full and retain models)")
         g.add_argument("--lr", type=float, default=1e-3)
         g.add_argument("--batch-size", type=int, default=32)
 
@@ -211,5 +212,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seeds", help="comma-separated seeds (overrides the preset)")
     p.add_argument("--db", default="runs/results.db")
     p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--max-items", type=int, default=0, help="evaluate at most this many items per split (0 = all)")
     p.add_argument("--encoder", default="auto")
     p.set_defaults(func=cmd_bench)

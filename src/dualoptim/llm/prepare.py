@@ -35,7 +35,7 @@ class PrepareConfig:
     vocab_size: int = 2048
     model: ModelConfig = field(default_factory=ModelConfig)
     base: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, lr=1e-3, batch_size=32))
-    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, lr=1e-3, batch_size=32))
+    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=1e-3, batch_size=32))
     forget_splits: tuple[str, ...] = FORGET_SPLITS
 
     def __post_init__(self) -> None:
@@ -53,8 +53,9 @@ def _data_hash(directory: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def cache_dir(cfg: PrepareConfig) -> Path:
-    """The content-keyed folder holding this configuration's models."""
+def cache_dir(cfg: PrepareConfig, stage: str = "finetune") -> Path:
+    """The content-keyed folder of this configuration's models (``stage="base"``: the base model's folder,
+    keyed without the fine-tune settings so changing those does not retrain the base)."""
     data = Path(cfg.data)
     if not (data / "full.json").is_file():
         raise DataNotFoundError(f"no benchmark at {data}; run 'dualoptim llm make-data --out {data}' first")
@@ -62,14 +63,16 @@ def cache_dir(cfg: PrepareConfig) -> Path:
         raise DataNotFoundError(f"{data} has no base_corpus.json: 'llm prepare' trains from scratch on the "
                                 f"synthetic benchmark only; for TOFU pass a pretrained --model to 'llm unlearn'")
     parts = {"v": VERSION, "data": _data_hash(data), "vocab": cfg.vocab_size, "model": asdict(cfg.model),
-             "base": asdict(cfg.base), "finetune": asdict(cfg.finetune)}
-    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
-    return Path(cfg.cache) / key
+             "base": asdict(cfg.base)}
+    if stage == "base":
+        return Path(cfg.cache) / f"base-{hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]}"
+    parts["finetune"] = asdict(cfg.finetune)
+    return Path(cfg.cache) / hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def prepare(cfg: PrepareConfig, log: Any = print) -> dict[str, Any]:
     """Train (or find cached) tokenizer, base, full and retain models; returns paths and timings."""
-    root = cache_dir(cfg)
+    root, base_dir = cache_dir(cfg), cache_dir(cfg, "base") / "base"
     data = load_benchmark(cfg.data)
     template = DEFAULT_TEMPLATE
     report: dict[str, Any] = {"root": str(root), "timings": {}}
@@ -82,8 +85,8 @@ def prepare(cfg: PrepareConfig, log: Any = print) -> dict[str, Any]:
     def done(name: str) -> bool:
         return (root / name / "config.json").is_file()
 
-    if done("base"):
-        _, tok, _ = load_model(root / "base")
+    if (base_dir / "config.json").is_file():
+        _, tok, _ = load_model(base_dir)
     else:
         t0 = time.perf_counter()
         texts = [template["prompt"].format(question=r["question"]) + template["answer"].format(answer=r["answer"])
@@ -100,14 +103,14 @@ def prepare(cfg: PrepareConfig, log: Any = print) -> dict[str, Any]:
             f"{len(data['base_corpus'])} base-corpus items x {cfg.base.epochs} epochs")
         stats = train_lm(model, enc(data["base_corpus"]), cfg.base, desc="base")
         report["timings"]["base"] = stats
-        save_model(model, tok, root / "base", template, {"stage": "base", "train": asdict(cfg.base),
+        save_model(model, tok, base_dir, template, {"stage": "base", "train": asdict(cfg.base),
                                                           "model_config": asdict(mcfg), "stats": stats})
     targets = [("full", "full")] + [(RETAIN_OF[f], RETAIN_OF[f]) for f in cfg.forget_splits]
     for name, split in targets:
         if done(name):
             log(f"[prepare] {name}: cached at {root / name}")
             continue
-        model, tok, _ = load_model(root / "base")
+        model, tok, _ = load_model(base_dir)
         log(f"[prepare] fine-tune base on {split} ({len(data[split])} items x {cfg.finetune.epochs} epochs)")
         stats = train_lm(model, enc(data[split]), cfg.finetune, desc=name)
         report["timings"][name] = stats
@@ -119,14 +122,15 @@ def prepare(cfg: PrepareConfig, log: Any = print) -> dict[str, Any]:
         old = json.loads((root / "prepare.json").read_text()) if (root / "prepare.json").is_file() else {}
         atomic_write_json(root / "prepare.json", {**old, **report["timings"], "config": json.loads(
             json.dumps(asdict(cfg), default=str))})
-    report["models"] = {n: str(root / n) for n in ["base"] + [t[0] for t in targets]}
+    report["models"] = {"base": str(base_dir), **{n: str(root / n) for n, _ in targets}}
     return report
 
 
 def model_paths(cfg: PrepareConfig) -> dict[str, Path]:
     """Paths of the prepared models (raises a clear error when ``prepare`` has not run)."""
     root = cache_dir(cfg)
-    out = {n: root / n for n in ("base", "full", *(RETAIN_OF[f] for f in cfg.forget_splits))}
+    out = {"base": cache_dir(cfg, "base") / "base", **{n: root / n for n in ("full", *(RETAIN_OF[f] for f in
+                                                                                     cfg.forget_splits))}}
     missing = [n for n, p in out.items() if not (p / "config.json").is_file()]
     if missing:
         raise DataNotFoundError(f"models {missing} not prepared under {root}; run 'dualoptim llm prepare "
