@@ -20,6 +20,7 @@ MODALITY_CLIS = (
     "dualoptim.vision.cli",
     "dualoptim.vision.unlearn_cli",
     "dualoptim.vision.bench_cli",
+    "dualoptim.vision.audit_cli",
     "dualoptim.generation.cli",
     "dualoptim.llm.cli",
 )
