@@ -1,0 +1,122 @@
+"""``dualoptim audit``: the unlearning audit (JSON + self-contained HTML) from checkpoint folders.
+
+    dualoptim audit --original runs/fm/original --unlearned runs/fm/salun-1 --forget random:0.1 --seed 1 \\
+        --retrain runs/fm/retrain-1 --json audit.json --html audit.html
+
+All checkpoints are evaluated on the forget set drawn from the original model's training set (FA, UA, RA,
+TA and both MIA variants, see ``dualoptim.vision.audit``). Method, optimizer, hyper-parameters, timings
+and the process curve come from the unlearned checkpoint's ``metrics.json`` when ``dualoptim unlearn``
+wrote one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``audit`` to the ``dualoptim`` command."""
+    p = sub.add_parser("audit", help="audit an unlearned checkpoint against the original (and Retrain)",
+                       description="FA/UA/RA/TA and both MIA variants of the original, unlearned and (optional) "
+                                   "Retrain checkpoints on one forget set; Gap to Retrain; JSON and HTML reports.")
+    p.add_argument("--original", required=True, help="checkpoint folder of the original model")
+    p.add_argument("--unlearned", required=True, help="checkpoint folder of the unlearned model")
+    p.add_argument("--forget", default=None, help="forget spec random:<f> | class:<k> | file:PATH (default: the "
+                   "split stored in the unlearned checkpoint)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the forget split (default: the stored one)")
+    p.add_argument("--retrain", default=None, help="checkpoint folder of a Retrain model for this forget set")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the audit as JSON")
+    p.add_argument("--html", default=None, metavar="FILE", help="write the self-contained HTML report")
+    p.add_argument("--data-dir", default=None, help="folder with the dataset files")
+    p.add_argument("--no-svc", dest="mia_svc", action="store_false", help="skip the SVC-confidence MIA")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.set_defaults(func=cmd_audit)
+
+
+def _same_data(name: str, meta: Any, ref: Any) -> None:
+    for key in ("dataset", "train_subset", "subset_seed", "num_classes"):
+        if getattr(meta, key) != getattr(ref, key):
+            raise ConfigError(f"--{name} checkpoint has {key}={getattr(meta, key)!r} but the original has "
+                              f"{getattr(ref, key)!r}: it was not made from the same training set")
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    import torch
+
+    from .audit import Audit
+    from .checkpoint import dataset_for, load_classifier, weights_digest
+    from .forget import make_forget_split
+    from .metrics import evaluate
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    original, ometa, _ = load_classifier(args.original)
+    unlearned, umeta, _ = load_classifier(args.unlearned)
+    _same_data("unlearned", umeta, ometa)
+    retrain = rmeta = None
+    if args.retrain:
+        retrain, rmeta, _ = load_classifier(args.retrain)
+        _same_data("retrain", rmeta, ometa)
+        if rmeta.role != "retrain":
+            print(f"dualoptim: warning: {args.retrain} is a {rmeta.role!r} checkpoint, not a Retrain model",
+                  file=sys.stderr)
+    stored = umeta.split or {}
+    spec = args.forget or stored.get("spec")
+    if spec is None:
+        raise ConfigError(f"{args.unlearned} stores no forget set: pass --forget (e.g. random:0.1) and --seed")
+    seed = args.seed if args.seed is not None else (stored.get("seed", 0) if spec == stored.get("spec") else 0)
+    data = dataset_for(ometa, args.data_dir)
+    split = make_forget_split(spec, data.train_y, seed)
+    for name, meta in (("unlearned", umeta), ("retrain", rmeta)):
+        have = (meta.split or {}).get("digest") if meta is not None else None
+        if have is not None and have != split.digest:
+            print(f"dualoptim: warning: the {name} checkpoint was made for forget set {meta.split.get('spec')} seed "
+                  f"{meta.split.get('seed')}, auditing on {spec} seed {seed}", file=sys.stderr)
+    odigest = weights_digest(original.state_dict())
+    recorded = (umeta.original or {}).get("weights_sha256")
+    if recorded is not None and recorded != odigest:
+        print(f"dualoptim: warning: {args.unlearned} was unlearned from another original model "
+              f"(weights sha256 {recorded[:12]} != {odigest[:12]})", file=sys.stderr)
+
+    start = time.perf_counter()
+    kw = dict(mia_svc=args.mia_svc, seed=seed)
+    results = {"original": evaluate(original, data, split, **kw), "unlearned": evaluate(unlearned, data, split, **kw)}
+    if retrain is not None:
+        results["retrain"] = evaluate(retrain, data, split, **kw)
+    info: dict[str, Any] = {}
+    metrics_file = Path(args.unlearned) / "metrics.json"
+    if metrics_file.is_file():
+        try:
+            info = json.loads(metrics_file.read_text())
+        except json.JSONDecodeError:
+            print(f"dualoptim: warning: {metrics_file} is not valid JSON; settings left out", file=sys.stderr)
+    config = info.get("config", {})
+    timings = {k: float(v) for k, v in (umeta.timings or {}).items() if isinstance(v, (int, float))}
+    timings["audit_eval_s"] = time.perf_counter() - start
+    if rmeta is not None and "train_s" in (rmeta.timings or {}):
+        timings["retrain_s"] = float(rmeta.timings["train_s"])
+    audit = Audit.build(
+        method=config.get("method", "unknown"), optim=config.get("optim", "unknown"), hyperparameters=config,
+        sizes={"forget": split.num_forget, "retain": split.num_retain, "test": len(data.test_y)},
+        original=results["original"], unlearned=results["unlearned"], retrain=results.get("retrain"),
+        timings=timings, process=[r for r in info.get("evals", []) if "step" in r],
+        source={"original": str(args.original), "original_weights_sha256": odigest, "unlearned": str(args.unlearned),
+                "retrain": args.retrain, "dataset": ometa.dataset, "train_subset": ometa.train_subset,
+                "model": ometa.model, "split": split.describe()})
+    print(audit.summary())
+    if args.json:
+        audit.write_json(args.json)
+        print(f"wrote {args.json}")
+    if args.html:
+        audit.write_html(args.html)
+        print(f"wrote {args.html}")
+    return 0
