@@ -62,9 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (DualOptimError, ValueError, FileNotFoundError, PermissionError) as e:
+    except (DualOptimError, ValueError, OSError) as e:
         if args.debug:
             raise
+        if isinstance(e, OSError) and not isinstance(e, (FileNotFoundError, PermissionError)):
+            e = f"{e.strerror or e} ({e.filename or 'output'}): check the disk space and the output folder"
         print(f"dualoptim: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

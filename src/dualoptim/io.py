@@ -80,13 +80,24 @@ def save_checkpoint(directory: str | os.PathLike[str], tensors: Mapping[str, tor
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        old = None
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        for attempt in range(5):  # another process may write the same checkpoint at the same time
+            old = None
+            if directory.exists():
+                old = directory.with_name(f".{directory.name}.old-{os.getpid()}-{attempt}")
+                try:
+                    os.replace(directory, old)
+                except FileNotFoundError:
+                    old = None  # the other writer moved it first
+            try:
+                os.replace(tmp, directory)
+            except OSError:
+                if attempt == 4:
+                    raise
+                continue
+            finally:
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+            break
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -187,8 +187,9 @@ def run_bench(cfg: BenchConfig, ctx: BenchContext | None = None, only_report: bo
     exp = f"vision/{cfg.name}"
     with ctx.store() as store:
         if not only_report:
+            store.put_series(f"config:{exp}", [cfg.to_dict()])
             _execute(cfg, ctx, store, exp)
-        return write_report(store, exp, out_dir, cfg.to_dict())
+        return write_report(store, exp, out_dir)
 
 
 def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str) -> None:
@@ -239,14 +240,14 @@ def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str)
     _log(f"[bench {cfg.name}] finished in {(time.perf_counter() - start) / 60:.1f} min")
 
 
-def write_report(store: ResultsStore, exp: str, out_dir: Path, config: dict[str, Any]) -> list[dict[str, Any]]:
+def write_report(store: ResultsStore, exp: str, out_dir: Path) -> list[dict[str, Any]]:
     """Table and figures of experiment ``exp`` from the database alone, written to ``out_dir``."""
     rows = store.rows(exp)
     if not rows:
         raise ConfigError(f"no results for experiment {exp!r} in {store.path}")
     if not any(r["method"] == report.RETRAIN for r in rows):
         raise ConfigError(f"experiment {exp!r} has no Retrain rows: Gap cannot be computed")
-    stored_config = config or _stored_config(out_dir)
+    stored_config = (store.series(f"config:{exp}") or [{}])[0]
     table = report.summarize(rows, TABLE_METRICS)
     report.print_table(table, f"{exp}: mean ± std (gap to Retrain) over trials, %", TABLE_METRICS)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -279,9 +280,3 @@ def write_report(store: ResultsStore, exp: str, out_dir: Path, config: dict[str,
     print(f"wrote {', '.join(str(p) for p in [*paths, *figures])}")
     return table
 
-
-def _stored_config(out_dir: Path) -> dict[str, Any]:
-    summary = out_dir / "summary.json"
-    if summary.is_file():
-        return json.loads(summary.read_text()).get("config", {})
-    return {}

@@ -36,7 +36,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if not db.is_file():
         raise ConfigError(f"results database not found: {db} (give --db)")
     with ResultsStore(db) as store:
-        write_report(store, f"vision/{run_dir.name}", run_dir, {})
+        write_report(store, f"vision/{run_dir.name}", run_dir)
     return 0
 
 

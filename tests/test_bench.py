@@ -1,0 +1,155 @@
+"""Benchmark runner on digits with tiny budgets: database rows, cache, resume after a real kill, outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dualoptim.cli import main
+from dualoptim.errors import ConfigError
+from dualoptim.vision.bench import BenchConfig, BenchContext, RunSpec, run_bench
+from dualoptim.vision.bench_presets import get_bench_preset, list_bench_presets
+
+TINY = {
+    "name": "tiny",
+    "dataset": "digits",
+    "model": "cnn",
+    "model_options": {"width": 8, "hidden": 32},
+    "recipe": {"epochs": 8, "lr": 0.1},
+    "seeds": [0, 1],
+    "runs": [
+        {"method": "salun", "optim": "sgd", "config": {"epochs": 1, "retain_batches_per_epoch": 3}},
+        {"method": "salun", "optim": "adam+sgd", "config": {"epochs": 1, "retain_batches_per_epoch": 3}},
+        {"method": "sfron", "optim": "adam+sgd", "config": {"iterations": 6}},
+    ],
+    "eval_every": 3,
+    "track_grads": True,
+    "curve_samples": 100,
+}
+
+
+def write_config(tmp_path: Path, **changes) -> Path:
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps({**TINY, **changes}))
+    return path
+
+
+def count_rows(db: Path) -> int:
+    if not db.exists():
+        return 0
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        return con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One uninterrupted run of the tiny benchmark."""
+    root = tmp_path_factory.mktemp("bench")
+    cfg = BenchConfig(**TINY)
+    table = run_bench(cfg, BenchContext(root=root, progress=False))
+    return root, table
+
+
+def test_rows_outputs_and_summary_schema(finished):
+    root, table = finished
+    assert count_rows(root / "results.db") == 2 * (1 + 3)
+    out = root / "tiny"
+    for name in ("table.md", "table.csv", "summary.json", "process.png", "grad_norms.png", "grad_cosine.png"):
+        assert (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["name"] == "tiny"
+    rows = summary["rows"]
+    assert [(r["method"], r["optimizer"]) for r in rows][0] == ("Retrain", "-")
+    assert {(r["method"], r["optimizer"]) for r in rows[1:]} == {("salun", "sgd"), ("salun", "adam+sgd"),
+                                                                  ("sfron", "adam+sgd")}
+    for r in rows:
+        assert set(r) >= {"method", "optimizer", "FA", "RA", "TA", "MIA", "Gap", "Std"}
+        for m in ("FA", "RA", "TA", "MIA"):
+            assert set(r[m]) == {"mean", "std", "gap"} and 0 <= r[m]["mean"] <= 100
+        gaps = [r[m]["gap"] for m in ("FA", "RA", "TA", "MIA")]
+        assert r["Gap"] == pytest.approx(sum(gaps) / 4)
+    assert rows[0]["Gap"] == 0
+    assert "Retrain" in (out / "table.md").read_text().splitlines()[2]
+
+
+def test_second_run_hits_every_cache(finished, capsys):
+    root, table = finished
+    db = root / "results.db"
+    before = {r[0]: r[1] for r in sqlite3.connect(db).execute("SELECT key, created FROM runs")}
+    models = sorted(p.name for p in (root / "cache").iterdir())
+    t = time.perf_counter()
+    again = run_bench(BenchConfig(**TINY), BenchContext(root=root, progress=False))
+    assert time.perf_counter() - t < 20
+    assert "original model from cache" in capsys.readouterr().out
+    after = {r[0]: r[1] for r in sqlite3.connect(db).execute("SELECT key, created FROM runs")}
+    assert after == before  # nothing recomputed
+    assert sorted(p.name for p in (root / "cache").iterdir()) == models
+    assert again == table
+
+
+def test_report_regenerates_from_the_database_alone(finished):
+    root, _ = finished
+    out = root / "tiny"
+    md = (out / "table.md").read_text()
+    for name in ("table.md", "summary.json", "process.png"):
+        (out / name).unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "table.md").read_text() == md
+    assert json.loads((out / "summary.json").read_text())["config"]["name"] == "tiny"
+    assert (out / "process.png").exists()
+
+
+def test_killed_run_resumes_to_the_same_table(finished, tmp_path):
+    root, _ = finished
+    config = write_config(tmp_path)
+    new_root = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "dualoptim.cli", "bench", "--config", str(config), "--root", str(new_root),
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while count_rows(new_root / "results.db") < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-run, after some results were stored
+    proc.wait()
+    killed_at = count_rows(new_root / "results.db")
+    assert 0 < killed_at < 8, "the kill should land mid-run"
+    assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
+    assert count_rows(new_root / "results.db") == 8
+    assert (new_root / "tiny" / "table.md").read_text() == (root / "tiny" / "table.md").read_text()
+    leftovers = [p for p in (new_root / "cache").iterdir() if p.name.startswith(".")]
+    assert leftovers == [] or all(p.name.endswith(".tmp") for p in leftovers)
+
+
+def test_presets_and_config_errors(tmp_path):
+    assert {"quick", "offline-full", "paper-cifar10", "sensitivity"} <= set(list_bench_presets())
+    quick = get_bench_preset("quick")
+    assert quick.train_subset == 10_000 and quick.seeds == [0, 1, 2, 3, 4]
+    assert {(r.method, "+" in r.optim) for r in quick.runs} == {(m, d) for m in ("sfron", "salun", "scrub")
+                                                                for d in (False, True)}
+    lrs = {r.config["forget_lr"] for r in get_bench_preset("sensitivity").runs if r.optim == "sgd"}
+    assert max(lrs) / min(lrs) >= 30
+    with pytest.raises(ConfigError, match="unknown benchmark preset"):
+        get_bench_preset("fast")
+    with pytest.raises(ConfigError, match="at least one run"):
+        BenchConfig(name="x", runs=[])
+    with pytest.raises(ConfigError, match="distinct"):
+        BenchConfig(name="x", runs=[RunSpec("ga", "sgd")], seeds=[1, 1])
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**TINY, "epochs": 3}))
+    assert main(["bench", "--config", str(bad), "--root", str(tmp_path / "r")]) == 2
+    assert not (tmp_path / "r").exists()
+    assert main(["bench", "--root", str(tmp_path / "r")]) == 2
+    assert main(["report", str(tmp_path / "nothing")]) == 2
