@@ -134,3 +134,19 @@ def test_hf_trainer_equals_own_loop(setup, tmp_path, scheme):
     trainer.train()
     assert trainer.state.global_step == len(make_plan(len(forget), len(retain), cfg))
     torch.testing.assert_close(_params(model), _params(own), rtol=1e-4, atol=1e-5)
+
+
+def test_lora_trains_adapters_only(setup):
+    from dualoptim.llm.model import apply_lora
+
+    tok, forget, retain = setup
+    model = apply_lora(build_model(TINY, tok, seed=0), r=4, alpha=16)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    lora = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert lora and all("lora_" in n for n in lora)
+    res = unlearn(model, forget, retain, UnlearnConfig(method="npo+gd", scheme="dual", epochs=1, batch_size=12,
+                                                       forget_lr=1e-2), progress=False)
+    assert res["trainable_params"] == sum(p.numel() for p in lora.values())
+    named = dict(model.named_parameters())
+    assert all(torch.equal(named[n], v) for n, v in frozen.items())
+    assert any(not torch.equal(named[n], v) for n, v in lora.items())
