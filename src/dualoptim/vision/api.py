@@ -35,6 +35,7 @@ from ..errors import ConfigError, DivergenceError
 from ..optim import build_optimizer
 from .audit import Audit, compute_metrics
 from .methods import get_method, get_method_info
+from .presets import resolve_preset
 from .train import TrainConfig, lr_factor, make_sgd
 
 # Method-agnostic DualOptim defaults (docs/defaults.md). Forget optimizer: the paper's Adam lr (1e-4, its
@@ -47,9 +48,6 @@ PAPER_FORGET_STEPS = 350
 MAX_FORGET_LR_SCALE = 10.0
 DEFAULT_RETAIN_LR = {"sgd": 0.01, "sgd-bf16": 0.01, "adam": 1e-4, "adamw": 1e-4, "adam-bf16": 1e-4,
                      "adamw-bf16": 1e-4}
-# Shared-optimizer baselines: the paper's per-method (forget, retain) lrs with SGD (Table of settings).
-SHARED_LRS = {"ft": (0.01, 0.01), "ga": (5e-4, 5e-4), "rl": (0.01, 0.01), "salun": (0.018, 0.01),
-              "scrub": (1e-4, 1e-4), "sfron": (0.01, 0.01)}
 LOGIT_KEYS = ("logits",)
 
 
@@ -221,11 +219,12 @@ def default_lrs(method: str, optim: str, forget_steps: int | None = None) -> tup
     the forget lr is scaled by ``PAPER_FORGET_STEPS / forget_steps``, clipped to [1, 10].
     """
     names = optim.strip().lower().partition(":")[0].split("+")
-    if len(names) == 1:
-        if names[0] != "sgd":
-            raise ConfigError(f"no default learning rates for the shared optimizer {optim!r}; pass forget_lr= and "
-                              "retain_lr=")
-        return SHARED_LRS.get(get_method_info(method).name, (0.01, 0.01))
+    if len(names) == 1:  # the shared baseline: the paper's per-method learning rates (presets.cifar10-paper)
+        fields = resolve_preset(get_method_info(method).name, optim, preset="cifar10-paper")
+        if "forget_lr" not in fields or "retain_lr" not in fields:
+            raise ConfigError(f"no default learning rates for {method} with the shared optimizer {optim!r}; pass "
+                              "forget_lr= and retain_lr=")
+        return fields["forget_lr"], fields["retain_lr"]
     f, r = names
     if f not in DEFAULT_FORGET_LR or r not in DEFAULT_RETAIN_LR:
         raise ConfigError(f"no default learning rates for {optim!r} (defaults exist for forget optimizers "

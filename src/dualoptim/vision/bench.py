@@ -251,7 +251,7 @@ def write_report(store: ResultsStore, exp: str, out_dir: Path) -> list[dict[str,
     table = report.summarize(rows, TABLE_METRICS)
     report.print_table(table, f"{exp}: mean ± std (gap to Retrain) over trials, %", TABLE_METRICS)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = report.write_tables(out_dir, table, stored_config, TABLE_METRICS)
+    paths = report.write_tables(out_dir, table, stored_config, TABLE_METRICS, versions=rows[-1]["versions"])
     evals: dict[str, list] = {}
     history: dict[str, list] = {}
     for r in rows:

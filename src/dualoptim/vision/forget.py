@@ -127,8 +127,8 @@ def make_forget_split(spec: str, train_labels: torch.Tensor, seed: int = 0) -> F
         if c not in present:
             raise ConfigError(f"forget spec {spec!r}: class {c} is not in the training set (classes {present})")
         return split_from_indices(torch.nonzero(train_labels == c).reshape(-1), n, spec, seed)
-    path = arg if kind == "file" else spec
-    if kind == "file" or Path(spec).exists():
-        return split_from_indices(read_index_file(path), n, spec, seed)
+    looks_like_path = Path(spec).is_file() or "/" in spec or spec.endswith((".txt", ".json", ".npy"))
+    if kind == "file" or (spec and looks_like_path):
+        return split_from_indices(read_index_file(arg if kind == "file" else spec), n, spec, seed)
     raise ConfigError(f"unknown forget spec {spec!r}; use random:<fraction>, class:<k>, file:PATH or an index "
                       "file path")

@@ -88,11 +88,11 @@ def print_table(table: Sequence[Mapping[str, Any]], title: str, metrics: Sequenc
 
 
 def write_tables(folder: Path, table: Sequence[Mapping[str, Any]], config: Mapping[str, Any],
-                 metrics: Sequence[str] = METRICS) -> list[Path]:
-    """``table.md``, ``table.csv`` and ``summary.json`` in ``folder`` (atomic writes)."""
+                 metrics: Sequence[str] = METRICS, versions: Mapping[str, str] | None = None) -> list[Path]:
+    """``table.md``, ``table.csv`` and ``summary.json`` (with the producing versions) in ``folder``, atomically."""
     summary = {"rows": [{"method": r["method"], "optimizer": r["optimizer"], "trials": r["trials"],
                          **{m: dict(r[m]) for m in metrics}, "Gap": r["Gap"], "Std": r["Std"]} for r in table],
-               "config": dict(config)}
+               "config": dict(config), "versions": dict(versions or {})}
     return [atomic_write_text(folder / "table.md", table_markdown(table, metrics)),
             atomic_write_text(folder / "table.csv", table_csv(table, metrics)),
             atomic_write_json(folder / "summary.json", summary)]
