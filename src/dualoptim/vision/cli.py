@@ -1,6 +1,6 @@
 """``dualoptim train | retrain | eval``: original model, Retrain reference and evaluation on a forget set.
 
-    dualoptim train   --dataset fashion-mnist --model cnn --epochs 8 --out runs/fmnist/original
+    dualoptim train   --dataset fashion-mnist --model cnn --epochs 5 --out runs/fmnist/original
     dualoptim retrain --original runs/fmnist/original --forget random:0.1 --seed 1 --out runs/fmnist/retrain-1
     dualoptim eval    --checkpoint runs/fmnist/retrain-1 --forget random:0.1 --seed 1 --json eval.json
 
@@ -168,7 +168,8 @@ def _fit(args: argparse.Namespace, data, model_name: str, options: dict[str, Any
 
 
 def _timings(result: dict[str, Any]) -> dict[str, float]:
-    return {"train_s": round(result["time_s"], 3), "images_per_s": round(result["images_per_s"], 1)}
+    return {"train_s": round(result["time_s"], 3), "train_cpu_s": round(result["cpu_s"], 3),
+            "images_per_s": round(result["images_per_s"], 1)}
 
 
 # ----------------------------------------------------------------------------------- commands

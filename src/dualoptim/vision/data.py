@@ -472,7 +472,7 @@ def _load_tinyimagenet(folder: Path | None):
 
 
 register_dataset(DatasetInfo("fashion-mnist", _load_fashion_mnist, "Fashion-MNIST, 60k/10k 28x28 grey, 10 classes",
-                             default_model="cnn", default_epochs=8, how_to_get=FASHION_HOW))
+                             default_model="cnn", default_epochs=5, how_to_get=FASHION_HOW))
 register_dataset(DatasetInfo("digits", _load_digits, "scikit-learn digits, 1347/450 8x8 grey (fast tests)",
                              default_model="cnn", default_epochs=20))
 register_dataset(DatasetInfo("cifar10", lambda f: _load_cifar(f, 10), "CIFAR-10, 50k/10k 32x32 RGB",
