@@ -21,7 +21,8 @@ def original(tmp_path_factory):
 def test_train_writes_original(original):
     model, meta, idx = load_classifier(original)
     assert meta.role == "original" and meta.dataset == "digits" and meta.model == "cnn"
-    assert meta.model_options == {"width": 8} and meta.train_subset == 1000 and meta.recipe["epochs"] == 2
+    assert meta.model_options == {"width": 8, "hidden": 128}  # defaults recorded too
+    assert meta.train_subset == 1000 and meta.recipe["epochs"] == 2
     assert meta.recipe["batch_size"] == 64 and meta.init_seed == 3 and idx is None
     assert meta.metrics["TA"] > 50 and meta.timings["train_s"] > 0
 

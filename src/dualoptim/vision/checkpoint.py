@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..io import load_checkpoint, save_checkpoint
 from .data import ImageData, load_dataset
 from .forget import ForgetSplit, indices_digest
-from .models import create_model
+from .models import create_model, get_model_info
 
 KIND = "dualoptim.classifier"
 FORMAT = 1
@@ -105,6 +105,8 @@ def save_classifier(directory: str | os.PathLike[str], model: nn.Module, meta: C
         meta.split = split_meta(split)
     if not meta.versions:
         meta.versions = versions()
+    # record every option, defaults included, so a later change of a default cannot break loading
+    meta.model_options = {**get_model_info(meta.model).options, **meta.model_options}
     tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
     if split is not None:
         tensors["split.forget_idx"] = split.forget_idx.to(torch.int64)

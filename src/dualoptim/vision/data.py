@@ -28,7 +28,7 @@ import io
 import os
 import pickle
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -197,6 +197,7 @@ class DatasetInfo:
     loader: Callable[[Path | None], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]]
     description: str
     default_model: str = "cnn"
+    default_model_options: dict = field(default_factory=dict)  # used when the default model is used
     default_epochs: int = 10
     augment: str = "none"
     how_to_get: str = ""
@@ -472,7 +473,8 @@ def _load_tinyimagenet(folder: Path | None):
 
 
 register_dataset(DatasetInfo("fashion-mnist", _load_fashion_mnist, "Fashion-MNIST, 60k/10k 28x28 grey, 10 classes",
-                             default_model="cnn", default_epochs=5, how_to_get=FASHION_HOW))
+                             default_model="cnn", default_model_options={"width": 16}, default_epochs=5,
+                             how_to_get=FASHION_HOW))
 register_dataset(DatasetInfo("digits", _load_digits, "scikit-learn digits, 1347/450 8x8 grey (fast tests)",
                              default_model="cnn", default_epochs=20))
 register_dataset(DatasetInfo("cifar10", lambda f: _load_cifar(f, 10), "CIFAR-10, 50k/10k 32x32 RGB",

@@ -4,7 +4,7 @@ Every model is a plain ``nn.Module`` mapping ``(N, C, H, W)`` images to ``(N, nu
 
 | name | what | options |
 |---|---|---|
-| ``cnn`` | 2 conv-BN-ReLU-maxpool blocks + MLP head (fast CPU default) | ``width`` (16), ``hidden`` (128) |
+| ``cnn`` | 2 conv-BN-ReLU-maxpool blocks + MLP head (fast CPU default) | ``width`` (32), ``hidden`` (128) |
 | ``resnet8`` | CIFAR ResNet, 3 stages x 1 basic block | ``width`` (16) |
 | ``resnet20`` | CIFAR ResNet (He et al. 2016), 3 stages x 3 blocks | ``width`` (16) |
 | ``resnet18`` | ResNet-18 with the CIFAR stem (3x3 conv, stride 1, no max-pool) | ``width`` (64) |
@@ -32,7 +32,7 @@ class ConvBlock(nn.Sequential):
 class SmallCNN(nn.Module):
     """Two conv blocks (each halves the resolution) and a two-layer head."""
 
-    def __init__(self, num_classes: int, in_channels: int, image_size: int, width: int = 16, hidden: int = 128):
+    def __init__(self, num_classes: int, in_channels: int, image_size: int, width: int = 32, hidden: int = 128):
         super().__init__()
         self.features = nn.Sequential(ConvBlock(in_channels, width), ConvBlock(width, 2 * width))
         side = image_size // 4
@@ -96,7 +96,7 @@ def _resnet8(num_classes: int, in_channels: int, image_size: int, width: int = 1
     return ResNet([1, 1, 1], [width, 2 * width, 4 * width], num_classes, in_channels)
 
 
-def _cnn(num_classes: int, in_channels: int, image_size: int, width: int = 16, hidden: int = 128) -> nn.Module:
+def _cnn(num_classes: int, in_channels: int, image_size: int, width: int = 32, hidden: int = 128) -> nn.Module:
     if image_size < 4:
         raise ConfigError(f"cnn needs images of at least 4x4 pixels, got {image_size}")
     return SmallCNN(num_classes, in_channels, image_size, width, hidden)
@@ -172,7 +172,7 @@ def create_model(name: str, num_classes: int, in_channels: int, image_size: int,
     return info.builder(num_classes, in_channels, image_size, **options)
 
 
-register_model(ModelInfo("cnn", _cnn, "2 conv blocks + MLP head (fast CPU default)", {"width": 16, "hidden": 128}))
+register_model(ModelInfo("cnn", _cnn, "2 conv blocks + MLP head (fast CPU default)", {"width": 32, "hidden": 128}))
 register_model(ModelInfo("resnet8", _resnet8, "CIFAR ResNet-8 (3 stages x 1 block)", {"width": 16}))
 register_model(ModelInfo("resnet20", _resnet20, "CIFAR ResNet-20 (3 stages x 3 blocks)", {"width": 16}))
 register_model(ModelInfo("resnet18", _resnet18, "ResNet-18, CIFAR stem (3x3 conv, no max-pool)", {"width": 64}))
