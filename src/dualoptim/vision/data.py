@@ -259,23 +259,14 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, trai
     return data.subset(train_subset, subset_seed) if train_subset is not None else data
 
 
-def _candidates(folder: Path | None, *subdirs: str, system: Path | None = None) -> list[Path]:
-    roots = [folder] if folder is not None else []
-    if system is not None and folder is None:
-        roots.append(system)
-    out = []
-    for root in roots:
-        out.append(root)
-        out.extend(root / s for s in subdirs)
-    return out
+def _cache_root(folder: Path | None) -> Path:
+    """Where torchvision downloads go: the given folder, else ``$XDG_CACHE_HOME/dualoptim``."""
+    if folder is not None:
+        return folder
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dualoptim"
 
 
-def _not_found(name: str, searched: list[Path], how: str) -> DataNotFoundError:
-    where = ", ".join(str(p) for p in searched) or "(no folder given)"
-    return DataNotFoundError(f"{name} not found (searched {where}). Provide it by one of: {how}")
-
-
-def _torchvision_download(cls_name: str, root: Path, **kwargs) -> bool:
+def _torchvision_download(cls_name: str, root: Path) -> bool:
     """Ask torchvision to download a dataset into ``root``; False if torchvision or the network is missing."""
     try:
         import torchvision.datasets as tvd
@@ -284,18 +275,40 @@ def _torchvision_download(cls_name: str, root: Path, **kwargs) -> bool:
     try:
         for train in (True, False):
             if cls_name == "SVHN":
-                getattr(tvd, cls_name)(str(root), split="train" if train else "test", download=True, **kwargs)
+                tvd.SVHN(str(root), split="train" if train else "test", download=True)
             else:
-                getattr(tvd, cls_name)(str(root), train=train, download=True, **kwargs)
+                getattr(tvd, cls_name)(str(root), train=train, download=True)
     except Exception:  # network errors come in many types (URLError, RuntimeError, ...)
         return False
     return True
 
 
-def _cache_root(folder: Path | None) -> Path:
-    if folder is not None:
-        return folder
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dualoptim"
+def _locate(name: str, folder: Path | None, subdirs: tuple[str, ...], find: Callable[[Path], tuple | None],
+            how: str, torchvision_name: str | None = None, system: Path | None = None) -> tuple:
+    """Load a dataset with ``find(dir)`` (None when absent) from the first folder holding it.
+
+    Searched: ``folder`` (when given; otherwise ``system`` and the download cache), each also with ``subdirs``;
+    then a torchvision download into the cache. Absent everywhere: one error saying how to provide it.
+    """
+    roots = [folder] if folder is not None else [r for r in (system, _cache_root(None)) if r is not None]
+    searched: list[Path] = []
+
+    def search(root: Path) -> tuple | None:
+        for d in (root, *(root / s for s in subdirs)):
+            searched.append(d)
+            hit = find(d) if d.is_dir() else None
+            if hit is not None:
+                return hit
+        return None
+
+    for root in roots:
+        if (hit := search(root)) is not None:
+            return hit
+    if torchvision_name is not None and _torchvision_download(torchvision_name, _cache_root(folder)):
+        if (hit := search(_cache_root(folder))) is not None:
+            return hit
+    where = ", ".join(str(p) for p in searched)
+    raise DataNotFoundError(f"{name} not found (searched {where}). Provide it by one of: {how}")
 
 
 # ------------------------------------------------------------------------------ fashion-mnist
@@ -318,33 +331,27 @@ FASHION_HOW = (f"(1) sudo apt-get install dataset-fashion-mnist (Debian/Ubuntu, 
                "-ubyte[.gz]; (3) pip install torchvision and allow network access (downloaded automatically)")
 
 
-def _find_fashion(folder: Path | None) -> Path | None:
-    for d in _candidates(folder, "fashion-mnist", "FashionMNIST/raw", system=DEBIAN_FASHION_MNIST):
-        for ext in (".gz", ""):
-            if (d / f"train-images-idx3-ubyte{ext}").is_file():
-                return d
-    return None
-
-
-def _load_fashion_mnist(folder: Path | None):
-    d = _find_fashion(folder)
-    if d is None:
-        root = _cache_root(folder)
-        if _torchvision_download("FashionMNIST", root):
-            d = _find_fashion(root)
-    if d is None:
-        raise _not_found("Fashion-MNIST", _candidates(folder, "fashion-mnist", "FashionMNIST/raw",
-                                                      system=DEBIAN_FASHION_MNIST), FASHION_HOW)
-
-    def part(stem: str) -> np.ndarray:
+def _fashion_from(d: Path) -> tuple | None:
+    def part(stem: str) -> np.ndarray | None:
         for ext in (".gz", ""):
             if (d / f"{stem}{ext}").is_file():
                 return _read_idx(d / f"{stem}{ext}")
-        raise _not_found(f"Fashion-MNIST file {stem}", [d], FASHION_HOW)
+        return None
 
-    xtr, ytr = part("train-images-idx3-ubyte"), part("train-labels-idx1-ubyte")
-    xte, yte = part("t10k-images-idx3-ubyte"), part("t10k-labels-idx1-ubyte")
+    if part("train-labels-idx1-ubyte") is None:
+        return None
+    stems = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    arrays = [part(stem) for stem in stems]
+    missing = [stem for stem, a in zip(stems, arrays) if a is None]
+    if missing:
+        raise DataNotFoundError(f"Fashion-MNIST in {d} is incomplete: {missing} missing. {FASHION_HOW}")
+    xtr, ytr, xte, yte = arrays
     return xtr[:, None], ytr, xte[:, None], yte, 10
+
+
+def _load_fashion_mnist(folder: Path | None):
+    return _locate("Fashion-MNIST", folder, ("fashion-mnist", "FashionMNIST/raw"), _fashion_from, FASHION_HOW,
+                   torchvision_name="FashionMNIST", system=DEBIAN_FASHION_MNIST)
 
 
 # ------------------------------------------------------------------------------------ digits
@@ -398,78 +405,82 @@ def _read_cifar_bin(paths: list[Path], label_bytes: int) -> tuple[np.ndarray, np
     return rec[:, label_bytes:].reshape(-1, 3, 32, 32), rec[:, label_bytes - 1].astype(np.int64)
 
 
+def _cifar_from(d: Path, classes: int) -> tuple | None:
+    if classes == 10 and (d / "data_batch_1").is_file():
+        parts = [_unpickle(d / f"data_batch_{i}") for i in range(1, 6)]
+        test = _unpickle(d / "test_batch")
+        xtr = np.concatenate([p["data"] for p in parts]).reshape(-1, 3, 32, 32)
+        ytr = np.concatenate([np.asarray(p["labels"]) for p in parts])
+        return xtr, ytr, test["data"].reshape(-1, 3, 32, 32), np.asarray(test["labels"]), 10
+    if classes == 100 and (d / "train").is_file() and (d / "meta").is_file():
+        tr, te = _unpickle(d / "train"), _unpickle(d / "test")
+        return (tr["data"].reshape(-1, 3, 32, 32), np.asarray(tr["fine_labels"]),
+                te["data"].reshape(-1, 3, 32, 32), np.asarray(te["fine_labels"]), 100)
+    bin_train = [d / f"data_batch_{i}.bin" for i in range(1, 6)] if classes == 10 else [d / "train.bin"]
+    bin_test = d / ("test_batch.bin" if classes == 10 else "test.bin")
+    if all(p.is_file() for p in bin_train) and bin_test.is_file():
+        lab = 1 if classes == 10 else 2  # CIFAR-100 records: coarse label, fine label, pixels
+        xtr, ytr = _read_cifar_bin(bin_train, lab)
+        xte, yte = _read_cifar_bin([bin_test], lab)
+        return xtr, ytr, xte, yte, classes
+    return None
+
+
 def _load_cifar(folder: Path | None, classes: int):
-    py_dir, bin_dir = ("cifar-10-batches-py", "cifar-10-batches-bin") if classes == 10 else (
-        "cifar-100-python", "cifar-100-binary")
-    name = f"CIFAR-{classes}"
-    for attempt in range(2):
-        root = folder if attempt == 0 else _cache_root(folder)
-        for d in _candidates(root, py_dir, bin_dir):
-            if classes == 10 and (d / "data_batch_1").is_file():
-                parts = [_unpickle(d / f"data_batch_{i}") for i in range(1, 6)]
-                test = _unpickle(d / "test_batch")
-                xtr = np.concatenate([p["data"] for p in parts]).reshape(-1, 3, 32, 32)
-                ytr = np.concatenate([np.asarray(p["labels"]) for p in parts])
-                return xtr, ytr, test["data"].reshape(-1, 3, 32, 32), np.asarray(test["labels"]), 10
-            if classes == 100 and (d / "train").is_file() and (d / "meta").is_file():
-                tr, te = _unpickle(d / "train"), _unpickle(d / "test")
-                return (tr["data"].reshape(-1, 3, 32, 32), np.asarray(tr["fine_labels"]),
-                        te["data"].reshape(-1, 3, 32, 32), np.asarray(te["fine_labels"]), 100)
-            bin_train = [d / f"data_batch_{i}.bin" for i in range(1, 6)] if classes == 10 else [d / "train.bin"]
-            bin_test = d / ("test_batch.bin" if classes == 10 else "test.bin")
-            if all(p.is_file() for p in bin_train) and bin_test.is_file():
-                lab = 1 if classes == 10 else 2  # CIFAR-100 records: coarse label, fine label, pixels
-                xtr, ytr = _read_cifar_bin(bin_train, lab)
-                xte, yte = _read_cifar_bin([bin_test], lab)
-                return xtr, ytr, xte, yte, classes
-        if attempt == 0 and not _torchvision_download("CIFAR10" if classes == 10 else "CIFAR100",
-                                                      _cache_root(folder)):
-            break
-    raise _not_found(name, _candidates(folder, py_dir, bin_dir), _cifar_how(name))
+    subdirs = ("cifar-10-batches-py", "cifar-10-batches-bin") if classes == 10 else ("cifar-100-python",
+                                                                                  "cifar-100-binary")
+    return _locate(f"CIFAR-{classes}", folder, subdirs, lambda d: _cifar_from(d, classes),
+                   _cifar_how(f"CIFAR-{classes}"), torchvision_name=f"CIFAR{classes}")
+
+
+SVHN_HOW = (f"(1) --data-dir DIR or export {ENV_DATA_DIR}=DIR with train_32x32.mat and test_32x32.mat; "
+            "(2) pip install torchvision and allow network access (downloaded into DIR or ~/.cache/dualoptim); "
+            "(3) copy the two .mat files from http://ufldl.stanford.edu/housenumbers/")
+
+
+def _svhn_from(d: Path) -> tuple | None:
+    from scipy.io import loadmat
+
+    if not ((d / "train_32x32.mat").is_file() and (d / "test_32x32.mat").is_file()):
+        return None
+    out = []
+    for split in ("train", "test"):
+        m = loadmat(str(d / f"{split}_32x32.mat"))
+        y = m["y"].reshape(-1).astype(np.int64) % 10  # label 10 means digit 0
+        out += [np.transpose(m["X"], (3, 2, 0, 1)), y]
+    return (*out, 10)
 
 
 def _load_svhn(folder: Path | None):
-    from scipy.io import loadmat
+    return _locate("SVHN", folder, ("svhn", "SVHN"), _svhn_from, SVHN_HOW, torchvision_name="SVHN")
 
-    for attempt in range(2):
-        root = folder if attempt == 0 else _cache_root(folder)
-        for d in _candidates(root, "svhn", "SVHN"):
-            if (d / "train_32x32.mat").is_file() and (d / "test_32x32.mat").is_file():
-                out = []
-                for split in ("train", "test"):
-                    m = loadmat(str(d / f"{split}_32x32.mat"))
-                    y = m["y"].reshape(-1).astype(np.int64) % 10  # label 10 means digit 0
-                    out += [np.transpose(m["X"], (3, 2, 0, 1)), y]
-                return (*out, 10)
-        if attempt == 0 and not _torchvision_download("SVHN", _cache_root(folder)):
-            break
-    raise _not_found("SVHN", _candidates(folder, "svhn", "SVHN"),
-                     f"(1) --data-dir DIR or export {ENV_DATA_DIR}=DIR with train_32x32.mat and test_32x32.mat; "
-                     "(2) pip install torchvision and allow network access; (3) copy the two .mat files from "
-                     "http://ufldl.stanford.edu/housenumbers/")
+
+TINY_HOW = (f"(1) --data-dir DIR or export {ENV_DATA_DIR}=DIR containing the extracted tiny-imagenet-200 folder "
+            "(wnids.txt, train/, val/); (2) download http://cs231n.stanford.edu/tiny-imagenet-200.zip on a machine "
+            "with network access and unzip it there; (3) mount a shared copy")
+
+
+def _tiny_from(d: Path) -> tuple | None:
+    from PIL import Image
+
+    if not ((d / "wnids.txt").is_file() and (d / "train").is_dir() and (d / "val" / "val_annotations.txt").is_file()):
+        return None
+    wnids = (d / "wnids.txt").read_text().split()
+    cls = {w: i for i, w in enumerate(wnids)}
+
+    def read(paths: list[Path]) -> np.ndarray:
+        # load-time loop only (decoding JPEGs); training never touches files
+        return np.stack([np.asarray(Image.open(p).convert("RGB")).transpose(2, 0, 1) for p in paths])
+
+    train = [(p, cls[w]) for w in wnids for p in sorted((d / "train" / w / "images").glob("*.JPEG"))]
+    val = [line.split("\t")[:2] for line in (d / "val" / "val_annotations.txt").read_text().splitlines()
+           if line.strip()]
+    return (read([p for p, _ in train]), np.array([c for _, c in train]),
+            read([d / "val" / "images" / f for f, _ in val]), np.array([cls[w] for _, w in val]), 200)
 
 
 def _load_tinyimagenet(folder: Path | None):
-    from PIL import Image
-
-    for d in _candidates(folder, "tiny-imagenet-200"):
-        if (d / "wnids.txt").is_file() and (d / "train").is_dir() and (d / "val" / "val_annotations.txt").is_file():
-            wnids = (d / "wnids.txt").read_text().split()
-            cls = {w: i for i, w in enumerate(wnids)}
-
-            def read(paths: list[Path]) -> np.ndarray:
-                # load-time loop only (decoding JPEGs); training never touches files
-                return np.stack([np.asarray(Image.open(p).convert("RGB")).transpose(2, 0, 1) for p in paths])
-
-            train = [(p, cls[w]) for w in wnids for p in sorted((d / "train" / w / "images").glob("*.JPEG"))]
-            val = [line.split("\t")[:2] for line in (d / "val" / "val_annotations.txt").read_text().splitlines()
-                   if line.strip()]
-            return (read([p for p, _ in train]), np.array([c for _, c in train]),
-                    read([d / "val" / "images" / f for f, _ in val]), np.array([cls[w] for _, w in val]), 200)
-    raise _not_found("TinyImageNet", _candidates(folder, "tiny-imagenet-200"),
-                     f"(1) --data-dir DIR or export {ENV_DATA_DIR}=DIR containing the extracted tiny-imagenet-200 "
-                     "folder (wnids.txt, train/, val/); (2) download http://cs231n.stanford.edu/tiny-imagenet-200.zip "
-                     "on a machine with network access and unzip it there; (3) mount a shared copy")
+    return _locate("TinyImageNet", folder, ("tiny-imagenet-200",), _tiny_from, TINY_HOW)
 
 
 register_dataset(DatasetInfo("fashion-mnist", _load_fashion_mnist, "Fashion-MNIST, 60k/10k 28x28 grey, 10 classes",
@@ -484,6 +495,6 @@ register_dataset(DatasetInfo("cifar100", lambda f: _load_cifar(f, 100), "CIFAR-1
                              default_model="resnet18", default_epochs=200, augment="crop_flip",
                              how_to_get=_cifar_how("CIFAR-100")))
 register_dataset(DatasetInfo("svhn", _load_svhn, "SVHN, 73k/26k 32x32 RGB digits", default_model="resnet18",
-                             default_epochs=50, augment="crop"))
+                             default_epochs=50, augment="crop", how_to_get=SVHN_HOW))
 register_dataset(DatasetInfo("tinyimagenet", _load_tinyimagenet, "TinyImageNet, 100k/10k 64x64 RGB, 200 classes",
-                             default_model="swin_t", default_epochs=50, augment="crop_flip"))
+                             default_model="swin_t", default_epochs=50, augment="crop_flip", how_to_get=TINY_HOW))
