@@ -1,0 +1,319 @@
+"""Class-wise generative unlearning: one run, its evaluation, and the Table-2/3 style benchmark.
+
+``unlearn(model, data, cfg)`` forgets one class with a registered method and an optimizer spec
+(``"adam"`` = shared state, ``"adam+adam"`` = DualOptim) through :func:`dualoptim.engine.run_unlearning`
+(iteration mode: one forget step then one retain step per iteration, as Algorithm 1). Shared and
+DualOptim rows use the same schedule, learning rates and masks, so they differ only in optimizer state.
+
+``run_bench(preset)`` evaluates the original model and every (method, optimizer, forget class):
+FA on images generated for the forgotten class, FD-classifier on images generated for the remaining
+classes against real test images of those classes, each row stored in the results database
+(experiment ``gen/<preset>``) with the sampler, steps, guidance and sample counts, plus a PNG grid per
+run (original vs unlearned samples of every class, the forgotten class framed in red).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..engine import Schedule, run_unlearning
+from ..errors import ConfigError
+from ..optim import build_optimizer
+from ..stats import mean_std
+from ..store import ResultsStore, run_key
+from .methods import create_method, list_methods
+from .metrics import classifier_outputs, forget_accuracy, frechet_distance
+from .model import ConditionalDDPM
+from .sample import SamplerConfig, sample
+
+CLASS_NAMES = {"fashion-mnist": ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                                 "Bag", "Ankle boot")}
+
+# Learning rates per method (forget, retain) and method options; the same for shared and DualOptim rows.
+# The paper's DDPM values (SalUn+DO 4e-5 / 1e-4, SFRon+DO 1e-4 / 1e-4) are for 150 iterations on a CIFAR-10
+# U-Net; see docs/benchmarks.md for the values used on the small CPU model.
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "salun": {"forget_lr": 4e-5, "retain_lr": 1e-4, "options": {"mask_ratio": 0.5}},
+    "sfron": {"forget_lr": 1e-4, "retain_lr": 1e-4, "options": {"alpha": 1.0, "lam": 0.5, "clip": 1.0}},
+}
+
+
+@dataclass
+class UnlearnConfig:
+    """One forgetting run: method, optimizer spec, forgotten class, schedule and learning rates."""
+
+    method: str = "salun"
+    optimizer: str = "adam+adam"
+    forget_class: int = 0
+    iterations: int = 100
+    batch_size: int = 32
+    forget_lr: float | None = None  # None: METHOD_DEFAULTS
+    retain_lr: float | None = None
+    seed: int = 0
+    method_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.method = self.method.lower()
+        if self.method not in list_methods():
+            raise ConfigError(f"unknown generation method {self.method!r}; valid: {', '.join(list_methods())}")
+        if self.iterations < 1 or self.batch_size < 1:
+            raise ConfigError("iterations and batch_size must be >= 1")
+        defaults = METHOD_DEFAULTS.get(self.method, {})
+        self.forget_lr = self.forget_lr if self.forget_lr is not None else defaults.get("forget_lr", 1e-4)
+        self.retain_lr = self.retain_lr if self.retain_lr is not None else defaults.get("retain_lr", 1e-4)
+        self.method_options = {**defaults.get("options", {}), **self.method_options}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def unlearn(model: ConditionalDDPM, data, cfg: UnlearnConfig, progress: bool = True) -> dict[str, Any]:
+    """Make ``model`` forget ``cfg.forget_class`` in place; returns ``{"seconds", "steps", "history"}``."""
+    from ..vision.data import TensorLoader
+
+    nc = model.config.num_classes
+    if not 0 <= cfg.forget_class < nc:
+        raise ConfigError(f"forget class must be in [0, {nc - 1}], got {cfg.forget_class}")
+    is_f = data.train_y == cfg.forget_class
+    torch.manual_seed(cfg.seed)
+    model.net.to(memory_format=torch.channels_last)
+    forget = TensorLoader(data.train_x[is_f], data.train_y[is_f], cfg.batch_size, shuffle=True, seed=cfg.seed,
+                          channels_last=True)
+    retain = TensorLoader(data.train_x[~is_f], data.train_y[~is_f], cfg.batch_size, shuffle=True,
+                          seed=cfg.seed + 1, channels_last=True)
+    options = dict(cfg.method_options)
+    if cfg.method == "salun":
+        options.setdefault("num_classes", nc)
+    options.setdefault("cond_drop", model.config.cond_drop)
+    method = create_method(cfg.method, **options)
+    opt = build_optimizer(model.parameters(), cfg.optimizer, cfg.forget_lr, cfg.retain_lr)
+    result = run_unlearning(model, method, opt, forget, retain, Schedule(mode="iteration", iterations=cfg.iterations),
+                            progress=progress, desc=f"{cfg.method}/{cfg.optimizer} forget {cfg.forget_class}")
+    return {"seconds": result.seconds, "steps": result.steps, "history": result.history}
+
+
+# ----------------------------------------------------------------------------------- evaluation
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Sample counts and sampler of an evaluation (recorded with every result)."""
+
+    fa_samples: int = 50
+    fd_samples_per_class: int = 20
+    fd_real_per_class: int = 100
+    sampler: SamplerConfig = SamplerConfig()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.fa_samples < 1 or self.fd_samples_per_class < 1 or self.fd_real_per_class < 2:
+            raise ConfigError("fa_samples, fd_samples_per_class >= 1 and fd_real_per_class >= 2 are required")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "sampler": self.sampler.to_dict()}
+
+
+def real_features(classifier, data, per_class: int) -> dict[int, torch.Tensor]:
+    """Penultimate features of the first ``per_class`` test images of every class."""
+    out = {}
+    for k in range(data.num_classes):
+        x = data.test_x[data.test_y == k][:per_class]
+        out[k] = classifier_outputs(classifier, x)[1]
+    return out
+
+
+def evaluate_samples(classifier, samples: dict[int, torch.Tensor], real: dict[int, torch.Tensor], forget_class: int,
+                     cfg: EvalConfig) -> dict[str, float]:
+    """FA (forgotten class) and FD-classifier (remaining classes) from per-class generated images."""
+    fa = forget_accuracy(classifier, samples[forget_class][:cfg.fa_samples], forget_class)
+    others = [k for k in sorted(real) if k != forget_class]
+    gen = torch.cat([samples[k][:cfg.fd_samples_per_class] for k in others])
+    fd = frechet_distance(classifier_outputs(classifier, gen)[1], torch.cat([real[k] for k in others]))
+    return {"FA": fa, "FD": fd}
+
+
+def sample_classes(model, counts: dict[int, int], cfg: EvalConfig, progress: bool = False) -> dict[int, torch.Tensor]:
+    """``counts[k]`` images of each class k (one batched sampler call)."""
+    labels = torch.cat([torch.full((n,), k) for k, n in counts.items()])
+    images = sample(model, labels, cfg.sampler, seed=cfg.seed, progress=progress)
+    return {k: images[labels == k] for k in counts}
+
+
+def eval_counts(num_classes: int, forget_class: int, cfg: EvalConfig) -> dict[int, int]:
+    return {k: (cfg.fa_samples if k == forget_class else cfg.fd_samples_per_class) for k in range(num_classes)}
+
+
+# ------------------------------------------------------------------------------------- grids
+
+def save_grid(path: str | os.PathLike, before: dict[int, torch.Tensor], after: dict[int, torch.Tensor] | None,
+              forget_class: int | None, per_row: int = 8, class_names: tuple[str, ...] | None = None,
+              title: str = "") -> Path:
+    """A PNG of samples per class (rows), original left and unlearned right, the forgotten row framed in red."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from ..io import atomic_write_bytes
+
+    panels = [("original", before)] + ([("after unlearning", after)] if after is not None else [])
+    classes = sorted(before)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 0.8, 0.42 * len(classes) + 0.8),
+                             squeeze=False)
+    for ax, (name, imgs) in zip(axes[0], panels):
+        rows = []
+        for k in classes:
+            x = (imgs[k][:per_row, 0].clamp(-1, 1) + 1) / 2
+            if len(x) < per_row:
+                x = torch.cat([x, torch.ones(per_row - len(x), *x.shape[1:])])
+            rows.append(torch.cat(list(torch.nn.functional.pad(x, (1, 1, 1, 1), value=1.0)), dim=1))
+        canvas = torch.cat(rows, dim=0)
+        side = canvas.shape[0] // len(classes)
+        ax.imshow(canvas.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([side * (i + 0.5) for i in range(len(classes))])
+        ax.set_yticklabels([class_names[k] if class_names else str(k) for k in classes], fontsize=7)
+        if forget_class is not None:
+            r = classes.index(forget_class)
+            ax.add_patch(Rectangle((-0.5, r * side - 0.5), canvas.shape[1], side, fill=False, edgecolor="red", lw=2))
+            ax.get_yticklabels()[r].set_color("red")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+# ------------------------------------------------------------------------------------ bench
+
+@dataclass(frozen=True)
+class BenchPreset:
+    """A benchmark: forget classes x methods x optimizer specs, with one schedule and one evaluation."""
+
+    forget_classes: tuple[int, ...]
+    methods: tuple[str, ...] = ("salun", "sfron")
+    optimizers: tuple[str, ...] = ("adam", "adam+adam")
+    iterations: int = 60
+    batch_size: int = 32
+    eval: EvalConfig = EvalConfig()
+
+
+PRESETS = {
+    "quick": BenchPreset(forget_classes=(1, 7)),
+    "full": BenchPreset(forget_classes=tuple(range(10)), iterations=150, batch_size=64,
+                        eval=EvalConfig(fa_samples=200, fd_samples_per_class=100, fd_real_per_class=500)),
+}
+
+
+def get_preset(name: str) -> BenchPreset:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def run_bench(preset: str | BenchPreset, *, dataset: str = "fashion-mnist", model_dir: str | os.PathLike,
+              db: str | os.PathLike = "runs/results.db", out_dir: str | os.PathLike = "runs/gen/bench",
+              data=None, classifier=None, experiment: str | None = None, progress: bool = True,
+              log=print) -> list[dict[str, Any]]:
+    """Run (or resume) a benchmark; returns the stored rows of its experiment.
+
+    Finished runs are found in the database by content key and skipped, so an interrupted bench
+    resumes where it stopped and a rerun only prints the table.
+    """
+    from .train import get_or_train_classifier, load_ddpm
+
+    name = preset if isinstance(preset, str) else "custom"
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    experiment = experiment or f"gen/{name}"
+    model_dir = Path(model_dir)
+    original, meta = load_ddpm(model_dir)
+    if data is None:
+        from .model import load_generation_data
+
+        data = load_generation_data(meta.get("dataset", dataset), original.config.image_size,
+                                    train_subset=meta.get("train_subset"))
+    if classifier is None:
+        classifier, _ = get_or_train_classifier(data, progress=progress)
+    nc = original.config.num_classes
+    for c in p.forget_classes:
+        if not 0 <= c < nc:
+            raise ConfigError(f"forget class {c} out of range [0, {nc - 1}]")
+    ev = p.eval
+    common = {"experiment": experiment, "model": model_dir.name, "eval": ev.to_dict(), "dataset": data.name}
+    out_dir = Path(out_dir)
+    real = real_features(classifier, data, ev.fd_real_per_class)
+    names = CLASS_NAMES.get(data.name)
+    with ResultsStore(db) as store:
+        # the original model: one sample set covers every forget class
+        t0 = time.perf_counter()
+        counts = {k: max(ev.fa_samples, ev.fd_samples_per_class) if k in p.forget_classes else
+                  ev.fd_samples_per_class for k in range(nc)}
+        before = sample_classes(original, counts, ev, progress=progress)
+        sample_s = time.perf_counter() - t0
+        for c in p.forget_classes:
+            key = run_key(**common, method="original", optimizer="-", forget_class=c)
+            if not store.has(key):
+                store.put(key, experiment=experiment, trial=c, method="original", optimizer="-",
+                          metrics=evaluate_samples(classifier, before, real, c, ev),
+                          params={**common, "forget_class": c}, timings={"sample_s": sample_s})
+        for method in p.methods:
+            for spec in p.optimizers:
+                for c in p.forget_classes:
+                    ucfg = UnlearnConfig(method=method, optimizer=spec, forget_class=c, iterations=p.iterations,
+                                         batch_size=p.batch_size)
+                    key = run_key(**common, unlearn=ucfg.to_dict())
+                    if store.has(key):
+                        continue
+                    model, _ = load_ddpm(model_dir)
+                    info = unlearn(model, data, ucfg, progress=progress)
+                    t0 = time.perf_counter()
+                    after = sample_classes(model, eval_counts(nc, c, ev), ev, progress=progress)
+                    sample_s = time.perf_counter() - t0
+                    metrics = evaluate_samples(classifier, after, real, c, ev)
+                    grid = out_dir / f"grid_{method}_{spec.replace('+', '-')}_class{c}.png"
+                    save_grid(grid, before, after, c, class_names=names,
+                              title=f"{method} / {spec}: forget class {c} ({names[c] if names else c})")
+                    store.put(key, experiment=experiment, trial=c, method=method, optimizer=spec, metrics=metrics,
+                              params={**common, "unlearn": ucfg.to_dict(), "forget_class": c},
+                              timings={"unlearn_s": info["seconds"], "sample_s": sample_s},
+                              extra={"grid": str(grid), "steps": info["steps"]})
+                    log(f"{method:6s} {spec:10s} forget {c}: FA {metrics['FA']:.1f}%  FD {metrics['FD']:.2f}  "
+                        f"(unlearn {info['seconds']:.0f}s, sampling {sample_s:.0f}s)")
+        return store.rows(experiment)
+
+
+def bench_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the Table-2/3 layout: per forgotten class ``FA / FD``, then mean ± std over classes."""
+    classes = sorted({r["trial"] for r in rows})
+    groups: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["optimizer"]), {})[r["trial"]] = r["metrics"]
+    header = ["method", "optimizer"] + [f"class {c} FA / FD" for c in classes] + ["FA mean ± std", "FD mean ± std"]
+    out = []
+    for (method, spec), per in groups.items():
+        cells = [f"{per[c]['FA']:.1f} / {per[c]['FD']:.2f}" if c in per else "-" for c in classes]
+        fa, fd = ([per[c][m] for c in classes if c in per] for m in ("FA", "FD"))
+        label = "shared" if spec != "-" and "+" not in spec else ("DualOptim" if "+" in spec else "-")
+        out.append([method, f"{spec} ({label})" if spec != "-" else "-"] + cells +
+                   ["{:.1f} ± {:.1f}".format(*mean_std(fa)), "{:.2f} ± {:.2f}".format(*mean_std(fd))])
+    return header, out
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
+__all__ = ["PRESETS", "BenchPreset", "EvalConfig", "UnlearnConfig", "bench_table", "evaluate_samples",
+           "markdown_table", "real_features", "run_bench", "sample_classes", "save_grid", "unlearn"]

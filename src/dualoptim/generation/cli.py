@@ -1,0 +1,230 @@
+"""``dualoptim gen``: train a conditional DDPM, forget a class, evaluate, benchmark.
+
+    dualoptim gen train [--dataset fashion-mnist] [--steps 1500]          # cached under runs/gen/
+    dualoptim gen unlearn --forget-class 1 --method sfron --optim adam+adam --out runs/gen/sfron-1
+    dualoptim gen eval --checkpoint runs/gen/sfron-1 --forget-class 1 [--inception-weights FILE]
+    dualoptim gen bench --preset quick|full
+
+The argparse namespace becomes explicit config objects in ``_configs`` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="fashion-mnist", help="vision dataset to generate (default fashion-mnist)")
+    p.add_argument("--data-dir", default=None, help="folder with the dataset files")
+    p.add_argument("--root", default="runs/gen", help="cache folder of DDPM and classifier checkpoints")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 is often fastest when other jobs share the CPU)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    from .model import DDPMConfig
+    from .train import DDPMTrainConfig
+
+    m, t = DDPMConfig(), DDPMTrainConfig()
+    p.add_argument("--image-size", type=int, default=m.image_size,
+                   help=f"generated image side (default {m.image_size})")
+    p.add_argument("--channels", default=",".join(map(str, m.block_out_channels)),
+                   help="U-Net widths per level, comma separated")
+    p.add_argument("--attention", default=m.attention, choices=("none", "mid", "lowest"))
+    p.add_argument("--steps", type=int, default=t.steps, help="DDPM training steps")
+    p.add_argument("--batch-size", type=int, default=t.batch_size)
+    p.add_argument("--lr", type=float, default=t.lr)
+    p.add_argument("--seed", type=int, default=t.seed)
+    p.add_argument("--checkpoint", default=None, help="use this DDPM checkpoint folder instead of the cached default")
+
+
+def _add_sampler(p: argparse.ArgumentParser) -> None:
+    from .sample import SamplerConfig
+
+    s = SamplerConfig()
+    p.add_argument("--sample-steps", type=int, default=s.steps, help=f"DDIM steps (default {s.steps})")
+    p.add_argument("--guidance", type=float, default=s.guidance, help=f"guidance scale w (default {s.guidance})")
+
+
+def _configs(args: argparse.Namespace):
+    from .model import DDPMConfig
+    from .train import DDPMTrainConfig
+
+    try:
+        channels = tuple(int(c) for c in args.channels.split(","))
+    except ValueError:
+        raise ValueError(f"--channels must be comma-separated integers, got {args.channels!r}") from None
+    model_cfg = DDPMConfig(image_size=args.image_size, block_out_channels=channels, attention=args.attention)
+    train_cfg = DDPMTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    return model_cfg, train_cfg
+
+
+def _setup(args: argparse.Namespace) -> None:
+    import torch
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+
+
+def _model(args: argparse.Namespace):
+    """(model, meta, checkpoint dir, converted data) for the command's DDPM."""
+    from .model import load_generation_data
+    from .train import get_or_train_ddpm, load_ddpm
+
+    if getattr(args, "checkpoint", None):
+        model, meta = load_ddpm(args.checkpoint)
+        data = load_generation_data(meta.get("dataset", args.dataset), model.config.image_size, args.data_dir,
+                                    meta.get("train_subset"))
+        return model, meta, Path(args.checkpoint), data
+    model_cfg, train_cfg = _configs(args)
+    data = load_generation_data(args.dataset, model_cfg.image_size, args.data_dir)
+    model, meta, path = get_or_train_ddpm(args.dataset, model_cfg, train_cfg, root=args.root, data=data,
+                                          progress=not args.no_progress)
+    return model, meta, path, data
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    _setup(args)
+    model, meta, path, _ = _model(args)
+    n = sum(p.numel() for p in model.parameters())
+    how = "cached, not retrained" if meta["cached"] else f"trained in {meta['time_s']:.0f} s"
+    print(f"DDPM ({n / 1e6:.2f}M parameters) at {path} ({how})")
+    return 0
+
+
+def _cmd_unlearn(args: argparse.Namespace) -> int:
+    from .bench import UnlearnConfig, unlearn
+    from .train import save_ddpm
+
+    _setup(args)
+    model, meta, path, data = _model(args)
+    options = json.loads(args.method_options) if args.method_options else {}
+    cfg = UnlearnConfig(method=args.method, optimizer=args.optim, forget_class=args.forget_class,
+                        iterations=args.iterations, batch_size=args.unlearn_batch_size, forget_lr=args.forget_lr,
+                        retain_lr=args.retain_lr, seed=args.seed, method_options=options)
+    info = unlearn(model, data, cfg, progress=not args.no_progress)
+    out = Path(args.out or Path(args.root) / f"unlearned-{cfg.method}-{cfg.optimizer.replace('+', '-')}-"
+                                             f"class{cfg.forget_class}")
+    keep = {k: meta[k] for k in ("dataset", "train_subset", "train_config") if k in meta}
+    save_ddpm(out, model, {**keep, "source": str(path), "unlearn": cfg.to_dict(), "unlearn_s": info["seconds"]})
+    print(f"forgot class {cfg.forget_class} with {cfg.method}/{cfg.optimizer} in {info['seconds']:.0f} s "
+          f"({info['steps']} steps); saved {out}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from .bench import EvalConfig, eval_counts, evaluate_samples, real_features, sample_classes, save_grid
+    from .metrics import inception_fid
+    from .sample import SamplerConfig
+    from .train import get_or_train_classifier
+
+    _setup(args)
+    model, meta, path, data = _model(args)
+    classifier, cmeta = get_or_train_classifier(data, root=args.root, progress=not args.no_progress)
+    ev = EvalConfig(fa_samples=args.fa_samples, fd_samples_per_class=args.fd_samples,
+                    fd_real_per_class=args.fd_real, sampler=SamplerConfig(steps=args.sample_steps,
+                                                                           guidance=args.guidance))
+    c = args.forget_class
+    samples = sample_classes(model, eval_counts(model.config.num_classes, c, ev), ev, progress=not args.no_progress)
+    metrics = evaluate_samples(classifier, samples, real_features(classifier, data, ev.fd_real_per_class), c, ev)
+    if args.inception_weights:
+        others = [k for k in range(model.config.num_classes) if k != c]
+        gen = torch.cat([samples[k] for k in others])
+        real = torch.cat([data.test_x[data.test_y == k][:ev.fd_real_per_class] for k in others])
+        metrics["FID_inception"] = inception_fid(gen, real, args.inception_weights)
+    result = {"checkpoint": str(path), "forget_class": c, "metrics": metrics, "eval": ev.to_dict(),
+              "classifier_test_acc": cmeta.get("test_acc")}
+    print(f"FA {metrics['FA']:.1f}% (class {c}, {ev.fa_samples} samples)  FD-classifier {metrics['FD']:.2f} "
+          f"(remaining classes, {ev.fd_samples_per_class}/class generated vs {ev.fd_real_per_class}/class real)"
+          + (f"  FID {metrics['FID_inception']:.2f}" if "FID_inception" in metrics else "")
+          + f"  [DDIM {ev.sampler.steps} steps, guidance {ev.sampler.guidance}]")
+    if args.grid:
+        save_grid(args.grid, samples, None, c, title=f"{path.name}: class {c} framed")
+        print(f"wrote {args.grid}")
+    if args.json:
+        from ..io import atomic_write_json
+
+        atomic_write_json(args.json, result)
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..io import atomic_write_text
+    from .bench import bench_table, markdown_table, run_bench
+
+    _setup(args)
+    model, meta, path, data = _model(args)
+    del model
+    out = Path(args.out or Path(args.root) / f"bench-{args.preset}")
+    rows = run_bench(args.preset, model_dir=path, db=args.db, out_dir=out, data=data,
+                     progress=not args.no_progress)
+    header, table_rows = bench_table(rows)
+    table = Table(title=f"gen/{args.preset}: FA (%) / FD-classifier per forgotten class")
+    for h in header:
+        table.add_column(h)
+    for r in table_rows:
+        table.add_row(*r)
+    Console().print(table)
+    atomic_write_text(out / "table.md", markdown_table(header, table_rows))
+    print(f"table: {out / 'table.md'}  grids: {out}/grid_*.png  database: {args.db} (experiment gen/{args.preset})")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``gen`` command group."""
+    gen = subparsers.add_parser("gen", help="class-wise unlearning in image generation (conditional DDPM)")
+    sub = gen.add_subparsers(dest="gen_command", metavar="GEN_COMMAND", required=True)
+
+    p = sub.add_parser("train", help="train (or find cached) the class-conditional DDPM")
+    _add_common(p)
+    _add_model(p)
+    p.set_defaults(func=_cmd_train)
+
+    from .methods import list_methods
+
+    p = sub.add_parser("unlearn", help="forget one class of the DDPM")
+    _add_common(p)
+    _add_model(p)
+    p.add_argument("--forget-class", type=int, required=True)
+    p.add_argument("--method", default="salun", choices=list_methods())
+    p.add_argument("--optim", default="adam+adam", help="'adam' (shared state) or 'adam+adam' (DualOptim), ...")
+    p.add_argument("--iterations", type=int, default=100, help="outer iterations (1 forget + 1 retain step each)")
+    p.add_argument("--unlearn-batch-size", type=int, default=32)
+    p.add_argument("--forget-lr", type=float, default=None, help="default: the method's (see bench.METHOD_DEFAULTS)")
+    p.add_argument("--retain-lr", type=float, default=None)
+    p.add_argument("--method-options", default=None, help='JSON, e.g. \'{"mask_ratio": 0.5}\'')
+    p.add_argument("--out", default=None, help="output checkpoint folder")
+    p.set_defaults(func=_cmd_unlearn)
+
+    p = sub.add_parser("eval", help="FA and FD-classifier of a DDPM checkpoint for one forgotten class")
+    _add_common(p)
+    _add_model(p)
+    _add_sampler(p)
+    p.add_argument("--forget-class", type=int, required=True)
+    p.add_argument("--fa-samples", type=int, default=100)
+    p.add_argument("--fd-samples", type=int, default=50, help="generated images per remaining class")
+    p.add_argument("--fd-real", type=int, default=200, help="real test images per remaining class")
+    p.add_argument("--inception-weights", default=None,
+                   help="local Inception weights file: also compute the real FID (needs torchmetrics)")
+    p.add_argument("--grid", default=None, help="write a PNG sample grid here")
+    p.add_argument("--json", default=None, help="write the result as JSON here")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("bench", help="Table-2/3 style benchmark: FA/FD per forgotten class, methods x optimizers")
+    _add_common(p)
+    _add_model(p)
+    p.add_argument("--preset", default="quick", choices=("quick", "full"))
+    p.add_argument("--db", default="runs/results.db", help="results database")
+    p.add_argument("--out", default=None, help="folder for grids and table.md (default ROOT/bench-PRESET)")
+    p.set_defaults(func=_cmd_bench)
+
