@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..optim import get_optimizer_info
 
 MODES = ("shared", "dual")
 
@@ -126,6 +127,11 @@ def resolve_preset(method: str, optim: str | None = None, *, dataset: str | None
     name = DATASET_PRESETS.get(dataset or "", DEFAULT_PRESET) if preset in (None, "auto") else preset
     dual = get_preset(name, method, "dual")
     optim = optim or dual.optim
+    for opt_name in set(phase_optimizers(optim)):  # an unknown name is the error to report, not a missing lr
+        try:
+            get_optimizer_info(opt_name)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     entry = get_preset(name, method, mode_of(optim))
     out: dict[str, Any] = {"optim": optim, "preset": name, "options": dict(entry.options)}
     if entry.epochs is not None:
