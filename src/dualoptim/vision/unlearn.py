@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..optim import DualOptimizer, PhasedOptimizer, build_optimizer, state_bytes
 from .data import ImageData, TensorLoader, make_augment
 from .forget import ForgetSplit
-from .methods import get_method
+from .methods import check_options, get_method
 from .presets import resolve_preset
 from .train import get_default_augment, seed_everything
 
@@ -95,6 +95,7 @@ class UnlearnConfig:
             raise ConfigError(f"autocast must be one of none, bf16, fp16; got {self.autocast!r}")
         if self.augment != "default":
             make_augment(None if self.augment == "none" else self.augment)
+        self.options = check_options(self.method, self.options)  # typed values (the CLI gives strings)
         self.make_method()  # unknown method / option names and bad values fail here, before any work
         try:  # the spec and optimizer options, checked on a dummy parameter
             build_optimizer([torch.zeros(1, requires_grad=True)], self.optim, self.forget_lr, self.retain_lr,

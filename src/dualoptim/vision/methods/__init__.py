@@ -130,15 +130,25 @@ def _coerce(opt: OptionInfo, value: Any) -> Any:
     return value
 
 
-def get_method(name: str, **options: Any) -> Method:
-    """A new instance of method ``name`` with ``options`` (strings are converted to the option types)."""
+def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` of method ``name`` with command-line strings converted to the option types.
+
+    Raises:
+        ConfigError: unknown method or option name, or a value of the wrong type.
+    """
     info = get_method_info(name)
     valid = {o.name: o for o in info.options}
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ConfigError(f"method {info.name!r} has no option(s) {unknown}; valid: {sorted(valid) or 'none'}")
+    return {k: _coerce(valid[k], v) for k, v in options.items()}
+
+
+def get_method(name: str, **options: Any) -> Method:
+    """A new instance of method ``name`` with ``options`` (strings are converted to the option types)."""
+    info = get_method_info(name)
     try:
-        return info.cls(**{k: _coerce(valid[k], v) for k, v in options.items()})
+        return info.cls(**check_options(name, options))
     except TypeError as e:  # e.g. a value of the wrong type reaching a check
         raise ConfigError(f"method {info.name!r}: {e}") from None
 
@@ -157,5 +167,5 @@ def parse_options(items: list[str] | None) -> dict[str, str]:
 # Importing the method modules registers them.
 from . import ft, ga, rl, salun, scrub, sfron  # noqa: E402,F401
 
-__all__ = ["MethodInfo", "OptionInfo", "get_method", "get_method_info", "list_methods", "option",
+__all__ = ["MethodInfo", "OptionInfo", "check_options", "get_method", "get_method_info", "list_methods", "option",
            "parse_options", "register_method"]

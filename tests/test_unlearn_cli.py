@@ -1,0 +1,94 @@
+"""``dualoptim unlearn`` and ``dualoptim methods`` on scikit-learn digits, through ``dualoptim.cli.main``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dualoptim.cli import main
+from dualoptim.vision.checkpoint import load_classifier
+from dualoptim.vision.methods import get_method_info, list_methods
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory):
+    """A tiny digits CNN checkpoint made with ``dualoptim train``."""
+    out = tmp_path_factory.mktemp("cli") / "original"
+    assert main(["train", "--dataset", "digits", "--width", "8", "--epochs", "6", "--threads", "1", "--no-progress",
+                 "--out", str(out)]) == 0
+    return out
+
+
+def _unlearn(original, out, *extra):
+    return main(["unlearn", "--original", str(original), "--forget", "random:0.1", "--seed", "3", "--threads", "1",
+                 "--no-progress", "--no-svc", "--out", str(out), *extra])
+
+
+@pytest.mark.parametrize("optim", ["sgd", "adam+sgd"])
+def test_unlearn_writes_checkpoint_and_metrics(original, tmp_path, optim, capsys):
+    out = tmp_path / "salun"
+    assert _unlearn(original, out, "--method", "salun", "--optim", optim, "--epochs", "1", "--opt", "ratio=0.4",
+                    "--forget-lr", "0.01") == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["config"]["method"] == "salun" and report["config"]["optim"] == optim
+    assert report["config"]["options"] == {"ratio": 0.4} and report["config"]["forget_lr"] == 0.01
+    assert report["config"]["retain_lr"] == 0.01  # from the preset (digits: the paper's CIFAR-10 table)
+    assert report["optimizer"] == ("dual" if "+" in optim else "shared")
+    assert report["split"]["num_forget"] == 135 and report["split"]["seed"] == 3
+    assert {"FA", "UA", "RA", "TA", "MIA"} <= set(report["metrics"])
+    assert report["forget_steps"] == 2 and report["retain_steps"] == 10
+    model, meta, forget_idx = load_classifier(out)
+    assert meta.role == "unlearned" and meta.metrics == report["metrics"] and len(forget_idx) == 135
+    assert meta.original["path"] == str(original)
+    assert "salun with " + optim in capsys.readouterr().out
+    # the unlearned checkpoint can be evaluated on its stored forget set
+    assert main(["eval", "--checkpoint", str(out), "--no-svc", "--threads", "1"]) == 0
+
+
+def test_unlearn_defaults_come_from_the_preset(original, tmp_path):
+    out = tmp_path / "sfron"
+    assert _unlearn(original, out, "--method", "sfron", "--iterations", "10") == 0
+    cfg = json.loads((out / "metrics.json").read_text())["config"]
+    assert (cfg["optim"], cfg["forget_lr"], cfg["retain_lr"], cfg["options"]["alpha"]) == ("adam+sgd", 1e-4, 0.01, 1.0)
+    assert cfg["preset"] == "cifar10-paper"
+
+
+def test_nan_guard_exits_2_and_leaves_no_output(original, tmp_path, capsys):
+    out = tmp_path / "ga"
+    code = _unlearn(original, out, "--method", "ga", "--optim", "sgd", "--forget-lr", "1e30", "--epochs", "2")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "forget loss became" in err and "step" in err and err.count("\n") == 1
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == []  # no temporary folder left either
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--method", "salun", "--opt", "sparsity=0.5"], "no option"),
+    (["--method", "salun", "--opt", "ratio"], "KEY=VALUE"),
+    (["--method", "rl", "--optim", "adam+nope"], "unknown optimizer"),
+    (["--method", "scrub", "--optim", "adam+sgd"], "retain_lr"),
+    (["--method", "rl", "--preset", "nope"], "unknown preset"),
+    (["--method", "rl", "--forget-lr", "-1"], "forget_lr"),
+])
+def test_bad_options_exit_2_before_any_work(original, tmp_path, capsys, args, message):
+    assert _unlearn(original, tmp_path / "x", *args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_existing_output_needs_overwrite(original, tmp_path, capsys):
+    (tmp_path / "x").mkdir()
+    assert _unlearn(original, tmp_path / "x", "--method", "ft", "--epochs", "1") == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_methods_lists_every_method_and_option(capsys):
+    assert main(["methods", "--presets"]) == 0
+    out = capsys.readouterr().out
+    for name in list_methods():
+        assert f"\n{name} " in "\n" + out
+        for option in get_method_info(name).options:
+            assert f"--opt {option.name}=" in out
+    assert "preset fashion-mnist-quick" in out and "preset cifar10-paper" in out
