@@ -38,6 +38,8 @@ class BenchPreset:
     batch_size: int = 16
     forget_lr: float = 1e-4
     retain_lr: float = 1e-4
+    # per-method step size (forget = retain), same for every scheme; picked by one-epoch probes (docs/benchmarks.md)
+    method_lr: tuple[tuple[str, float], ...] = (("idk+ap", 3e-4),)
 
 
 PRESETS = {
@@ -97,9 +99,10 @@ def run_bench(preset: str | BenchPreset, prep: PrepareConfig, db: str = "runs/re
         for method in preset.methods:
             for scheme in preset.schemes:
                 for seed in preset.seeds:
+                    lr = dict(preset.method_lr).get(method)
                     cfg = UnlearnConfig(method=method, scheme=scheme, epochs=preset.epochs,
-                                        batch_size=preset.batch_size, forget_lr=preset.forget_lr,
-                                        retain_lr=preset.retain_lr, seed=seed)
+                                        batch_size=preset.batch_size, forget_lr=lr or preset.forget_lr,
+                                        retain_lr=lr or preset.retain_lr, seed=seed)
                     key = run_key(**base, unlearn=asdict(cfg))
                     if store.has(key):
                         continue

@@ -4,7 +4,7 @@ Everything lands in ``<cache>/<key>/`` where ``key`` hashes the benchmark files 
 setting, so a second call returns at once and a changed setting trains new models:
 
 * ``base``   -- trained from scratch on the base corpus (control facts + background authors),
-* ``full``   -- ``base`` fine-tuned on ``full`` (the model to unlearn from),
+* ``full``   -- ``base`` fine-tuned on ``full`` (the model to unlearn from) plus a replay of the control facts,
 * ``retain90`` ... -- ``base`` fine-tuned the same way on each retain split (forget-quality reference).
 """
 
@@ -37,6 +37,7 @@ class PrepareConfig:
     base: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, lr=1e-3, batch_size=32))
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=1e-3, batch_size=32))
     forget_splits: tuple[str, ...] = FORGET_SPLITS
+    replay_control: bool = True  # mix the control facts into every fine-tune (as pre-training data would be)
 
     def __post_init__(self) -> None:
         bad = [s for s in self.forget_splits if s not in RETAIN_OF]
@@ -67,6 +68,7 @@ def cache_dir(cfg: PrepareConfig, stage: str = "finetune") -> Path:
     if stage == "base":
         return Path(cfg.cache) / f"base-{hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]}"
     parts["finetune"] = asdict(cfg.finetune)
+    parts["replay"] = cfg.replay_control
     return Path(cfg.cache) / hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -111,8 +113,12 @@ def prepare(cfg: PrepareConfig, log: Any = print) -> dict[str, Any]:
             log(f"[prepare] {name}: cached at {root / name}")
             continue
         model, tok, _ = load_model(base_dir)
-        log(f"[prepare] fine-tune base on {split} ({len(data[split])} items x {cfg.finetune.epochs} epochs)")
-        stats = train_lm(model, enc(data[split]), cfg.finetune, desc=name)
+        # A from-scratch model forgets the control facts when fine-tuned on authors only (measured: world-fact
+        # probability 6e-5 after 6 epochs); a pretrained LM keeps them. Replaying them keeps MC meaningful.
+        records = data[split] + (data["real_authors"] + data["world_facts"] if cfg.replay_control else [])
+        log(f"[prepare] fine-tune base on {split} ({len(data[split])} items"
+            f"{' + control replay' if cfg.replay_control else ''} x {cfg.finetune.epochs} epochs)")
+        stats = train_lm(model, enc(records), cfg.finetune, desc=name)
         report["timings"][name] = stats
         save_model(model, tok, root / name, template, {"stage": name, "train_split": split,
                                                         "train": asdict(cfg.finetune), "stats": stats})
