@@ -105,7 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--forget", default=None, help="forget spec (default: the split stored in the checkpoint)")
     p.add_argument("--seed", type=int, default=None, help="seed of the forget split (default: stored one, else 0)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the metrics and forget indices here")
-    p.add_argument("--batch-size", type=int, default=1024, help="evaluation batch size")
+    p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (256: fastest on CPU here)")
     p.add_argument("--no-svc", dest="mia_svc", action="store_false", help="skip the SVC-confidence MIA")
     _add_common(p)
     p.set_defaults(func=cmd_eval)
