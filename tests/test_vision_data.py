@@ -194,3 +194,19 @@ def test_augmentations():
     assert make_augment("crop_flip")(x, g).shape == x.shape
     with pytest.raises(ConfigError, match="valid"):
         make_augment("rotate")
+
+
+def test_incomplete_fashion_folder_names_missing_files(tmp_path):
+    folder = make_fashion(tmp_path / "fm")
+    (folder / "t10k-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(DataNotFoundError, match="t10k-images-idx3-ubyte"):
+        load_dataset("fashion-mnist", data_dir=folder)
+
+
+def test_download_cache_is_searched(tmp_path, monkeypatch):
+    # no folder given: the system location, then ~/.cache/dualoptim (where torchvision downloads go)
+    monkeypatch.delenv(ENV_DATA_DIR, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    make_fashion(tmp_path / "dualoptim" / "FashionMNIST" / "raw", n_train=30)
+    monkeypatch.setattr("dualoptim.vision.data.DEBIAN_FASHION_MNIST", tmp_path / "absent")
+    assert load_dataset("fashion-mnist").num_train == 30
