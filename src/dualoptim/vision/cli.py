@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("train", help="train an original classifier on a whole training set",
                        description="Train the original model (SGD momentum 0.9, wd 5e-4, cosine, batch 128).")
-    p.add_argument("--dataset", default="fashion-mnist", choices=list_datasets())
+    p.add_argument("--dataset", default="fashion-mnist", choices=list_datasets(), help="default: fashion-mnist")
     p.add_argument("--model", default=None, choices=list_models(), help="default: the dataset's default (cnn width 16 "
                    "for fashion-mnist)")
     p.add_argument("--width", type=int, default=None, help="model width (cnn, resnet8/20/18)")
