@@ -131,8 +131,9 @@ class Batches:
         elif isinstance(data, Dataset):
             if not hasattr(data, "__len__"):
                 raise ConfigError(f"{name}: an iterable-style dataset has no length; pass a DataLoader instead")
-            self.loader = DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=self.generator)
             n = len(data)  # type: ignore[arg-type]
+            if n:
+                self.loader = DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=self.generator)
         else:
             raise ConfigError(f"{name} must be a torch Dataset, a DataLoader or an (x, y) pair of tensors, got "
                               f"{type(data).__name__}")
