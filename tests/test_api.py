@@ -171,6 +171,8 @@ def test_overlapping_empty_or_bad_sets_are_refused(task):
         unlearn(model, forget=Subset(data, []), retain=Subset(data, range(5, 9)), **kw)
     with pytest.raises(ConfigError, match=r"labels must be class indices in \[0, 3\)"):
         unlearn(model, forget=(task.x[:4], task.y[:4] + 5), retain=task.retain, **kw)
+    with pytest.raises(ConfigError, match=r"retain labels must be class indices in \[0, 3\)"):
+        unlearn(model, forget=task.forget, retain=TensorDataset(task.x[30:40], task.y[30:40] - 1), **kw)
     with pytest.raises(ConfigError, match="must be a torch Dataset"):
         unlearn(model, forget=[1, 2, 3], retain=task.retain, **kw)
     unlearn(model, forget=Subset(data, range(20)), retain=Subset(data, range(20, 240)), **kw)  # disjoint: fine

@@ -466,6 +466,9 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
     if retrain is not False and retrain is not None:
         if isinstance(retrain, nn.Module):
             retrain_model = retrain
+            where = next(retrain.parameters(), torch.empty(0, device=device)).device
+            if where != device:
+                raise ConfigError(f"the Retrain model is on {where} but the model on {device}: move it first")
         else:
             retrain_model = retrain() if callable(retrain) and retrain is not True else _fresh_copy(model, seed)
             if not isinstance(retrain_model, nn.Module):
@@ -509,10 +512,12 @@ def _probe(net: LogitsModel, sets: _Sets) -> None:
     if classes < 2:
         raise ConfigError(f"the model outputs {classes} score per input; expected logits (N, num_classes >= 2)")
     for name, b in (("forget", sets.forget), ("retain", sets.retain), ("test", sets.test)):
-        if b is not None and b.tensors is not None:
-            y = b.tensors[1]
-            if len(y) and (int(y.min()) < 0 or int(y.max()) >= classes):
-                raise ConfigError(f"{name} labels must be class indices in [0, {classes}) for a model with "
-                                  f"{classes} outputs; got range [{int(y.min())}, {int(y.max())}]")
+        if b is None:
+            continue
+        # tensor pairs: every label; datasets/loaders: the first batch (a full pass would cost an epoch)
+        labels = b.tensors[1] if b.tensors is not None else (y if b is sets.forget else next(iter(b.evaluation()))[1])
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+            raise ConfigError(f"{name} labels must be class indices in [0, {classes}) for a model with "
+                              f"{classes} outputs; got range [{int(labels.min())}, {int(labels.max())}]")
     if not math.isfinite(float(logits.float().sum())):
         raise ConfigError("the model outputs NaN/inf logits before unlearning")
