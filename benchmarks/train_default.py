@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/train_default.py                      # the default (what `dualoptim train` does)
     .venv/bin/python benchmarks/train_default.py --model resnet8 --epochs 5
+    .venv/bin/python benchmarks/train_default.py --probe      # train-step throughput of candidate models
 
 Runs ``dualoptim train`` exactly as a user would (same code path, same defaults), then reads the checkpoint's
 metadata. Records hardware, torch version, threads and the load average (the CPU may be shared: a load
@@ -33,6 +34,39 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+PROBE = (("cnn", {"width": 16}, False), ("cnn", {"width": 32}, False), ("resnet8", {"width": 16}, False),
+         ("cnn", {"width": 16}, True))
+
+
+def probe(steps: int = 40, warmup: int = 5) -> None:
+    """Training-step throughput (img/s, batch 128, channels_last) of candidate models on Fashion-MNIST images."""
+    import torch
+
+    from dualoptim.vision.data import TensorLoader, load_dataset
+    from dualoptim.vision.models import create_model
+    from dualoptim.vision.train import TrainConfig, make_sgd
+
+    data = load_dataset("fashion-mnist")
+    n = 128 * (steps + warmup)
+    for name, options, bf16 in PROBE:
+        torch.manual_seed(0)
+        model = create_model(name, 10, 1, 28, **options).to(memory_format=torch.channels_last).train()
+        opt = make_sgd(model.parameters(), TrainConfig())
+        loader = TensorLoader(data.train_x[:n], data.train_y[:n], 128, shuffle=True, seed=0, channels_last=True)
+        for i, (x, y) in enumerate(loader):
+            if i == warmup:
+                start, cpu = time.perf_counter(), time.process_time()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        print(json.dumps({"model": name, "options": options, "bf16": bf16, "img_per_s": round(128 * steps / wall),
+                          "img_per_cpu_s": round(128 * steps / cpu), "threads": torch.get_num_threads(),
+                          "loadavg": [round(x, 2) for x in os.getloadavg()]}), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="default: the dataset's default model")
@@ -44,7 +78,10 @@ def main() -> None:
     p.add_argument("--out", default="runs/bench/fmnist-original")
     p.add_argument("--log", default="runs/bench/train_default.jsonl")
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--probe", action="store_true", help="only measure train-step throughput of candidate models")
     args = p.parse_args()
+    if args.probe:
+        return probe()
 
     import torch
 
