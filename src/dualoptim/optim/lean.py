@@ -28,6 +28,7 @@ all unbiasedness needs; elements 2^16 apart in one tensor share the noise of tha
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import torch
@@ -66,8 +67,12 @@ class StochasticRounder:
             bits[:full].view(-1, _BITS).add_(pool[off:off + _BITS])
         if n > full:
             bits[full:].add_(pool[off:off + n - full])
-        bits.bitwise_and_(-_BITS)  # clear the low 16 bits: the value is now exactly a bf16
-        dst.copy_(src)
+        if sys.byteorder == "little" and dst.is_contiguous():
+            # the bf16 is the high half of each fp32: copy those int16s, no rounding pass needed
+            dst.view(-1).view(torch.int16).copy_(bits.view(torch.int16).view(-1, 2)[:, 1])
+        else:
+            bits.bitwise_and_(-_BITS)  # clear the low 16 bits: the value is now exactly a bf16
+            dst.copy_(src)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state(), "perm": self._perm.clone()}
@@ -140,6 +145,9 @@ class AdamBF16(_LeanOptimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.bfloat16,
                                                            memory_format=torch.contiguous_format)
                 state["step"] += 1
+                if _fusable(p):
+                    self._fused_update(p, state, group)
+                    continue
                 t = state["step"]
                 g = p.grad.float()
                 if wd and group["decoupled"]:
@@ -153,6 +161,26 @@ class AdamBF16(_LeanOptimizer):
                 self._store(state["exp_avg"], m)
                 self._store(state["exp_avg_sq"], v)
         return loss
+
+    def _fused_update(self, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        """torch's own fused Adam(W) kernel on fp32 copies of the moments (one tensor at a time, so the
+        fp32 copies cost 8 bytes x the largest tensor, not x the model), then SR back to bf16."""
+        m = torch.empty_like(p, dtype=torch.float32).copy_(state["exp_avg"])  # p's layout: the kernel needs it
+        v = torch.empty_like(p, dtype=torch.float32).copy_(state["exp_avg_sq"])
+        step = torch.tensor(float(state["step"]), device=p.device)
+        kernel = torch._fused_adamw_ if group["decoupled"] else torch._fused_adam_
+        (b1, b2) = group["betas"]
+        kernel([p], [p.grad], [m], [v], [], [step], lr=group["lr"], beta1=b1, beta2=b2,
+               weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False, maximize=False)
+        self._store(state["exp_avg"], m.contiguous())
+        self._store(state["exp_avg_sq"], v.contiguous())
+
+
+def _fusable(p: torch.Tensor) -> bool:
+    """Whether torch's fused Adam kernel applies: fp32 dense param and grad on CPU/CUDA, not a DTensor."""
+    dt = sys.modules.get("torch.distributed.tensor")
+    return (p.dtype == torch.float32 and p.grad.dtype == torch.float32 and p.device.type in ("cpu", "cuda")
+            and not p.grad.is_sparse and not (dt is not None and isinstance(p, dt.DTensor)))
 
 
 class AdamWBF16(AdamBF16):
