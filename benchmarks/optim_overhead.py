@@ -43,9 +43,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads distort timings on shared cores
+import torch  # noqa: E402
 
-from dualoptim.optim import BankedOptimizer, build_optimizer, state_bytes
+from dualoptim.optim import BankedOptimizer, build_optimizer, state_bytes  # noqa: E402
 
 CONFIGS: dict[str, str] = {
     "shared adam": "adam",
