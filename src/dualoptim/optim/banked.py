@@ -21,7 +21,8 @@ once, all state in ``self.state[p]``. :class:`BankedOptimizer` is that shape:
 The update itself is done by a stock optimizer of each phase (``torch.optim.Adam``,
 ``SGD``, the registry's lean variants ...) pointed, for the duration of ``step``, at
 this object's current ``params``, hyper-parameters and bank, so fused kernels are used
-and the trajectory equals :class:`DualOptimizer` (tested).
+and the trajectory equals :class:`DualOptimizer` (tested). Within this library (``dualoptim.engine``,
+``set_mask`` for saliency masks) use :class:`DualOptimizer`; this form is for engines outside it.
 """
 
 from __future__ import annotations
