@@ -51,7 +51,7 @@ def make_model(name: str, data) -> nn.Module:
 
 
 def run_setting(dataset: str, model_name: str, methods: list[str], seeds: list[int], subset: int, epochs: int,
-                forget: str) -> dict:
+                forget: str, forget_lr: float | None = None) -> dict:
     data = load_dataset(dataset, train_subset=subset if dataset == "fashion-mnist" else None)
     recipe = TrainConfig(epochs=epochs, lr=0.05 if model_name == "mlp" else 0.1, augment="none",
                          channels_last=model_name != "mlp")
@@ -73,12 +73,13 @@ def run_setting(dataset: str, model_name: str, methods: list[str], seeds: list[i
                     test=(data.test_x, data.test_y))
         for method in methods:
             t0 = time.perf_counter()
-            out = unlearn(copy.deepcopy(original), method=method, retrain=retrain, seed=seed, progress=False, **sets)
+            out = unlearn(copy.deepcopy(original), method=method, retrain=retrain, seed=seed, progress=False,
+                          forget_lr=forget_lr, **sets)
             a = out.audit
             if method == methods[0]:  # the same Retrain and original for every method of this trial
                 per_trial["Retrain"].append({m: a.retrain[m] for m in METRICS})
                 per_trial["Original"].append({m: a.original[m] for m in METRICS})
-            label = f"{method} [{a.optim}] defaults"
+            label = f"{method} [{a.optim}] " + ("defaults" if forget_lr is None else f"forget_lr={forget_lr:g}")
             per_trial.setdefault(label, []).append({m: a.unlearned[m] for m in METRICS})
             runs.append({"seed": seed, "method": method, "audit": json.loads(a.to_json())})
             print(f"[{dataset}/{model_name}] seed {seed} {label}: Gap {a.gap['Unlearned']:.2f} "
@@ -108,6 +109,7 @@ def main() -> None:
     p.add_argument("--fmnist-subset", type=int, default=3000)
     p.add_argument("--epochs", type=int, default=15, help="epochs of the original and Retrain recipe")
     p.add_argument("--forget", default="random:0.1")
+    p.add_argument("--forget-lr", type=float, default=None, help="diagnostic only: override the default forget lr")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/defaults_check.json")
     args = p.parse_args()
@@ -117,7 +119,7 @@ def main() -> None:
     for item in args.settings.split(","):
         dataset, model_name = item.split(":")
         results.append(run_setting(dataset, model_name, args.methods.split(","), args.seeds, args.fmnist_subset,
-                                   args.epochs, args.forget))
+                                   args.epochs, args.forget, args.forget_lr))
         atomic_write_json(args.out, {"results": results, "args": vars(args)})
     for r in results:
         print("\n" + markdown(r))
