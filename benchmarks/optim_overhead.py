@@ -137,8 +137,8 @@ def iteration(w: Workload, opt: torch.optim.Optimizer) -> tuple[float, float]:
     return fb, st
 
 
-def time_iterations(w: Workload, repeats: int) -> dict[str, dict[str, float]]:
-    opts = {name: make_optimizer(w.model, spec) for name, spec in CONFIGS.items()}
+def time_iterations(w: Workload, repeats: int, configs: list[str]) -> dict[str, dict[str, float]]:
+    opts = {name: make_optimizer(w.model, CONFIGS[name]) for name in configs}
     n = sum(p.numel() for p in w.model.parameters())
     for opt in opts.values():  # warm-up: creates the states, first-call overheads
         iteration(w, opt)
@@ -180,9 +180,9 @@ def memory_probe(model: str, config: str, batch: int | None) -> dict[str, float]
             "state_bytes": state_bytes(opt), "params": n}
 
 
-def measure_memory(model: str, batch: int | None) -> dict[str, dict[str, float]]:
+def measure_memory(model: str, batch: int | None, configs: list[str]) -> dict[str, dict[str, float]]:
     out = {}
-    for config in CONFIGS:
+    for config in configs:
         cmd = [sys.executable, "-m", "benchmarks.optim_overhead", "--probe", model, config,
                "--threads", str(torch.get_num_threads())]
         if batch:
@@ -255,6 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=5, help="timed iterations per configuration")
     ap.add_argument("--batch", type=int, default=None, help="batch size (default: 128 images / 1x128 tokens)")
     ap.add_argument("--no-memory", action="store_true", help="skip the per-configuration memory subprocesses")
+    ap.add_argument("--configs", default=",".join(CONFIGS), help="comma list (must include 'shared adam') of: "
+                    + ", ".join(CONFIGS))
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", default="benchmarks/results/optim_overhead.json", help="JSON results file")
     ap.add_argument("--probe", nargs=2, metavar=("MODEL", "CONFIG"), help=argparse.SUPPRESS)
@@ -266,6 +268,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.repeats < 1:
         raise SystemExit("--repeats must be >= 1")
+    configs = [c.strip() for c in args.configs.split(",")]
+    if "shared adam" not in configs or not set(configs) <= set(CONFIGS):
+        raise SystemExit(f"--configs must include 'shared adam' and only names from {list(CONFIGS)}")
     results = {"command": "python -m benchmarks.optim_overhead " + " ".join(argv or sys.argv[1:]),
                "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor(),
                "cpus": os.cpu_count(), "loadavg_start": os.getloadavg(), "models": {}}
@@ -273,10 +278,10 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         w = make_workload(model, args.batch)
         r = {"params": sum(p.numel() for p in w.model.parameters()), "note": w.note}
-        r["iterations"] = time_iterations(w, args.repeats)
+        r["iterations"] = time_iterations(w, args.repeats, configs)
         r["steps"] = time_steps(w, max(3, args.repeats))
         del w
-        r["memory"] = {} if args.no_memory else measure_memory(model, args.batch)
+        r["memory"] = {} if args.no_memory else measure_memory(model, args.batch, configs)
         r["wall_s"] = time.perf_counter() - t0
         results["models"][model] = r
         print(f"{model}: done in {r['wall_s']:.0f} s", file=sys.stderr)
