@@ -51,6 +51,8 @@ def test_retrain_then_eval(original, tmp_path, capsys):
     assert res["split"]["digest"] == meta.split["digest"] and res["forget_indices"] == idx.tolist()
     assert res["metrics"]["FA"] == 0.0 and res["metrics"]["UA"] == 100.0 and "entropy-LR" in \
         res["metric_definitions"]["MIA"]
+    for k, v in meta.metrics.items():  # evaluating the saved model reproduces the stored metrics exactly
+        assert res["metrics"][k] == v, k
 
 
 def test_eval_original_on_random_split(original, tmp_path):

@@ -46,9 +46,16 @@ DESCRIPTIONS = {
 @torch.no_grad()
 def predict_probs(model: nn.Module, x: torch.Tensor, batch_size: int = 256, channels_last: bool = True
                   ) -> torch.Tensor:
-    """Softmax outputs (float32, N x classes) of ``model`` in eval mode, batched; restores the mode after."""
+    """Softmax outputs (float32, N x classes) of ``model`` in eval mode, batched; restores the mode after.
+
+    With ``channels_last`` the model's weights are also put in channels_last (values unchanged), so a model
+    evaluated right after training and the same model loaded from its checkpoint give bit-identical outputs
+    (the SVC MIA is sensitive to last-bit differences between convolution kernels).
+    """
     was_training = model.training
     model.eval()
+    if channels_last and x.ndim == 4:
+        model.to(memory_format=torch.channels_last)
     try:
         out = []
         for lo in range(0, len(x), batch_size):
