@@ -5,8 +5,9 @@
   class than to the rest. It constrains the forget steps; retain steps may change every weight.
 * Forget loss (adaptive negative loss): ``-alpha_t * sum_i w_i * ||eps - eps(x_t, c_f)||^2`` with
   ``w_i = loss_i^(-lambda) / sum_j loss_j^(-lambda)`` (detached): images the model still denoises
-  well get more weight. ``alpha_t`` is ``alpha`` (``alpha_schedule="constant"``) or decays along a
-  half cosine over the forget steps (``"cosine"``).
+  well get more weight. ``alpha_t = alpha (1 + cos(pi t / T)) / 2`` over the T forget steps
+  (``alpha_schedule="cosine"``, as the classification SFRon in ``vision.methods``) or ``alpha``
+  (``"constant"``).
 * Retain loss: epsilon-MSE on remaining-class images. Gradient norms are clipped to ``clip`` (1.0)
   before every step, which bounds the unbounded negative loss.
 """
@@ -23,7 +24,7 @@ from . import accumulate_grads, register_method
 
 @register_method("sfron")
 class SFRon(Method):
-    def __init__(self, alpha: float = 1.0, lam: float = 0.5, clip: float = 1.0, alpha_schedule: str = "constant",
+    def __init__(self, alpha: float = 1.0, lam: float = 0.5, clip: float = 1.0, alpha_schedule: str = "cosine",
                  fisher_batches: int | None = 8, cond_drop: float = 0.1) -> None:
         if alpha <= 0 or lam < 0 or clip <= 0:
             raise ValueError(f"need alpha > 0, lam >= 0, clip > 0; got {alpha}, {lam}, {clip}")
@@ -38,7 +39,8 @@ class SFRon(Method):
         loss = lambda b: model.loss(b[0], b[1])
         fisher_f = accumulate_grads(model, ctx.forget_batches, loss, self.fisher_batches, square=True)
         fisher_r = accumulate_grads(model, ctx.retain_batches, loss, self.fisher_batches, square=True)
-        self.mask = {p: fisher_f[p] >= fisher_r[p] for p in fisher_f}  # F_f / F_r >= 1, safe when F_r = 0
+        # F_f / F_r >= 1 written without division; 0/0 (a weight no loss touches) is not salient
+        self.mask = {p: (fisher_f[p] >= fisher_r[p]) & (fisher_f[p] > 0) for p in fisher_f}
         ctx.optimizer.set_mask(self.mask, phase="forget")
 
     def alpha_t(self, info: StepInfo) -> float:
