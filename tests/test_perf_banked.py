@@ -109,3 +109,15 @@ def test_mixed_phase_accumulation_and_missing_phase_are_errors():
         BankedOptimizer(m.parameters(), "adan", "sgd", 1e-2)
     with pytest.raises(ValueError, match="not accepted"):
         BankedOptimizer(m.parameters(), "adam", "sgd", 1e-2, momentun=0.9)
+
+
+def test_parameters_replaced_by_an_engine_are_the_ones_stepped():
+    # DeepSpeed ZeRO swaps each group's params for a flat partition after construction.
+    banked = BankedOptimizer(make_model().parameters(), "adam", "sgd", 1e-2)
+    flat = torch.nn.Parameter(torch.zeros(10, dtype=torch.float64))
+    banked.param_groups[0]["params"] = [flat]
+    flat.grad = torch.ones_like(flat)
+    with banked.set_phase("forget"):
+        banked.step()
+    torch.testing.assert_close(flat.detach(), torch.full_like(flat, -1e-2))  # Adam's first step: -lr * sign(g)
+    assert set(banked.state[flat]) == {"forget"}
