@@ -38,7 +38,7 @@ PROBE = (("cnn", {"width": 16}, False), ("cnn", {"width": 32}, False), ("resnet8
          ("cnn", {"width": 16}, True))
 
 
-def probe(steps: int = 40, warmup: int = 5) -> None:
+def probe(steps: int = 40, warmup: int = 5, fp32_only: bool = False) -> None:
     """Training-step throughput (img/s, batch 128, channels_last) of candidate models on Fashion-MNIST images."""
     import torch
 
@@ -49,6 +49,8 @@ def probe(steps: int = 40, warmup: int = 5) -> None:
     data = load_dataset("fashion-mnist")
     n = 128 * (steps + warmup)
     for name, options, bf16 in PROBE:
+        if bf16 and fp32_only:
+            continue
         torch.manual_seed(0)
         model = create_model(name, 10, 1, 28, **options).to(memory_format=torch.channels_last).train()
         opt = make_sgd(model.parameters(), TrainConfig())
@@ -64,6 +66,7 @@ def probe(steps: int = 40, warmup: int = 5) -> None:
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         print(json.dumps({"model": name, "options": options, "bf16": bf16, "img_per_s": round(128 * steps / wall),
                           "img_per_cpu_s": round(128 * steps / cpu), "threads": torch.get_num_threads(),
+                          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                           "loadavg": [round(x, 2) for x in os.getloadavg()]}), flush=True)
 
 
@@ -79,9 +82,11 @@ def main() -> None:
     p.add_argument("--log", default="runs/bench/train_default.jsonl")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--probe", action="store_true", help="only measure train-step throughput of candidate models")
+    p.add_argument("--probe-steps", type=int, default=40, help="timed steps per model in --probe")
+    p.add_argument("--probe-fp32-only", action="store_true", help="skip the bf16 entry of --probe")
     args = p.parse_args()
     if args.probe:
-        return probe()
+        return probe(args.probe_steps, fp32_only=args.probe_fp32_only)
 
     import torch
 
