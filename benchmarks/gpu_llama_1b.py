@@ -1,6 +1,6 @@
 """DualOptim cost at LLM scale on one GPU: a ~1B-parameter Llama-config model, tokens/s and peak memory.
 
-    python benchmarks/gpu_llama_1b.py                          # ~1.1B params, bf16, one H100: ~3-5 min
+    python benchmarks/gpu_llama_1b.py                          # ~1.1B params, bf16 then amp: a few min on one H100
     python benchmarks/gpu_llama_1b.py --size tiny --device cpu # seconds: smoke test anywhere
 
 Needs only torch; uses ``transformers.LlamaForCausalLM`` when transformers is importable
@@ -9,8 +9,9 @@ forget step (gradient ascent) + one retain step (cross-entropy), each forward + 
 optimizer step, on random tokens. Each optimizer configuration is measured on its own
 (fresh optimizer, ``torch.cuda.reset_peak_memory_stats``) after ``--warmup`` iterations.
 
-Precision (``--precision``):
-* ``bf16`` (default): parameters, gradients and torch's Adam states all in bf16.
+Precision (``--precision``, default both in turn):
+* ``bf16``: parameters, gradients and torch's Adam states all in bf16 (torch rounds the states
+  to nearest; the lean variants use stochastic rounding at the same 2 bytes per value).
 * ``amp``: fp32 parameters/states with bf16 autocast -- the usual full-parameter setup,
   and the one where the lean (bf16 stochastic-rounding) states halve the optimizer memory.
 
@@ -171,26 +172,11 @@ def run_config(model: nn.Module, spec: str, batches: list[torch.Tensor], args: a
     return out  # the optimizer (and its state) is freed with this frame
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", choices=sorted(SIZES), default="1b")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--precision", choices=("bf16", "amp"), default="bf16")
-    ap.add_argument("--impl", choices=("auto", "hf", "own"), default="auto")
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--seq", type=int, default=1024)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--iters", type=int, default=8)
-    ap.add_argument("--configs", default=",".join(CONFIGS), help="comma list of: " + ", ".join(CONFIGS))
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
-    configs = [c.strip() for c in args.configs.split(",")]
-    unknown = [c for c in configs if c not in CONFIGS]
-    if unknown or "shared adamw" not in configs:
-        raise SystemExit(f"--configs must include 'shared adamw'; unknown: {unknown}; valid: {list(CONFIGS)}")
-    device = torch.device(args.device)
+def measure(args: argparse.Namespace, configs: list[str], device: torch.device) -> dict:
+    """All ``configs`` at ``args.precision``: prints the table, returns header + results."""
     torch.manual_seed(0)
-    model, impl = build_model(args.size, args.impl)
+    with device:  # initialise on the target device: a 1B model's CPU init would take longer than the benchmark
+        model, impl = build_model(args.size, args.impl)
     model = model.to(device=device, dtype=torch.bfloat16 if args.precision == "bf16" else torch.float32)
     n = sum(p.numel() for p in model.parameters())
     vocab = SIZES[args.size][-1]
@@ -209,8 +195,8 @@ def main(argv: list[str] | None = None) -> dict:
             torch.cuda.empty_cache()
         print(f"{name}: {json.dumps(results[name])} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
     base = results["shared adamw"]
-    print("\n| configuration | tokens/s | time ratio | peak GiB | memory ratio | state bytes/param | "
-          "paper Table 5 (7B, full) |\n|---|---|---|---|---|---|---|")
+    print(f"\nprecision {args.precision}:\n| configuration | tokens/s | time ratio | peak GiB | memory ratio | "
+          "state bytes/param | paper Table 5 (7B, full) |\n|---|---|---|---|---|---|---|")
     for name, r in results.items():
         r["time_ratio"] = r["iter_s"] / base["iter_s"]
         r["memory_ratio"] = r["peak_bytes"] / base["peak_bytes"] if not math.isnan(base["peak_bytes"]) else None
@@ -219,8 +205,38 @@ def main(argv: list[str] | None = None) -> dict:
             f"{PAPER_TABLE5['time']:.2f}x / {PAPER_TABLE5['memory']:.2f}x" if name.startswith("dual adamw+adamw")
             else "-")
         print(f"| {name} | {r['tokens_per_s']:.0f} | {r['time_ratio']:.3f}x | {r['peak_bytes'] / 2**30:.2f} | "
-              f"{mem} | {r['state_bytes_per_param']:.1f} | {paper} |")
-    report = {**header, "results": results, "paper_table5": PAPER_TABLE5}
+              f"{mem} | {r['state_bytes_per_param']:.1f} | {paper} |", flush=True)
+    del model, batches
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return {**header, "results": results}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", choices=sorted(SIZES), default="1b")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--precision", default="bf16,amp", help="comma list of bf16, amp (each measured in turn)")
+    ap.add_argument("--impl", choices=("auto", "hf", "own"), default="auto")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=1024)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=8)
+    ap.add_argument("--configs", default=",".join(CONFIGS), help="comma list of: " + ", ".join(CONFIGS))
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    configs = [c.strip() for c in args.configs.split(",")]
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown or "shared adamw" not in configs:
+        raise SystemExit(f"--configs must include 'shared adamw'; unknown: {unknown}; valid: {list(CONFIGS)}")
+    precisions = [p.strip() for p in args.precision.split(",")]
+    if not precisions or set(precisions) - {"bf16", "amp"}:
+        raise SystemExit(f"--precision: comma list of bf16, amp; got {args.precision!r}")
+    report = {"paper_table5": PAPER_TABLE5, "runs": []}
+    for precision in precisions:
+        args.precision = precision
+        report["runs"].append(measure(args, configs, torch.device(args.device)))
     out = args.out or (os.path.join(os.environ["OUT"], "gpu_llama_1b.json") if os.environ.get("OUT") else None)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
