@@ -9,6 +9,7 @@ import torch
 
 from dualoptim.errors import ConfigError, DataNotFoundError
 from dualoptim.vision.data import (
+    DEBIAN_FASHION_MNIST,
     ENV_DATA_DIR,
     TensorLoader,
     get_dataset_info,
@@ -210,3 +211,51 @@ def test_download_cache_is_searched(tmp_path, monkeypatch):
     make_fashion(tmp_path / "dualoptim" / "FashionMNIST" / "raw", n_train=30)
     monkeypatch.setattr("dualoptim.vision.data.DEBIAN_FASHION_MNIST", tmp_path / "absent")
     assert load_dataset("fashion-mnist").num_train == 30
+
+
+def test_cifar100_binary(tmp_path):
+    rng = np.random.default_rng(0)
+    d = tmp_path / "cifar-100-binary"
+    d.mkdir()
+    for name, n in (("train.bin", 6), ("test.bin", 2)):
+        # records: coarse label, fine label, 3072 pixels
+        rec = np.concatenate([np.full((n, 1), 3), np.arange(n)[:, None] + 90, rng.integers(0, 256, (n, 3072))], 1)
+        rec.astype(np.uint8).tofile(d / name)
+    data = load_dataset("cifar100", data_dir=tmp_path)
+    assert data.num_classes == 100 and data.train_y.tolist() == [90, 91, 92, 93, 94, 95]
+
+
+def test_tinyimagenet_folder(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "tiny-imagenet-200"
+    wnids = ["n01", "n02"]
+    (root / "val" / "images").mkdir(parents=True)
+    (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    for w in wnids:
+        (root / "train" / w / "images").mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (64, 64), (i * 40, 0, 0)).save(root / "train" / w / "images" / f"{w}_{i}.JPEG")
+    (root / "val" / "val_annotations.txt").write_text("v0.JPEG\tn02\t0\t0\t1\t1\nv1.JPEG\tn01\t0\t0\t1\t1\n")
+    for f in ("v0.JPEG", "v1.JPEG"):
+        Image.new("RGB", (64, 64)).save(root / "val" / "images" / f)
+    data = load_dataset("tinyimagenet", data_dir=tmp_path)
+    assert data.train_x.shape == (6, 3, 64, 64) and data.train_y.tolist() == [0, 0, 0, 1, 1, 1]
+    assert data.test_y.tolist() == [1, 0] and data.num_classes == 2
+
+
+@pytest.mark.skipif(not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
+                    reason="Debian dataset-fashion-mnist not installed")
+def test_real_fashion_mnist_subset_trains(monkeypatch):
+    from dualoptim.vision.metrics import accuracy
+    from dualoptim.vision.models import create_model
+    from dualoptim.vision.train import TrainConfig, seed_everything, train_classifier
+
+    monkeypatch.delenv(ENV_DATA_DIR, raising=False)
+    data = load_dataset("fashion-mnist", train_subset=2000, subset_seed=0)
+    assert data.num_train == 2000 and len(data.test_y) == 10000 and data.image_size == 28
+    assert torch.bincount(data.train_y).tolist() == [200] * 10
+    seed_everything(0)
+    model = create_model("cnn", 10, 1, 28, width=8)
+    train_classifier(model, data, None, TrainConfig(epochs=2), progress=False)
+    assert accuracy(model, data.test_x[:2000], data.test_y[:2000]) > 70

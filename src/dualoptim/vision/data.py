@@ -476,7 +476,7 @@ def _tiny_from(d: Path) -> tuple | None:
     val = [line.split("\t")[:2] for line in (d / "val" / "val_annotations.txt").read_text().splitlines()
            if line.strip()]
     return (read([p for p, _ in train]), np.array([c for _, c in train]),
-            read([d / "val" / "images" / f for f, _ in val]), np.array([cls[w] for _, w in val]), 200)
+            read([d / "val" / "images" / f for f, _ in val]), np.array([cls[w] for _, w in val]), len(wnids))
 
 
 def _load_tinyimagenet(folder: Path | None):
