@@ -78,6 +78,9 @@ class BenchConfig:
     curve_samples: int = 2000
     track_grads: bool = False
     sweep: str | None = None  # a run-config field varied across runs: adds Gap/Std-vs-value plots
+    # MIA_SVC (stored, not in the table) fits an RBF SVC on n retain + n test points; n = |test| as in SalUn
+    # when None. The SVC fit dominates evaluation time (tens of seconds for n = 10k), so fast presets cap n.
+    svc_samples: int | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -207,7 +210,7 @@ def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str)
         rkey = run_key(kind="retrain", original=okey, forget=split.digest)
         if not store.has(rkey):
             retrain, rtime, hit = _train_or_load("retrain", rkey, cfg, ctx, data, split)
-            metrics = evaluate(retrain, data, split, seed=seed)
+            metrics = evaluate(retrain, data, split, seed=seed, svc_max_samples=cfg.svc_samples)
             store.put(rkey, experiment=exp, trial=trial, method=report.RETRAIN, optimizer="-", metrics=metrics,
                       params={"recipe": cfg.recipe, "seed": seed, "forget": cfg.forget}, forget_hash=split.digest,
                       timings=rtime, extra={"cache_hit": hit})
@@ -228,7 +231,7 @@ def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str)
                  f" ({done}/{total}, {elapsed / 60:.1f} min elapsed)")
             model, result = unlearn_classifier(model, data, split, ucfg, callbacks=callbacks, progress=ctx.progress)
             t0 = time.perf_counter()
-            metrics = evaluate(model, data, split, seed=seed)
+            metrics = evaluate(model, data, split, seed=seed, svc_max_samples=cfg.svc_samples)
             store.put_series(key + ":evals", result.evals)
             if cfg.track_grads:
                 store.put_series(key + ":history", result.history)
