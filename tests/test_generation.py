@@ -280,3 +280,17 @@ def test_cli_train_unlearn_eval(tmp_path, capsys):
     assert (tmp_path / "g.png").is_file()
     assert main(["gen", "unlearn", *common, "--forget-class", "12"]) == 2  # one-line error, exit 2
     assert "forget class" in capsys.readouterr().err
+
+
+def test_dit_runs_the_same_methods_unchanged(digits, tmp_path):
+    cfg = DDPMConfig(image_size=8, arch="dit", dit_layers=2, dit_heads=2, dit_head_dim=8)
+    model, _, path = get_or_train_ddpm("digits", cfg, DDPMTrainConfig(steps=3), root=tmp_path, data=digits,
+                                       progress=False)
+    assert type(model.net).__name__ == "DiTTransformer2DModel"
+    assert sample(model, [0, 10], SamplerConfig(steps=2)).shape == (2, 1, 8, 8)
+    for method in ("salun", "sfron"):
+        model, _ = load_ddpm(path)
+        info = unlearn(model, digits, UnlearnConfig(method=method, optimizer="adam+adam", forget_class=3, iterations=2,
+                                                    batch_size=8, method_options={"mask_ratio": 0.5}
+                                                    if method == "salun" else {}), progress=False)
+        assert info["steps"] == 4

@@ -34,6 +34,8 @@ def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels", default=",".join(map(str, m.block_out_channels)),
                    help="U-Net widths per level, comma separated")
     p.add_argument("--attention", default=m.attention, choices=("none", "mid", "lowest"))
+    p.add_argument("--arch", default=m.arch, choices=("unet", "dit"),
+                   help="denoiser: diffusers UNet2DModel (default) or a small pixel-space DiTTransformer2DModel")
     p.add_argument("--steps", type=int, default=t.steps, help="DDPM training steps")
     p.add_argument("--batch-size", type=int, default=t.batch_size)
     p.add_argument("--lr", type=float, default=t.lr)
@@ -57,7 +59,8 @@ def _configs(args: argparse.Namespace):
         channels = tuple(int(c) for c in args.channels.split(","))
     except ValueError:
         raise ValueError(f"--channels must be comma-separated integers, got {args.channels!r}") from None
-    model_cfg = DDPMConfig(image_size=args.image_size, block_out_channels=channels, attention=args.attention)
+    model_cfg = DDPMConfig(image_size=args.image_size, block_out_channels=channels, attention=args.attention,
+                           arch=args.arch)
     train_cfg = DDPMTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     return model_cfg, train_cfg
 

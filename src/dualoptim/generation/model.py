@@ -25,6 +25,7 @@ from torch import nn
 from ..errors import ConfigError
 
 ATTENTION = ("none", "mid", "lowest")
+ARCHS = ("unet", "dit")
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,20 @@ class DDPMConfig:
     beta_start: float = 1e-4
     beta_end: float = 0.02
     cond_drop: float = 0.1
+    arch: str = "unet"
+    dit_layers: int = 4
+    dit_heads: int = 4
+    dit_head_dim: int = 16
+    patch_size: int = 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "block_out_channels", tuple(int(c) for c in self.block_out_channels))
+        if self.arch not in ARCHS:
+            raise ConfigError(f"unknown architecture {self.arch!r}; valid: {', '.join(ARCHS)}")
+        if self.arch == "dit" and (self.image_size % self.patch_size or min(self.dit_layers, self.dit_heads,
+                                                                             self.dit_head_dim) < 1):
+            raise ConfigError(f"DiT needs image_size ({self.image_size}) divisible by patch_size "
+                              f"({self.patch_size}) and positive layers/heads/head_dim")
         if self.attention not in ATTENTION:
             raise ConfigError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
         if not self.block_out_channels or any(c < 1 for c in self.block_out_channels):
@@ -117,8 +129,23 @@ def build_unet(cfg: DDPMConfig) -> nn.Module:
         num_class_embeds=cfg.num_classes + 1)
 
 
+def build_dit(cfg: DDPMConfig) -> nn.Module:
+    """A small pixel-space diffusers ``DiTTransformer2DModel`` (adaLN-Zero, class labels + null class)."""
+    diffusers = _import_diffusers()
+    net = diffusers.DiTTransformer2DModel(
+        num_attention_heads=cfg.dit_heads, attention_head_dim=cfg.dit_head_dim, in_channels=cfg.in_channels,
+        out_channels=cfg.in_channels, num_layers=cfg.dit_layers, sample_size=cfg.image_size,
+        patch_size=cfg.patch_size, num_embeds_ada_norm=cfg.num_classes)
+    # its label table already has the extra null row (index num_classes); the condition dropout is ours,
+    # so switch off the built-in one to not drop labels twice
+    for m in net.modules():
+        if hasattr(m, "dropout_prob") and hasattr(m, "embedding_table"):
+            m.dropout_prob = 0.0
+    return net
+
+
 class ConditionalDDPM(nn.Module):
-    """Epsilon-prediction DDPM over a class-conditional U-Net with a learned null class.
+    """Epsilon-prediction DDPM over a class-conditional U-Net (or DiT) with a learned null class.
 
     ``model(x_t, t, labels)`` returns the predicted noise; ``labels == model.null_class`` is the
     unconditional branch used by classifier-free guidance.
@@ -127,7 +154,7 @@ class ConditionalDDPM(nn.Module):
     def __init__(self, config: DDPMConfig, net: nn.Module | None = None) -> None:
         super().__init__()
         self.config = config
-        self.net = net if net is not None else build_unet(config)
+        self.net = net if net is not None else (build_dit(config) if config.arch == "dit" else build_unet(config))
         betas = torch.linspace(config.beta_start, config.beta_end, config.num_train_timesteps, dtype=torch.float64)
         self.register_buffer("alphas_cumprod", torch.cumprod(1 - betas, 0).float(), persistent=False)
 
