@@ -276,7 +276,7 @@ def test_cli_train_unlearn_eval(tmp_path, capsys):
                  "--forget-class", "2", "--fa-samples", "4", "--fd-samples", "3", "--fd-real", "5",
                  "--sample-steps", "2", "--json", str(tmp_path / "e.json"), "--grid", str(tmp_path / "g.png")]) == 0
     result = json.loads((tmp_path / "e.json").read_text())
-    assert set(result["metrics"]) == {"FA", "FD"} and result["eval"]["sampler"]["guidance"] == 2.0
+    assert set(result["metrics"]) == {"FA", "FD"} and result["eval"]["sampler"]["guidance"] == 0.5
     assert (tmp_path / "g.png").is_file()
     assert main(["gen", "unlearn", *common, "--forget-class", "12"]) == 2  # one-line error, exit 2
     assert "forget class" in capsys.readouterr().err
