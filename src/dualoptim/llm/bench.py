@@ -56,12 +56,12 @@ def _hash(obj: Any) -> str:
 def run_bench(preset: str | BenchPreset, prep: PrepareConfig, db: str = "runs/results.db",
               eval_cfg: EvalConfig | None = None, log: Any = print, **overrides: Any) -> list[dict[str, Any]]:
     """Run (or resume) a preset; returns the stored rows of its experiments."""
+    name = preset if isinstance(preset, str) else "custom"  # overrides (more seeds, fewer methods) keep the name
     if isinstance(preset, str):
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
         preset = PRESETS[preset]
     preset = replace(preset, **overrides) if overrides else preset
-    name = next((k for k, v in PRESETS.items() if v == preset), "custom")
     paths = model_paths(replace(prep, forget_splits=preset.splits))
     data = load_benchmark(prep.data)
     encoder = load_encoder((eval_cfg or EvalConfig()).encoder)
@@ -142,7 +142,8 @@ def format_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = ("MC*", 
                 cells.append("-")
                 continue
             mu, sd = mean_std(vals)
-            cells.append(f"{mu:.3f}" + (f" ± {sd:.3f}" if len(vals) > 1 else ""))
+            fmt = ".1e" if m.startswith("FQ") else ".3f"  # KS p-values span many orders of magnitude
+            cells.append(f"{mu:{fmt}}" + (f" ± {sd:{fmt}}" if len(vals) > 1 else ""))
         secs = [r["timings"]["unlearn_s"] for r in rs if "unlearn_s" in r["timings"]]
         mem = [r["timings"]["optimizer_state_mib"] for r in rs if "optimizer_state_mib" in r["timings"]]
         t = f"{mean_std(secs)[0]:.0f}" if secs else "-"

@@ -125,8 +125,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .evaluate import EvalConfig
 
     _threads(args)
-    overrides = {k: v for k, v in (("seeds", tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None),)
-                 if v is not None}
+    overrides: dict[str, Any] = {}
+    if args.seeds:
+        overrides["seeds"] = tuple(int(s) for s in args.seeds.split(","))
+    if args.methods:
+        overrides["methods"] = tuple(args.methods.split(","))
     rows = run_bench(args.preset, _prep_cfg(args), db=args.db,
                      eval_cfg=EvalConfig(max_new_tokens=args.max_new_tokens, encoder=args.encoder,
                                          max_items=args.max_items), log=_log,
@@ -210,6 +213,7 @@ def register(subparsers: Any) -> None:
     _common(p)
     p.add_argument("--preset", default="quick", choices=("quick", "full"))
     p.add_argument("--seeds", help="comma-separated seeds (overrides the preset)")
+    p.add_argument("--methods", help="comma-separated methods (overrides the preset), e.g. me+gd")
     p.add_argument("--db", default="runs/results.db")
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--max-items", type=int, default=0, help="evaluate at most this many items per split (0 = all)")
