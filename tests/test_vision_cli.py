@@ -84,3 +84,12 @@ def test_retrain_refuses_non_original(original, tmp_path):
     assert main(["retrain", "--original", str(r), "--forget", "random:0.1", "--out", str(tmp_path / "r2")]) == 2
     model, _, _ = load_classifier(r)
     assert torch.isfinite(model(torch.zeros(1, 1, 8, 8))).all()
+
+
+def test_threads_flag_does_not_leak(original, tmp_path):
+    before = torch.get_num_threads()
+    target = 1 if before != 1 else 2
+    assert main(["eval", "--checkpoint", str(original), "--forget", "class:0", "--no-svc", "--threads",
+                 str(target)]) == 0
+    assert torch.get_num_threads() == before
+    assert main(["eval", "--checkpoint", str(original), "--forget", "class:0", "--threads", "0"]) == 2

@@ -12,9 +12,11 @@ initialised and shuffled with ``--train-seed`` (default: ``--seed``, so trials d
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,13 +115,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # ------------------------------------------------------------------------------------ helpers
 
-def _setup(args: argparse.Namespace) -> None:
-    import torch
+def _with_threads(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run a command with ``--threads`` torch threads, restoring the previous count afterwards (so in-process
+    calls of ``dualoptim.cli.main`` do not change the caller's threading)."""
+    @functools.wraps(fn)
+    def run(args: argparse.Namespace) -> int:
+        import torch
 
-    if args.threads is not None:
+        if args.threads is None:
+            return fn(args)
         if args.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+        before = torch.get_num_threads()
         torch.set_num_threads(args.threads)
+        try:
+            return fn(args)
+        finally:
+            torch.set_num_threads(before)
+    return run
 
 
 def _check_out(args: argparse.Namespace) -> None:
@@ -174,12 +187,12 @@ def _timings(result: dict[str, Any]) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------------- commands
 
+@_with_threads
 def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import ClassifierMeta, save_classifier
     from .data import get_dataset_info, load_dataset
     from .metrics import accuracy
 
-    _setup(args)
     _check_out(args)
     info = get_dataset_info(args.dataset)
     model_name = args.model or info.default_model
@@ -206,12 +219,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+@_with_threads
 def cmd_retrain(args: argparse.Namespace) -> int:
     from .checkpoint import dataset_for, load_classifier, save_classifier, weights_digest
     from .forget import make_forget_split
     from .metrics import evaluate
 
-    _setup(args)
     _check_out(args)
     original, ometa, _ = load_classifier(args.original)
     if ometa.role != "original":
@@ -237,13 +250,13 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
+@_with_threads
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..io import atomic_write_json
     from .checkpoint import dataset_for, load_classifier
     from .forget import make_forget_split
     from .metrics import evaluate
 
-    _setup(args)
     model, meta, _ = load_classifier(args.checkpoint)
     stored = meta.split or {}
     spec = args.forget or stored.get("spec")
