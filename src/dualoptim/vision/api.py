@@ -380,7 +380,8 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
     """Remove the influence of ``forget`` from ``model`` (trained on ``forget`` + ``retain``) and audit it.
 
     Args:
-        model: a trained classifier; ``model(x)`` returns logits ``(N, num_classes)``. Changed in place.
+        model: a trained classifier; ``model(x)`` returns logits ``(N, num_classes)``. Changed in place (also
+            when an error stops the run part-way): pass ``copy.deepcopy(model)`` to keep the original.
         forget, retain, test: a map-style Dataset of ``(x, y)``, a DataLoader of ``(x, y)`` batches, or an
             ``(x, y)`` tensor pair. ``retain`` must not contain the forget samples; ``test`` (held-out data)
             is optional but needed for TA and both membership-inference attacks.
