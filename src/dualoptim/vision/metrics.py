@@ -46,7 +46,8 @@ DESCRIPTIONS = {
 @torch.no_grad()
 def predict_probs(model: nn.Module, x: torch.Tensor, batch_size: int = 256, channels_last: bool = True
                   ) -> torch.Tensor:
-    """Softmax outputs (float32, N x classes) of ``model`` in eval mode, batched; restores the mode after.
+    """Softmax outputs (float32, N x classes, on the CPU) of ``model`` in eval mode, batched on the model's
+    device; restores the mode after.
 
     With ``channels_last`` the model's weights are also put in channels_last (values unchanged), so a model
     evaluated right after training and the same model loaded from its checkpoint give bit-identical outputs
@@ -57,12 +58,13 @@ def predict_probs(model: nn.Module, x: torch.Tensor, batch_size: int = 256, chan
     if channels_last and x.ndim == 4:
         model.to(memory_format=torch.channels_last)
     try:
+        device = next(model.parameters()).device
         out = []
         for lo in range(0, len(x), batch_size):
-            xb = x[lo:lo + batch_size]
+            xb = x[lo:lo + batch_size].to(device, non_blocking=True)
             if channels_last and xb.ndim == 4:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            out.append(torch.softmax(model(xb).float(), dim=1))
+            out.append(torch.softmax(model(xb).float(), dim=1).cpu())
         return torch.cat(out) if out else torch.empty(0, 0)
     finally:
         model.train(was_training)

@@ -138,6 +138,7 @@ def train_classifier(model: nn.Module, data: ImageData, train_idx: torch.Tensor 
                           channels_last=cfg.channels_last)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    device = next(model.parameters()).device  # batches follow the model (data stays in host memory)
     opt = make_sgd(model.parameters(), cfg)
     steps_per_epoch = len(loader)
     total, warmup = cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)
@@ -149,8 +150,9 @@ def train_classifier(model: nn.Module, data: ImageData, train_idx: torch.Tensor 
     try:
         for epoch in range(cfg.epochs):
             # running sums stay tensors: no host sync per step
-            loss_sum, correct, count = torch.zeros(()), torch.zeros((), dtype=torch.int64), 0
+            loss_sum, correct, count = torch.zeros((), device=device), torch.zeros((), device=device), 0
             for xb, yb in loader:
+                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
                 lr = cfg.lr * lr_factor(step, total, warmup, cfg.schedule)
                 for group in opt.param_groups:
                     group["lr"] = lr
