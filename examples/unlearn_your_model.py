@@ -10,8 +10,9 @@
    returns the unlearned model and an audit (FA/UA/RA/TA, both MIA variants, Gap to Retrain, timings).
 4. The audit is written as ``audit.json`` and one self-contained ``audit.html``.
 
-About 25 s of CPU time (82 s wall measured on 2 CPU cores shared with other jobs); no GPU needed, and on a
-CUDA machine move the model to "cuda": the data follows it.
+About 25 s of CPU time (53 s and 82 s wall measured with ``--threads 1`` on 2 CPU cores shared with other jobs; with
+two threads on those busy cores it was over 10 minutes: intra-op threads then wait on each other). No GPU
+needed; on a CUDA machine move the model to "cuda" and the data follows it.
 """
 
 from __future__ import annotations
@@ -111,7 +112,10 @@ def main() -> None:
     p.add_argument("--method", default="salun", help="ft | ga | rl | salun | scrub | sfron")
     p.add_argument("--optim", default="adam+sgd", help="adam+sgd (DualOptim) or sgd (shared baseline)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
     args = p.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     start = time.perf_counter()
 
     torch.manual_seed(args.seed)
