@@ -72,6 +72,8 @@ def test_fashion_mnist_from_env_and_subfolder(tmp_path, monkeypatch):
 
 def test_missing_data_lists_three_ways(tmp_path, monkeypatch):
     monkeypatch.delenv(ENV_DATA_DIR, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr("dualoptim.vision.data.DEBIAN_FASHION_MNIST", tmp_path / "absent")
     with pytest.raises(DataNotFoundError) as e:
         load_dataset("fashion-mnist", data_dir=tmp_path)
     msg = str(e.value)
@@ -114,6 +116,13 @@ def test_cifar10_binary_and_python(tmp_path):
 class _Evil:
     def __reduce__(self):
         return (print, ("pwned",))
+
+
+def test_data_dir_first_then_system_location(tmp_path, monkeypatch):
+    monkeypatch.setattr("dualoptim.vision.data.DEBIAN_FASHION_MNIST", make_fashion(tmp_path / "system", n_train=40))
+    assert load_dataset("fashion-mnist", data_dir=make_fashion(tmp_path / "mine", n_train=30)).num_train == 30
+    (tmp_path / "empty").mkdir()
+    assert load_dataset("fashion-mnist", data_dir=tmp_path / "empty").num_train == 40
 
 
 def test_cifar_pickle_cannot_run_code(tmp_path):
@@ -197,7 +206,8 @@ def test_augmentations():
         make_augment("rotate")
 
 
-def test_incomplete_fashion_folder_names_missing_files(tmp_path):
+def test_incomplete_fashion_folder_names_missing_files(tmp_path, monkeypatch):
+    monkeypatch.setattr("dualoptim.vision.data.DEBIAN_FASHION_MNIST", tmp_path / "absent")
     folder = make_fashion(tmp_path / "fm")
     (folder / "t10k-images-idx3-ubyte.gz").unlink()
     with pytest.raises(DataNotFoundError, match="t10k-images-idx3-ubyte"):

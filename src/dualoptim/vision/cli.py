@@ -45,8 +45,8 @@ def _add_recipe_flags(p: argparse.ArgumentParser, defaults: bool) -> None:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", default=None, help="folder with the dataset files (else $DUALOPTIM_DATA_DIR, "
-                   "then the system location)")
+    p.add_argument("--data-dir", default=None, help="folder searched first for the dataset files (else "
+                   "$DUALOPTIM_DATA_DIR); then the system location and ~/.cache/dualoptim")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 

@@ -12,7 +12,8 @@ Public API (other modules build on these names):
 - ``make_augment(name)``: ``None``, ``"crop_flip"`` (pad 4 + random crop + horizontal flip, CIFAR),
   ``"crop"`` (no flip: SVHN digits must not be mirrored); applied to whole batches.
 
-Where data comes from (``data_dir`` > ``$DUALOPTIM_DATA_DIR`` > system location > torchvision download):
+Where data comes from, in order: ``data_dir`` (else ``$DUALOPTIM_DATA_DIR``), the system location, the download
+cache ``~/.cache/dualoptim``, then a torchvision download when torchvision is installed and the network allows:
 ``fashion-mnist`` reads the idx files of Debian's ``dataset-fashion-mnist`` (/usr/share/datasets/fashion-mnist);
 ``digits`` is scikit-learn's bundled 8x8 digits (fixed stratified 1347/450 split, for fast tests);
 ``cifar10``/``cifar100`` read ``cifar-10-batches-{py,bin}`` / ``cifar-100-{python,binary}``; ``svhn`` reads
@@ -231,7 +232,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, trai
 
     Args:
         name: one of :func:`list_datasets`.
-        data_dir: folder holding the files (else ``$DUALOPTIM_DATA_DIR``, then the system location).
+        data_dir: folder searched first (else ``$DUALOPTIM_DATA_DIR``); then the system location and the cache.
         train_subset: keep a stratified seeded subset of this many training images (fast presets).
         subset_seed: seed of that subset.
     """
@@ -287,10 +288,11 @@ def _locate(name: str, folder: Path | None, subdirs: tuple[str, ...], find: Call
             how: str, torchvision_name: str | None = None, system: Path | None = None) -> tuple:
     """Load a dataset with ``find(dir)`` (None when absent) from the first folder holding it.
 
-    Searched: ``folder`` (when given; otherwise ``system`` and the download cache), each also with ``subdirs``;
-    then a torchvision download into the cache. Absent everywhere: one error saying how to provide it.
+    Searched: ``folder`` (``--data-dir`` or ``$DUALOPTIM_DATA_DIR``), ``system`` and the download cache, each
+    also with ``subdirs``; then a torchvision download (into ``folder`` if given, else the cache). Absent
+    everywhere: one error listing what was searched and how to provide the data.
     """
-    roots = [folder] if folder is not None else [r for r in (system, _cache_root(None)) if r is not None]
+    roots = list(dict.fromkeys(r for r in (folder, system, _cache_root(None)) if r is not None))
     searched: list[Path] = []
 
     def search(root: Path) -> tuple | None:
