@@ -49,10 +49,11 @@ def checkpoints(tmp_path_factory):
 
 def test_audit_command_writes_json_and_html(checkpoints, capsys):
     root, data, split, models = checkpoints
+    threads = torch.get_num_threads()
     rc = main(["audit", "--original", str(root / "orig"), "--unlearned", str(root / "un"), "--retrain",
                str(root / "re"), "--forget", "random:0.1", "--seed", "4", "--json", str(root / "a.json"),
-               "--html", str(root / "a.html"), "--threads", "1"])
-    assert rc == 0
+               "--html", str(root / "a.html"), "--threads", "2"])
+    assert rc == 0 and torch.get_num_threads() == threads  # --threads applies to the command only
     assert "Gap=" in capsys.readouterr().out
     a = json.loads((root / "a.json").read_text())
     assert a["method"] == "salun" and a["optim"] == "adam+sgd" and a["timings"]["unlearn_s"] == 1.5

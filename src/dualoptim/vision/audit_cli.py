@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .cli import _with_threads
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,18 +48,13 @@ def _same_data(name: str, meta: Any, ref: Any) -> None:
                               f"{getattr(ref, key)!r}: it was not made from the same training set")
 
 
+@_with_threads
 def cmd_audit(args: argparse.Namespace) -> int:
-    import torch
-
     from .audit import Audit
     from .checkpoint import dataset_for, load_classifier, weights_digest
     from .forget import make_forget_split
     from .metrics import evaluate
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
     original, ometa, _ = load_classifier(args.original)
     unlearned, umeta, _ = load_classifier(args.unlearned)
     _same_data("unlearned", umeta, ometa)
