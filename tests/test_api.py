@@ -87,6 +87,8 @@ def test_audit_fields_match_direct_metric_calls(task):
         assert key in a, key
     assert a["method"] == "rl" and a["optim"] == "adam+sgd" and a["sizes"] == {"forget": 24, "retain": 216, "test": 60}
     assert a["hyperparameters"]["forget_lr"] > 0 and a["timings"]["unlearn_s"] > 0
+    assert a["hyperparameters"]["forget_steps"] == 2 * 1 and a["hyperparameters"]["lr_source"].startswith("default")
+    assert a["hyperparameters"]["forget_lr"] == pytest.approx(1e-3)  # 1 batch x 2 epochs: scaled 10x (the cap)
     assert "member" in a["metric_definitions"]["MIA"] and "non-member" in a["metric_definitions"]["MIA_SVC"]
     assert set(a["unlearned"]) == {"FA", "UA", "RA", "TA", "MIA", "MIA_SVC"}
     (fx, fy), (rx, ry), (tx, ty) = task.forget, task.retain, task.test

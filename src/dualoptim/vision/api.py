@@ -438,8 +438,10 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
         schedule = Schedule(**{**schedule.__dict__, "epochs": epochs})
     if iterations is not None:
         schedule = Schedule(**{**schedule.__dict__, "iterations": iterations})
+    lr_source = "given" if forget_lr is not None and retain_lr is not None else "default (docs/defaults.md)"
+    n_forget_steps = forget_steps(schedule, len(sets.forget)) if m.uses_forget else 0
     if forget_lr is None or retain_lr is None:
-        d_forget, d_retain = default_lrs(info.name, optim, forget_steps(schedule, len(sets.forget)))
+        d_forget, d_retain = default_lrs(info.name, optim, n_forget_steps)
         forget_lr = d_forget if forget_lr is None else forget_lr
         retain_lr = d_retain if retain_lr is None else retain_lr
     recipe = None
@@ -485,7 +487,8 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
     timings["eval_s"] = eval_s
     timings["total_s"] = time.perf_counter() - total_start
 
-    hyper = {"forget_lr": forget_lr, "retain_lr": retain_lr, "batch_size": batch_size, "seed": seed,
+    hyper = {"forget_lr": forget_lr, "retain_lr": retain_lr, "lr_source": lr_source, "forget_steps": n_forget_steps,
+             "batch_size": batch_size, "seed": seed,
              "method_options": {k: v for k, v in m.__dict__.items() if k in {o.name for o in info.options}},
              "optim_options": dict(optim_options or {}), "schedule": dict(schedule.__dict__),
              "retrain_recipe": recipe.to_dict() if recipe is not None else None,
