@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from dualoptim.cli import main
 from dualoptim.errors import ConfigError
@@ -54,8 +55,17 @@ def count_rows(db: Path) -> int:
         con.close()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Float results depend on the thread count (reduction order): every run here uses one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(tmp_path_factory, one_thread):
     """One uninterrupted run of the tiny benchmark."""
     root = tmp_path_factory.mktemp("bench")
     cfg = BenchConfig(**TINY)
@@ -117,7 +127,7 @@ def test_killed_run_resumes_to_the_same_table(finished, tmp_path):
     config = write_config(tmp_path)
     new_root = tmp_path / "runs"
     cmd = [sys.executable, "-m", "dualoptim.cli", "bench", "--config", str(config), "--root", str(new_root),
-           "--no-progress"]
+           "--no-progress", "--threads", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     while count_rows(new_root / "results.db") < 3 and proc.poll() is None and time.time() < deadline:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import sqlite3
 
 import pytest
@@ -165,6 +166,10 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
     tensors, meta = load_checkpoint(ck)
     assert torch.equal(tensors["w"], torch.ones(2)) and meta == {"model": "cnn", "v": 2}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (ck.stat().st_mode & 0o777) == 0o777 & ~mask  # not mkdtemp's 0700
+    assert ((ck / "meta.json").stat().st_mode & 0o777) == 0o666 & ~mask
     with pytest.raises(DataNotFoundError, match="not found"):
         load_checkpoint(tmp_path / "nope")
     (ck / "model.safetensors").write_bytes((ck / "model.safetensors").read_bytes()[:20])

@@ -1,6 +1,13 @@
 """dualoptim: machine unlearning with decoupled forget/retain optimizers (DualOptim)."""
 
-from .optim import (
+import os
+
+# OpenMP threads that spin while waiting make 2-thread CPU training 4-10x slower whenever the cores are
+# shared with any other process (measured, docs/benchmarks.md). It only takes effect if set before torch
+# is first imported; an explicit user setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from .optim import (  # noqa: E402
     DualOptimizer,
     PhasedOptimizer,
     SharedOptimizer,

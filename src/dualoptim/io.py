@@ -24,6 +24,12 @@ WEIGHTS = "model.safetensors"
 META = "meta.json"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -43,6 +49,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the permissions of a normal file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -74,10 +81,13 @@ def save_checkpoint(directory: str | os.PathLike[str], tensors: Mapping[str, tor
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
     try:
+        mask = _umask()
+        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700; give the permissions of a normal folder
         contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         save_file(contiguous, str(tmp / WEIGHTS))
         (tmp / META).write_text(json.dumps(dict(meta), indent=2, sort_keys=True, allow_nan=False) + "\n")
         for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~mask)
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         for attempt in range(5):  # another process may write the same checkpoint at the same time

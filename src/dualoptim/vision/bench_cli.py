@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from ..errors import ConfigError
 
 
@@ -23,7 +25,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         cfg.__post_init__()
     ctx = BenchContext(root=Path(args.root), db=Path(args.db) if args.db else None, data_dir=args.data_dir,
                        progress=not args.no_progress)
-    run_bench(cfg, ctx)
+    threads = torch.get_num_threads()
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    try:
+        run_bench(cfg, ctx)
+    finally:
+        torch.set_num_threads(threads)
     return 0
 
 
@@ -52,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", default="runs", help="folder for the database, model cache and outputs (default: runs)")
     p.add_argument("--db", help="results database (default: ROOT/results.db)")
     p.add_argument("--data-dir", help="dataset folder (default: $DUALOPTIM_DATA_DIR or the system location)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (results are bit-identical for equal counts)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_bench)
     p = sub.add_parser("report", help="regenerate a benchmark's tables and figures from the database alone")
