@@ -39,10 +39,11 @@ GRID: tuple[tuple[str, str, float], ...] = (
     ("sfron", "adam+sgd", 3e-5), ("sfron", "adam+sgd", 1e-4), ("sfron", "adam+sgd", 3e-4),
     ("salun", "sgd", 3e-3), ("salun", "sgd", 1e-3),
     ("salun", "adam+sgd", 1.3e-4), ("salun", "adam+sgd", 4e-4),
-    ("sfron", "sgd", 1e-2), ("sfron", "sgd", 3e-3),
-    ("sfron", "adam+sgd", 1e-3), ("salun", "sgd", 3e-4),
+    ("sfron", "sgd", 1e-2), ("sfron", "sgd", 3e-2), ("sfron", "sgd", 0.1),
+    ("sfron", "adam+sgd", 1e-3), ("salun", "sgd", 3e-4), ("salun", "adam+sgd", 1.3e-3),
+    ("sfron", "adam+sgd", 3e-3), ("salun", "adam+sgd", 4e-3),
     ("scrub", "adam+adam", 1.5e-4), ("scrub", "adam", 1e-4),
-    ("scrub", "adam+adam", 5e-4), ("scrub", "adam", 3e-4), ("salun", "adam+sgd", 1.3e-3),
+    ("scrub", "adam+adam", 5e-4), ("scrub", "adam", 3e-4),
 )
 
 
@@ -55,6 +56,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=None, help="METHOD:OPTIM entries of GRID to run (default all)")
     ap.add_argument("--out", required=True, help="JSON-lines results file (appended, resumable)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--summary", action="store_true", help="only print the table of the finished runs")
     args = ap.parse_args()
     if set(args.seeds) & set(range(5)):
         raise SystemExit("validation seeds must not be the reported seeds 0-4")
@@ -76,7 +78,7 @@ def main() -> None:
             r = json.loads(line)
             done[(r["method"], r["optim"], r["forget_lr"], r["seed"])] = r
     grid = [g for g in GRID if args.only is None or f"{g[0]}:{g[1]}" in args.only]
-    for method, optim, lr in grid:
+    for method, optim, lr in [] if args.summary else grid:
         for s in args.seeds:
             if (method, optim, lr, s) in done:
                 continue
