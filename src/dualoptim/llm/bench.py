@@ -38,8 +38,8 @@ class BenchPreset:
     batch_size: int = 16
     forget_lr: float = 1e-4
     retain_lr: float = 1e-4
-    # per-method step size (forget = retain), same for every scheme; picked by one-epoch probes (docs/benchmarks.md)
-    method_lr: tuple[tuple[str, float], ...] = (("idk+ap", 3e-4),)
+    # per-method step size (forget = retain), the same for every scheme (empty: forget_lr/retain_lr for all)
+    method_lr: tuple[tuple[str, float], ...] = ()
 
 
 PRESETS = {
@@ -129,12 +129,14 @@ def run_bench(preset: str | BenchPreset, prep: PrepareConfig, db: str = "runs/re
 
 def format_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = ("MC*", "FE*", "Avg*", "FQ_ks")) -> str:
     """Markdown table: one row per (split, method, scheme), mean ± std over seeds, time and optimizer memory."""
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["experiment"].split("/")[-1], r["method"], r["optimizer"]), []).append(r)
-    head = "| split | method | scheme | n | " + " | ".join(metrics) + " | unlearn s | opt. state MiB |"
+        lr = r["params"].get("unlearn", {}).get("forget_lr")
+        groups.setdefault((r["experiment"].split("/")[-1], r["method"], r["optimizer"], f"{lr:g}" if lr else "-"),
+                          []).append(r)
+    head = "| split | method | scheme | lr | n | " + " | ".join(metrics) + " | unlearn s | opt. state MiB |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for (split, method, scheme), rs in groups.items():
+    for (split, method, scheme, lr), rs in groups.items():
         cells = []
         for m in metrics:
             vals = [r["metrics"][m] for r in rs if r["metrics"].get(m) is not None]
@@ -148,5 +150,5 @@ def format_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = ("MC*", 
         mem = [r["timings"]["optimizer_state_mib"] for r in rs if "optimizer_state_mib" in r["timings"]]
         t = f"{mean_std(secs)[0]:.0f}" if secs else "-"
         mm = f"{mean_std(mem)[0]:.1f}" if mem else "-"
-        lines.append(f"| {split} | {method} | {scheme} | {len(rs)} | " + " | ".join(cells) + f" | {t} | {mm} |")
+        lines.append(f"| {split} | {method} | {scheme} | {lr} | {len(rs)} | " + " | ".join(cells) + f" | {t} | {mm} |")
     return "\n".join(lines)
