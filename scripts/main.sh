@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The main job on the embedded default (sets up .venv first). Extra arguments are passed on.
+# The main job on the embedded default (sets up .venv first): the `quick` benchmark — Fashion-MNIST,
+# 5 trials, Retrain + SFRon/SalUn/SCRUB each with the shared optimizer and with DualOptim.
+# Prints the Table-1 style table; outputs in runs/quick/. Extra arguments go to `dualoptim bench`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python examples/own_loop.py "$@"
+exec .venv/bin/dualoptim bench --preset quick "$@"
