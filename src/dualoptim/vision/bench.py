@@ -210,6 +210,8 @@ def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str)
         rkey = run_key(kind="retrain", original=okey, forget=split.digest)
         if not store.has(rkey):
             retrain, rtime, hit = _train_or_load("retrain", rkey, cfg, ctx, data, split)
+            _log(f"[bench {cfg.name}] trial {trial + 1}/{len(cfg.seeds)} Retrain {'from cache' if hit else 'trained'} "
+                 f"({rtime.get('train_s', 0):.0f} s; {(time.perf_counter() - start) / 60:.1f} min elapsed)")
             metrics = evaluate(retrain, data, split, seed=seed, svc_max_samples=cfg.svc_samples)
             store.put(rkey, experiment=exp, trial=trial, method=report.RETRAIN, optimizer="-", metrics=metrics,
                       params={"recipe": cfg.recipe, "seed": seed, "forget": cfg.forget}, forget_hash=split.digest,
