@@ -14,6 +14,8 @@ mkdir -p "$dir"
     --no-progress --out "$dir/original"
 [ -d "$dir/retrain-$seed" ] || $do retrain --original "$dir/original" --forget random:0.1 --seed "$seed" \
     --no-svc --no-progress --out "$dir/retrain-$seed"
+[ -f "$dir/original-$seed.json" ] || $do eval --checkpoint "$dir/original" --forget random:0.1 --seed "$seed" \
+    --no-svc --json "$dir/original-$seed.json" > /dev/null
 for method in ft ga rl salun scrub sfron; do
   for mode in shared dual; do
     optim=$($py -c "from dualoptim.vision.methods import get_method_info as g; i=g('$method'); \
@@ -27,7 +29,8 @@ $py - "$dir" "$seed" <<'EOF'
 import json, sys
 from pathlib import Path
 d, seed = Path(sys.argv[1]), sys.argv[2]
-rows = [("Retrain", "", json.loads((d / f"retrain-{seed}" / "meta.json").read_text())["metrics"], None)]
+rows = [("Retrain", "", json.loads((d / f"retrain-{seed}" / "meta.json").read_text())["metrics"], None),
+        ("Original", "", json.loads((d / f"original-{seed}.json").read_text())["metrics"], None)]
 for m in ("ft", "ga", "rl", "salun", "scrub", "sfron"):
     for mode in ("shared", "dual"):
         r = json.loads((d / f"{m}-{mode}-{seed}" / "metrics.json").read_text())
