@@ -93,6 +93,14 @@ class DDPMConfig:
         d["block_out_channels"] = list(self.block_out_channels)
         return d
 
+    def key_dict(self) -> dict[str, Any]:
+        """The fields that determine the network: those of the other architecture are left out, so adding
+        options to one architecture does not change the cache keys of the other's checkpoints."""
+        dit = ("arch", "dit_layers", "dit_heads", "dit_head_dim", "patch_size")
+        unet = ("block_out_channels", "layers_per_block", "attention", "norm_num_groups")
+        drop = dit if self.arch == "unet" else unet
+        return {k: v for k, v in self.to_dict().items() if k not in drop}
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DDPMConfig:
         unknown = sorted(set(d) - set(cls.__dataclass_fields__))

@@ -108,7 +108,7 @@ def train_ddpm(model: ConditionalDDPM, x: torch.Tensor, y: torch.Tensor, cfg: DD
 
 def ddpm_key(dataset: str, model_cfg: DDPMConfig, train_cfg: DDPMTrainConfig, train_subset: int | None) -> str:
     """The content key of a DDPM checkpoint (everything that determines its weights)."""
-    return run_key(kind="ddpm", dataset=dataset, model=model_cfg.to_dict(), train=asdict(train_cfg),
+    return run_key(kind="ddpm", dataset=dataset, model=model_cfg.key_dict(), train=asdict(train_cfg),
                    train_subset=train_subset)
 
 
