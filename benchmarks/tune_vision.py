@@ -42,8 +42,8 @@ GRID: tuple[tuple[str, str, float], ...] = (
     ("sfron", "sgd", 1e-2), ("sfron", "sgd", 3e-2), ("sfron", "sgd", 0.1),
     ("sfron", "adam+sgd", 1e-3), ("salun", "sgd", 3e-4), ("salun", "adam+sgd", 1.3e-3),
     ("sfron", "adam+sgd", 3e-3), ("salun", "adam+sgd", 4e-3),
-    ("scrub", "adam+adam", 1.5e-4), ("scrub", "adam", 1e-4),
-    ("scrub", "adam+adam", 5e-4), ("scrub", "adam", 3e-4),
+    ("scrub", "adam+adam", 1.5e-4), ("scrub", "adam+adam", 5e-4), ("scrub", "adam+adam", 1.5e-3),
+    ("scrub", "adam", 1e-4), ("scrub", "adam", 3e-4),
 )
 
 

@@ -58,7 +58,7 @@ PRESETS: dict[str, dict[str, dict[str, Preset]]] = {
                   "dual": _p("adam+sgd", 1e-4, 0.01, iterations=1500, options={"alpha": 1.0, "t_in": 5})},
     },
     # Offline default. Budgets: epoch-mode methods 2 epochs (forget 1k + retain 9k images per epoch), SFRon
-    # 200 iterations (200 retain + 40 forget steps). Forget lrs of SFRon/SalUn: the lowest Gap to Retrain on
+    # 200 iterations (200 retain + 40 forget steps). Forget lrs of SFRon/SalUn/SCRUB+DO: the lowest Gap to Retrain on
     # validation seeds 100-101 (benchmarks/tune_vision.py, docs/tuning.md); retain lrs are the paper's.
     "fashion-mnist-quick": {
         "ft": {"shared": _p("sgd", 0.01, 0.01, epochs=2, source="paper lr, budget scaled"),
@@ -68,7 +68,8 @@ PRESETS: dict[str, dict[str, dict[str, Preset]]] = {
         "rl": {"shared": _p("sgd", 3e-4, 0.01, epochs=2, source="SalUn's searched lr (same losses, no mask)"),
                "dual": _p("adam+sgd", 1.3e-3, 0.01, epochs=2, source="SalUn's searched lr (same losses, no mask)")},
         "scrub": {"shared": _p("adam", 1e-4, 1e-4, epochs=2, source="paper lr, budget scaled; not searched"),
-                  "dual": _p("adam+adam", 1.5e-4, 1e-4, epochs=2, source="paper lr, budget scaled; not searched")},
+                  "dual": _p("adam+adam", 5e-4, 1e-4, epochs=2, source="searched (Gap 3.33 vs 3.46 at the paper's "
+                                                                       "1.5e-4: within noise)")},
         "salun": {"shared": _p("sgd", 3e-4, 0.01, epochs=2, options={"ratio": 0.5},
                                source="searched (grid edge; all values damage RA)"),
                   "dual": _p("adam+sgd", 1.3e-3, 0.01, epochs=2, options={"ratio": 0.5}, source="searched")},
