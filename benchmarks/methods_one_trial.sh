@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One trial of every method x {shared, DualOptim} on the offline default, from the CLI (docs/results.md,
 # "Methods, one trial"). Usage: bash benchmarks/methods_one_trial.sh RUN_DIR [SEED]
-# RUN_DIR/original is trained if missing (Fashion-MNIST 10k subset, cnn, 8 epochs: the bench `quick` model);
+# RUN_DIR/original is trained if missing (Fashion-MNIST 10k subset, cnn, 8 epochs: the model the presets were searched on);
 # learning rates and budgets come from the fashion-mnist-quick preset. Existing outputs are reused.
 set -euo pipefail
 dir=${1:?usage: methods_one_trial.sh RUN_DIR [SEED]}
