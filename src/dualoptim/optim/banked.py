@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from .extra import run_closure
 from .factory import _fast_kwargs, get_optimizer_info
 from .phased import PHASES, _check_phase, _PhaseContext
 
@@ -119,10 +120,7 @@ class BankedOptimizer(Optimizer):
         if len(self._grad_phases) > 1:
             raise RuntimeError("the gradients of this step come from both forget and retain micro-batches; "
                                "accumulate micro-batches of one phase per step")
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         phase = self._phase
         kernel = self._kernels[phase]
         kernel.param_groups = [{**g[phase], "params": g["params"], "lr": self.lr_of(phase, i)}

@@ -10,6 +10,14 @@ import torch
 from torch.optim import Optimizer
 
 
+def run_closure(closure: Any) -> Any:
+    """Evaluate an optimizer ``step(closure)``'s closure with gradients enabled (None without one)."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 def _check(name: str, value: float, low: float = 0.0, high: float | None = None) -> None:
     if not value >= low or (high is not None and not value < high):
         raise ValueError(f"invalid {name}: {value}")
@@ -28,10 +36,7 @@ class Lion(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # noqa: D102
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         for group in self.param_groups:
             lr, (b1, b2), wd = group["lr"], group["betas"], group["weight_decay"]
             for p in group["params"]:
@@ -78,10 +83,7 @@ class Muon(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # noqa: D102
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         for group in self.param_groups:
             lr, wd = group["lr"], group["weight_decay"]
             for p in group["params"]:
@@ -140,10 +142,7 @@ class PartiallySharedAdam(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # noqa: D102
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         km, kv = self._key("m"), self._key("v")
         for group in self.param_groups:
             (b1, b2), lr = group["betas"], group["lr"]

@@ -34,12 +34,9 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from .extra import _check, run_closure
+
 _BITS = 1 << 16
-
-
-def _check(name: str, value: float, low: float = 0.0, high: float | None = None) -> None:
-    if not value >= low or (high is not None and not value < high):
-        raise ValueError(f"invalid {name}: {value}")
 
 
 class StochasticRounder:
@@ -129,10 +126,7 @@ class AdamBF16(_LeanOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # noqa: D102
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         for group in self.param_groups:
             lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
             for p in group["params"]:
@@ -210,10 +204,7 @@ class SGDBF16(_LeanOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # noqa: D102
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         for group in self.param_groups:
             lr, mu, damp, wd = group["lr"], group["momentum"], group["dampening"], group["weight_decay"]
             for p in group["params"]:

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from .extra import run_closure
+
 PHASES = ("forget", "retain")
 Mask = Mapping[torch.Tensor, torch.Tensor]
 
@@ -156,10 +158,7 @@ class PhasedOptimizer(Optimizer):
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
         """Perform one optimization step of the active phase (see ``set_phase``)."""
         phase = self._active_phase()
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         with self._masked(phase):
             self._step_phase(phase)
         return loss
