@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check src tests examples benchmarks 2>/dev/null || .venv/bin/ruff check src tests examples
+.venv/bin/ruff check src tests examples benchmarks
 exec .venv/bin/python -m pytest "$@"
