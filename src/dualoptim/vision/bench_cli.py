@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from ..errors import ConfigError
+from .cli import _with_threads
 
 
+@_with_threads
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import BenchConfig, BenchContext, run_bench
     from .bench_presets import get_bench_preset, list_bench_presets
@@ -25,15 +25,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         cfg.__post_init__()
     ctx = BenchContext(root=Path(args.root), db=Path(args.db) if args.db else None, data_dir=args.data_dir,
                        progress=not args.no_progress)
-    threads = torch.get_num_threads()
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    try:
-        run_bench(cfg, ctx)
-    finally:
-        torch.set_num_threads(threads)
+    run_bench(cfg, ctx)
     return 0
 
 
