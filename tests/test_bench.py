@@ -18,6 +18,7 @@ from dualoptim.cli import main
 from dualoptim.errors import ConfigError
 from dualoptim.vision.bench import BenchConfig, BenchContext, RunSpec, run_bench
 from dualoptim.vision.bench_presets import get_bench_preset, list_bench_presets
+from dualoptim.vision.unlearn import UnlearnConfig
 
 TINY = {
     "name": "tiny",
@@ -152,8 +153,13 @@ def test_presets_and_config_errors(tmp_path):
     assert quick.train_subset == 10_000 and quick.seeds == [0, 1, 2, 3, 4]
     assert {(r.method, "+" in r.optim) for r in quick.runs} == {(m, d) for m in ("sfron", "salun", "scrub")
                                                                 for d in (False, True)}
-    lrs = {r.config["forget_lr"] for r in get_bench_preset("sensitivity").runs if r.optim == "sgd"}
-    assert max(lrs) / min(lrs) >= 30
+    grids: dict[tuple[str, str], list[float]] = {}
+    for r in get_bench_preset("sensitivity").runs:
+        grids.setdefault((r.method, r.optim), []).append(r.config["forget_lr"])
+    assert {m for m, _ in grids} == {"salun", "sfron"} and len(grids) == 4
+    for (method, optim), lrs in grids.items():  # >= 30x, centred on the preset's tuned forget lr
+        assert max(lrs) / min(lrs) >= 30
+        assert sorted(lrs)[len(lrs) // 2] == UnlearnConfig.from_preset(method, optim, dataset="fashion-mnist").forget_lr
     with pytest.raises(ConfigError, match="unknown benchmark preset"):
         get_bench_preset("fast")
     with pytest.raises(ConfigError, match="at least one run"):

@@ -204,19 +204,26 @@ def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str)
     original, otime, hit = _train_or_load("original", okey, cfg, ctx, data, None)
     _log(f"[bench {cfg.name}] original model {'from cache' if hit else 'trained'} ({otime.get('train_s', 0):.0f} s)")
     total = len(cfg.seeds) * (1 + len(cfg.runs))
-    done = 0
+    done, computed, spent = 0, 0, 0.0  # jobs passed; jobs run by this process and their seconds (time-left estimate)
+
+    def where(starting: bool = False) -> str:  # starting: the job numbered `done` has not run yet
+        eta = f", ~{spent / computed * (total - done + starting) / 60:.1f} min left" if computed else ""
+        return f"{done}/{total}, {(time.perf_counter() - start) / 60:.1f} min elapsed{eta}"
+
     for trial, seed in enumerate(cfg.seeds):
         split = make_forget_split(cfg.forget, data.train_y, seed)
         rkey = run_key(kind="retrain", original=okey, forget=split.digest)
+        done += 1
         if not store.has(rkey):
+            t_job = time.perf_counter()
             retrain, rtime, hit = _train_or_load("retrain", rkey, cfg, ctx, data, split)
-            _log(f"[bench {cfg.name}] trial {trial + 1}/{len(cfg.seeds)} Retrain {'from cache' if hit else 'trained'} "
-                 f"({rtime.get('train_s', 0):.0f} s; {(time.perf_counter() - start) / 60:.1f} min elapsed)")
             metrics = evaluate(retrain, data, split, seed=seed, svc_max_samples=cfg.svc_samples)
             store.put(rkey, experiment=exp, trial=trial, method=report.RETRAIN, optimizer="-", metrics=metrics,
                       params={"recipe": cfg.recipe, "seed": seed, "forget": cfg.forget}, forget_hash=split.digest,
                       timings=rtime, extra={"cache_hit": hit})
-        done += 1
+            computed, spent = computed + 1, spent + time.perf_counter() - t_job
+            _log(f"[bench {cfg.name}] trial {trial + 1}/{len(cfg.seeds)} Retrain {'from cache' if hit else 'trained'} "
+                 f"({rtime.get('train_s', 0):.0f} s; {where()})")
         for run in cfg.runs:
             ucfg = UnlearnConfig.from_preset(run.method, run.optim, preset=cfg.unlearn_preset, seed=seed,
                                              eval_every=cfg.eval_every, track_grads=cfg.track_grads, **run.config)
@@ -226,11 +233,10 @@ def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str)
             done += 1
             if store.has(key):
                 continue
+            _log(f"[bench {cfg.name}] trial {trial + 1}/{len(cfg.seeds)} {run.row} ({where(starting=True)})")
+            t_job = time.perf_counter()
             model, _, _ = load_classifier(ctx.cache / f"original-{okey}")
             callbacks = [_curve_callback(data, split, cfg.curve_samples, seed)] if cfg.eval_every else []
-            elapsed = time.perf_counter() - start
-            _log(f"[bench {cfg.name}] trial {trial + 1}/{len(cfg.seeds)} {run.row}"
-                 f" ({done}/{total}, {elapsed / 60:.1f} min elapsed)")
             model, result = unlearn_classifier(model, data, split, ucfg, callbacks=callbacks, progress=ctx.progress)
             t0 = time.perf_counter()
             metrics = evaluate(model, data, split, seed=seed, svc_max_samples=cfg.svc_samples)
@@ -242,6 +248,7 @@ def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str)
                       timings={"unlearn_s": result.seconds, "prepare_s": result.prepare_seconds,
                                "eval_s": time.perf_counter() - t0, "steps": result.steps,
                                "state_bytes": result.state_bytes})
+            computed, spent = computed + 1, spent + time.perf_counter() - t_job
     _log(f"[bench {cfg.name}] finished in {(time.perf_counter() - start) / 60:.1f} min")
 
 
