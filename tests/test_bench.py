@@ -96,6 +96,18 @@ def test_rows_outputs_and_summary_schema(finished):
     assert "Retrain" in (out / "table.md").read_text().splitlines()[2]
 
 
+def test_two_experiments_share_models_not_rows(finished):
+    """A second benchmark on the same root reuses the cached original and Retrain models but gets its own rows
+    (a Retrain row stored by another experiment must not leave this one without its Gap reference)."""
+    root, _ = finished
+    models = sorted(p.name for p in (root / "cache").iterdir())
+    cfg = BenchConfig(**{**TINY, "name": "tiny-2", "runs": TINY["runs"][:1]})
+    table = run_bench(cfg, BenchContext(root=root, progress=False))
+    assert [(r["method"], r["trials"]) for r in table] == [("Retrain", 2), ("salun", 2)]
+    assert sorted(p.name for p in (root / "cache").iterdir()) == models  # nothing retrained
+    assert count_rows(root / "results.db") == 2 * (1 + 3) + 2 * (1 + 1)
+
+
 def test_second_run_hits_every_cache(finished, capsys):
     root, table = finished
     db = root / "results.db"

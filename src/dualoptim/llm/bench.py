@@ -70,8 +70,8 @@ def run_bench(preset: str | BenchPreset, prep: PrepareConfig, db: str = "runs/re
     for split in preset.splits:
         ecfg = replace(eval_cfg or EvalConfig(), forget_split=split)
         experiment = f"llm/{name}/{split}"
-        base = {"v": BENCH_VERSION, "models": str(paths["full"]), "split": split, "eval": asdict(ecfg),
-                "encoder": encoder.label if encoder else "none"}
+        base = {"v": BENCH_VERSION, "experiment": experiment, "models": str(paths["full"]), "split": split,
+                "eval": asdict(ecfg), "encoder": encoder.label if encoder else "none"}
         forget_hash = _hash(data[split])
 
         def evaluate_model(path: Any, retain_tr: list[float] | None, ecfg: EvalConfig = ecfg) -> dict[str, Any]:

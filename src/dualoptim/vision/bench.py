@@ -212,11 +212,13 @@ def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str)
 
     for trial, seed in enumerate(cfg.seeds):
         split = make_forget_split(cfg.forget, data.train_y, seed)
-        rkey = run_key(kind="retrain", original=okey, forget=split.digest)
+        mkey = run_key(kind="retrain", original=okey, forget=split.digest)  # model cache: content only
+        # Result rows are per experiment: two benchmarks sharing a database and a Retrain model both get its row.
+        rkey = run_key(kind="retrain-row", experiment=exp, model=mkey, svc_samples=cfg.svc_samples)
         done += 1
         if not store.has(rkey):
             t_job = time.perf_counter()
-            retrain, rtime, hit = _train_or_load("retrain", rkey, cfg, ctx, data, split)
+            retrain, rtime, hit = _train_or_load("retrain", mkey, cfg, ctx, data, split)
             metrics = evaluate(retrain, data, split, seed=seed, svc_max_samples=cfg.svc_samples)
             store.put(rkey, experiment=exp, trial=trial, method=report.RETRAIN, optimizer="-", metrics=metrics,
                       params={"recipe": cfg.recipe, "seed": seed, "forget": cfg.forget}, forget_hash=split.digest,
@@ -228,8 +230,8 @@ def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str)
             ucfg = UnlearnConfig.from_preset(run.method, run.optim, preset=cfg.unlearn_preset, seed=seed,
                                              eval_every=cfg.eval_every, track_grads=cfg.track_grads, **run.config)
             params = ucfg.to_dict()
-            key = run_key(kind="unlearn", original=okey, forget=split.digest, params=params,
-                          curve_samples=cfg.curve_samples)
+            key = run_key(kind="unlearn", experiment=exp, original=okey, forget=split.digest, params=params,
+                          curve_samples=cfg.curve_samples, svc_samples=cfg.svc_samples)
             done += 1
             if store.has(key):
                 continue
