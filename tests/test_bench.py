@@ -76,15 +76,15 @@ def finished(tmp_path_factory, one_thread):
 
 def test_rows_outputs_and_summary_schema(finished):
     root, table = finished
-    assert count_rows(root / "results.db") == 2 * (1 + 3)
+    assert count_rows(root / "results.db") == 2 * (2 + 3)  # per trial: Retrain, Original, 3 runs
     out = root / "tiny"
     for name in ("table.md", "table.csv", "summary.json", "process.png", "grad_norms.png", "grad_cosine.png"):
         assert (out / name).stat().st_size > 0, name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["name"] == "tiny"
     rows = summary["rows"]
-    assert [(r["method"], r["optimizer"]) for r in rows][0] == ("Retrain", "-")
-    assert {(r["method"], r["optimizer"]) for r in rows[1:]} == {("salun", "sgd"), ("salun", "adam+sgd"),
+    assert [(r["method"], r["optimizer"]) for r in rows][:2] == [("Retrain", "-"), ("Original", "-")]
+    assert {(r["method"], r["optimizer"]) for r in rows[2:]} == {("salun", "sgd"), ("salun", "adam+sgd"),
                                                                   ("sfron", "adam+sgd")}
     for r in rows:
         assert set(r) >= {"method", "optimizer", "FA", "RA", "TA", "MIA", "Gap", "Std"}
@@ -103,9 +103,19 @@ def test_two_experiments_share_models_not_rows(finished):
     models = sorted(p.name for p in (root / "cache").iterdir())
     cfg = BenchConfig(**{**TINY, "name": "tiny-2", "runs": TINY["runs"][:1]})
     table = run_bench(cfg, BenchContext(root=root, progress=False))
-    assert [(r["method"], r["trials"]) for r in table] == [("Retrain", 2), ("salun", 2)]
+    assert [(r["method"], r["trials"]) for r in table] == [("Retrain", 2), ("Original", 2), ("salun", 2)]
     assert sorted(p.name for p in (root / "cache").iterdir()) == models  # nothing retrained
-    assert count_rows(root / "results.db") == 2 * (1 + 3) + 2 * (1 + 1)
+    assert count_rows(root / "results.db") == 2 * (2 + 3) + 2 * (2 + 1)
+
+
+def test_sweep_writes_the_sensitivity_plot(finished):
+    root, _ = finished
+    runs = [{"method": "salun", "optim": "adam+sgd", "label": f"salun+DO lr_f={lr:g}",
+             "config": {"epochs": 1, "retain_batches_per_epoch": 3, "forget_lr": lr}} for lr in (1e-4, 1e-3)]
+    cfg = BenchConfig(**{**TINY, "name": "tiny-sweep", "runs": runs, "sweep": "forget_lr"})
+    table = run_bench(cfg, BenchContext(root=root, progress=False))
+    assert [r["name"] for r in table] == ["Retrain", "Original", "salun+DO lr_f=0.0001", "salun+DO lr_f=0.001"]
+    assert (root / "tiny-sweep" / "sensitivity.png").stat().st_size > 0
 
 
 def test_second_run_hits_every_cache(finished, capsys):
@@ -148,9 +158,9 @@ def test_killed_run_resumes_to_the_same_table(finished, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)  # mid-run, after some results were stored
     proc.wait()
     killed_at = count_rows(new_root / "results.db")
-    assert 0 < killed_at < 8, "the kill should land mid-run"
+    assert 0 < killed_at < 10, "the kill should land mid-run"
     assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
-    assert count_rows(new_root / "results.db") == 8
+    assert count_rows(new_root / "results.db") == 10
     # Same seeds, same numbers: the resumed run's table equals the uninterrupted one to the last bit.
     resumed = json.loads((new_root / "tiny" / "summary.json").read_text())
     assert resumed["rows"] == json.loads((root / "tiny" / "summary.json").read_text())["rows"]
@@ -194,7 +204,7 @@ def test_two_bench_processes_share_one_database(finished, tmp_path):
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
     outs = [p.communicate(timeout=300)[0].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    assert count_rows(root / "results.db") == 4
+    assert count_rows(root / "results.db") == 5
     con = sqlite3.connect(root / "results.db")
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert sorted(p.name.split("-")[0] for p in (root / "cache").iterdir()) == ["original", "retrain"]

@@ -5,7 +5,7 @@
 1. trains the original model once (cached by content: dataset, subset, model, recipe, seed);
 2. per trial seed draws the forget set from the SAME training set, trains Retrain on the
    retain set with the original recipe (cached by content + forget-index digest) and
-   evaluates it;
+   evaluates it, and evaluates the original on the same split (the "do nothing" row);
 3. runs every method with the shared optimizer and with DualOptim from the original
    model, evaluates, and stores each result in the results database -- a run whose key
    is already stored is skipped, so a killed benchmark resumes where it stopped;
@@ -226,6 +226,12 @@ def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str)
             computed, spent = computed + 1, spent + time.perf_counter() - t_job
             _log(f"[bench {cfg.name}] trial {trial + 1}/{len(cfg.seeds)} Retrain {'from cache' if hit else 'trained'} "
                  f"({rtime.get('train_s', 0):.0f} s; {where()})")
+        orow = run_key(kind="original-row", experiment=exp, original=okey, forget=split.digest,
+                           svc_samples=cfg.svc_samples)
+        if not store.has(orow):  # the "do nothing" baseline on this forget set
+            metrics = evaluate(original, data, split, seed=seed, svc_max_samples=cfg.svc_samples)
+            store.put(orow, experiment=exp, trial=trial, method=report.ORIGINAL, optimizer="-", metrics=metrics,
+                      params={"recipe": cfg.recipe, "seed": seed, "forget": cfg.forget}, forget_hash=split.digest)
         for run in cfg.runs:
             ucfg = UnlearnConfig.from_preset(run.method, run.optim, preset=cfg.unlearn_preset, seed=seed,
                                              eval_every=cfg.eval_every, track_grads=cfg.track_grads, **run.config)
@@ -289,7 +295,8 @@ def write_report(store: ResultsStore, exp: str, out_dir: Path) -> list[dict[str,
             if len(values) == 1 and isinstance(next(iter(values)), (int, float)):
                 group = report.row_label(row["method"], row["optimizer"])
                 points.setdefault(group, []).append((float(values.pop()), row["Gap"], row["Std"]))
-        figure = report.plot_sweep(out_dir, points, sweep)
+        original = [row["Gap"] for row in table if row["method"] == report.ORIGINAL]
+        figure = report.plot_sweep(out_dir, points, sweep, original[0] if original else None)
         figures += [figure] if figure else []
     print(f"wrote {', '.join(str(p) for p in [*paths, *figures])}")
     return table

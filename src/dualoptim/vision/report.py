@@ -20,12 +20,13 @@ from ..stats import format_cell, gap_table
 
 METRICS = ("FA", "RA", "TA", "MIA")
 RETRAIN = "Retrain"
+ORIGINAL = "Original"  # the model before unlearning: what "doing nothing" scores against Retrain
 
 
 def row_label(method: str, optimizer: str) -> str:
-    """Row name: ``Retrain``, ``SalUn [sgd]`` (shared) or ``SalUn+DO [adam+sgd]`` (DualOptim)."""
-    if method == RETRAIN:
-        return RETRAIN
+    """Row name: ``Retrain``, ``Original``, ``SalUn [sgd]`` (shared) or ``SalUn+DO [adam+sgd]`` (DualOptim)."""
+    if method in (RETRAIN, ORIGINAL):
+        return method
     return f"{method}{'+DO' if '+' in optimizer else ''} [{optimizer}]"
 
 
@@ -35,10 +36,11 @@ def label_of(row: Mapping[str, Any]) -> str:
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRICS) -> list[dict[str, Any]]:
-    """Table-1 rows from stored runs (one per method x optimizer; trials grouped)."""
+    """Table-1 rows from stored runs (one per method x optimizer; trials grouped): Retrain, Original, methods."""
     per_trial: dict[str, list[dict[str, float]]] = defaultdict(list)
     ident: dict[str, tuple[str, str]] = {}
-    for r in sorted(rows, key=lambda r: (r["method"] != RETRAIN, r["method"], "+" in r["optimizer"], r["trial"])):
+    order = {RETRAIN: 0, ORIGINAL: 1}
+    for r in sorted(rows, key=lambda r: (order.get(r["method"], 2), r["method"], "+" in r["optimizer"], r["trial"])):
         label = label_of(r)
         per_trial[label].append(r["metrics"])
         ident[label] = (r["method"], r["optimizer"])
@@ -196,10 +198,12 @@ def plot_gradients(folder: Path, history: Mapping[str, Sequence[Sequence[Mapping
     return paths
 
 
-def plot_sweep(folder: Path, points: Mapping[str, Sequence[tuple[float, float, float]]], param: str) -> Path | None:
+def plot_sweep(folder: Path, points: Mapping[str, Sequence[tuple[float, float, float]]], param: str,
+               original_gap: float | None = None) -> Path | None:
     """Gap and Std versus a swept hyper-parameter (log x), one line per method x optimizer.
 
-    ``points[label] = [(value, Gap, Std), ...]``.
+    ``points[label] = [(value, Gap, Std), ...]``; ``original_gap`` (the model before unlearning) is drawn as a
+    dotted line: a setting above it is worse than doing nothing.
     """
     import matplotlib
 
@@ -214,6 +218,8 @@ def plot_sweep(folder: Path, points: Mapping[str, Sequence[tuple[float, float, f
         style = "-" if "+DO" in label else "--"
         a1.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", color=f"C{i}", label=label)
         a2.plot([p[0] for p in pts], [p[2] for p in pts], style, marker="o", color=f"C{i}", label=label)
+    if original_gap is not None:
+        a1.axhline(original_gap, color="gray", ls=":", lw=1, label="Original (no unlearning)")
     for a, name in ((a1, "Gap to Retrain ↓"), (a2, "Std over trials ↓")):
         a.set_xscale("log")
         a.set_xlabel(param)
