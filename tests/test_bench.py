@@ -118,6 +118,25 @@ def test_sweep_writes_the_sensitivity_plot(finished):
     assert (root / "tiny-sweep" / "sensitivity.png").stat().st_size > 0
 
 
+def test_a_diverging_run_is_a_result_not_a_crash(finished, capsys):
+    """One method diverging (NaN) must not stop the benchmark: it is stored, counted and shown as such."""
+    root, _ = finished
+    runs = [{"method": "ga", "optim": "sgd", "config": {"epochs": 1, "forget_lr": 1e6}},
+            {"method": "salun", "optim": "adam+sgd", "config": {"epochs": 1, "retain_batches_per_epoch": 3}}]
+    cfg = BenchConfig(**{**TINY, "name": "tiny-nan", "runs": runs})
+    table = run_bench(cfg, BenchContext(root=root, progress=False))
+    assert "DIVERGED" in capsys.readouterr().out
+    ga = next(r for r in table if r["method"] == "ga")
+    assert (ga["trials"], ga["diverged"], ga["Gap"]) == (0, 2, None)
+    assert next(r for r in table if r["method"] == "salun")["trials"] == 2
+    assert "| ga [sgd] | 0 (+2 diverged) | — |" in (root / "tiny-nan" / "table.md").read_text()
+    rows = json.loads((root / "tiny-nan" / "summary.json").read_text())["rows"]
+    assert next(r for r in rows if r["method"] == "ga")["FA"] is None
+    rows_before = count_rows(root / "results.db")
+    run_bench(cfg, BenchContext(root=root, progress=False))  # a diverged run is a stored result: not retried
+    assert count_rows(root / "results.db") == rows_before
+
+
 def test_second_run_hits_every_cache(finished, capsys):
     root, table = finished
     db = root / "results.db"

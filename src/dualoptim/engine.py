@@ -209,7 +209,7 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
         progress: show a progress bar.
 
     Raises:
-        DivergenceError: a loss became NaN/inf (the message names the step and phase).
+        DivergenceError: a loss became NaN/inf (the message names the step and phase), or the parameters did.
     """
     s = schedule or Schedule()
     if not isinstance(optimizer, PhasedOptimizer):
@@ -323,6 +323,10 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
             for g, lr in zip(optimizer.phase_groups(ph), lrs):
                 g["lr"] = lr
     result.seconds = time.perf_counter() - start
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p.detach()).all()]
+    if bad:  # finite losses can still leave inf/NaN weights after the last step
+        raise DivergenceError(f"parameters {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} became NaN/inf "
+                              f"by step {result.steps}; lower the learning rates")
     if callbacks:
         evaluate(result.history[-1]["epoch"] if result.history else 0, "end", final=True)
     model.eval()

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DivergenceError
 from ..store import ResultsStore, run_key
 from . import report
 from .checkpoint import ClassifierMeta, load_classifier, save_classifier
@@ -245,9 +245,18 @@ def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str)
             t_job = time.perf_counter()
             model, _, _ = load_classifier(ctx.cache / f"original-{okey}")
             callbacks = [_curve_callback(data, split, cfg.curve_samples, seed)] if cfg.eval_every else []
-            model, result = unlearn_classifier(model, data, split, ucfg, callbacks=callbacks, progress=ctx.progress)
-            t0 = time.perf_counter()
-            metrics = evaluate(model, data, split, seed=seed, svc_max_samples=cfg.svc_samples)
+            try:
+                model, result = unlearn_classifier(model, data, split, ucfg, callbacks=callbacks,
+                                                   progress=ctx.progress)
+                t0 = time.perf_counter()
+                metrics = evaluate(model, data, split, seed=seed, svc_max_samples=cfg.svc_samples)
+            except DivergenceError as e:  # a result, not a crash: the row counts it and the benchmark goes on
+                _log(f"[bench {cfg.name}] trial {trial + 1}/{len(cfg.seeds)} {run.row} DIVERGED: {e}")
+                store.put(key, experiment=exp, trial=trial, method=run.method, optimizer=run.optim, metrics={},
+                          params=params, forget_hash=split.digest, extra={"label": run.row, "diverged": str(e)},
+                          timings={"unlearn_s": time.perf_counter() - t_job})
+                computed, spent = computed + 1, spent + time.perf_counter() - t_job
+                continue
             store.put_series(key + ":evals", result.evals)
             if cfg.track_grads:
                 store.put_series(key + ":history", result.history)
@@ -292,7 +301,7 @@ def write_report(store: ResultsStore, exp: str, out_dir: Path) -> list[dict[str,
         points: dict[str, list[tuple[float, float, float]]] = {}
         for row in table[1:]:
             values = {r["params"].get(sweep) for r in rows if report.label_of(r) == row["name"]}
-            if len(values) == 1 and isinstance(next(iter(values)), (int, float)):
+            if row["trials"] and len(values) == 1 and isinstance(next(iter(values)), (int, float)):
                 group = report.row_label(row["method"], row["optimizer"])
                 points.setdefault(group, []).append((float(values.pop()), row["Gap"], row["Std"]))
         original = [row["Gap"] for row in table if row["method"] == report.ORIGINAL]

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import DivergenceError
 from .data import ImageData
 from .forget import ForgetSplit
 
@@ -65,7 +66,11 @@ def predict_probs(model: nn.Module, x: torch.Tensor, batch_size: int = 256, chan
             if channels_last and xb.ndim == 4:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             out.append(torch.softmax(model(xb).float(), dim=1).cpu())
-        return torch.cat(out) if out else torch.empty(0, 0)
+        probs = torch.cat(out) if out else torch.empty(0, 0)
+        if not torch.isfinite(probs).all():
+            raise DivergenceError("the model's outputs contain NaN/inf: its weights diverged (lower the learning "
+                                  "rates)")
+        return probs
     finally:
         model.train(was_training)
 

@@ -36,18 +36,34 @@ def label_of(row: Mapping[str, Any]) -> str:
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRICS) -> list[dict[str, Any]]:
-    """Table-1 rows from stored runs (one per method x optimizer; trials grouped): Retrain, Original, methods."""
+    """Table-1 rows from stored runs (one per method x optimizer; trials grouped): Retrain, Original, methods.
+
+    A trial whose loss diverged (NaN/inf) is counted in the row's ``diverged`` and left out of its statistics;
+    a row whose every trial diverged has ``trials == 0`` and no statistics (``None``).
+    """
     per_trial: dict[str, list[dict[str, float]]] = defaultdict(list)
     ident: dict[str, tuple[str, str]] = {}
+    diverged: dict[str, int] = defaultdict(int)
     order = {RETRAIN: 0, ORIGINAL: 1}
     for r in sorted(rows, key=lambda r: (order.get(r["method"], 2), r["method"], "+" in r["optimizer"], r["trial"])):
         label = label_of(r)
-        per_trial[label].append(r["metrics"])
         ident[label] = (r["method"], r["optimizer"])
-    table = gap_table(per_trial, reference=RETRAIN, metrics=metrics)
-    for row in table:
-        row["method"], row["optimizer"] = ident[row["name"]]
-    return table
+        if r.get("extra", {}).get("diverged"):
+            diverged[label] += 1
+        else:
+            per_trial[label].append(r["metrics"])
+    stats = {row["name"]: row for row in gap_table(per_trial, reference=RETRAIN, metrics=metrics)}
+    empty = {"trials": 0, **dict.fromkeys(metrics), "Gap": None, "Std": None}
+    return [{**stats.get(label, {"name": label, **empty}), "method": method, "optimizer": optimizer,
+             "diverged": diverged[label]} for label, (method, optimizer) in ident.items()]
+
+
+def _cells(r: Mapping[str, Any], metrics: Sequence[str]) -> list[str]:
+    """Trials, the metric cells, Gap and Std of one row as printed (``—`` where every trial diverged)."""
+    trials = str(r["trials"]) + (f" (+{r['diverged']} diverged)" if r.get("diverged") else "")
+    if not r["trials"]:
+        return [trials, *["—"] * (len(metrics) + 2)]
+    return [trials, *[format_cell(r[m]) for m in metrics], f"{r['Gap']:.2f}", f"{r['Std']:.2f}"]
 
 
 def table_markdown(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRICS) -> str:
@@ -55,9 +71,7 @@ def table_markdown(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = 
     head = ["Method", "Trials", *[f"{m} (%)" for m in metrics], "Gap ↓", "Std ↓"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table:
-        cells = [r["name"], str(r["trials"]), *[format_cell(r[m]) for m in metrics], f"{r['Gap']:.2f}",
-                 f"{r['Std']:.2f}"]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join([r["name"], *_cells(r, metrics)]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -65,12 +79,12 @@ def table_csv(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRI
     """The table as CSV (one column per mean/std/gap)."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["method", "optimizer", "trials", *[f"{m}_{k}" for m in metrics for k in ("mean", "std", "gap")],
-                "Gap", "Std"])
+    w.writerow(["method", "optimizer", "trials", "diverged",
+                *[f"{m}_{k}" for m in metrics for k in ("mean", "std", "gap")], "Gap", "Std"])
     for r in table:
-        w.writerow([r["method"], r["optimizer"], r["trials"],
-                    *[f"{r[m][k]:.4f}" for m in metrics for k in ("mean", "std", "gap")],
-                    f"{r['Gap']:.4f}", f"{r['Std']:.4f}"])
+        values = [r[m][k] if r["trials"] else None for m in metrics for k in ("mean", "std", "gap")]
+        w.writerow([r["method"], r["optimizer"], r["trials"], r.get("diverged", 0),
+                    *["" if v is None else f"{v:.4f}" for v in [*values, r["Gap"], r["Std"]]]])
     return buf.getvalue()
 
 
@@ -84,8 +98,7 @@ def print_table(table: Sequence[Mapping[str, Any]], title: str, metrics: Sequenc
     for col in ("Method", "n", *[f"{m} (%)" for m in metrics], "Gap ↓", "Std ↓"):
         t.add_column(col, justify="left" if col == "Method" else "right")
     for r in table:
-        t.add_row(escape(r["name"]), str(r["trials"]), *[format_cell(r[m]) for m in metrics], f"{r['Gap']:.2f}",
-                  f"{r['Std']:.2f}")
+        t.add_row(escape(r["name"]), *_cells(r, metrics))
     Console(width=200).print(t)
 
 
@@ -93,7 +106,8 @@ def write_tables(folder: Path, table: Sequence[Mapping[str, Any]], config: Mappi
                  metrics: Sequence[str] = METRICS, versions: Mapping[str, str] | None = None) -> list[Path]:
     """``table.md``, ``table.csv`` and ``summary.json`` (with the producing versions) in ``folder``, atomically."""
     summary = {"rows": [{"method": r["method"], "optimizer": r["optimizer"], "trials": r["trials"],
-                         **{m: dict(r[m]) for m in metrics}, "Gap": r["Gap"], "Std": r["Std"]} for r in table],
+                         "diverged": r.get("diverged", 0), **{m: dict(r[m]) if r[m] else None for m in metrics},
+                         "Gap": r["Gap"], "Std": r["Std"]} for r in table],
                "config": dict(config), "versions": dict(versions or {})}
     return [atomic_write_text(folder / "table.md", table_markdown(table, metrics)),
             atomic_write_text(folder / "table.csv", table_csv(table, metrics)),
