@@ -227,7 +227,7 @@ def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str)
             _log(f"[bench {cfg.name}] trial {trial + 1}/{len(cfg.seeds)} Retrain {'from cache' if hit else 'trained'} "
                  f"({rtime.get('train_s', 0):.0f} s; {where()})")
         orow = run_key(kind="original-row", experiment=exp, original=okey, forget=split.digest,
-                           svc_samples=cfg.svc_samples)
+                       svc_samples=cfg.svc_samples)
         if not store.has(orow):  # the "do nothing" baseline on this forget set
             metrics = evaluate(original, data, split, seed=seed, svc_max_samples=cfg.svc_samples)
             store.put(orow, experiment=exp, trial=trial, method=report.ORIGINAL, optimizer="-", metrics=metrics,
