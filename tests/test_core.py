@@ -135,6 +135,15 @@ def test_nan_guard_names_step_and_phase():
         run_unlearning(model, Exploding(), opt, batches(2, 0, 1), batches(2, 100, 2), progress=False)
 
 
+def test_weights_that_overflow_on_the_last_step_are_caught():
+    """Every loss finite, but the last step sends the weights to inf: the run must not return that model."""
+    model = torch.nn.Linear(4, 3)
+    opt = build_optimizer(model.parameters(), "sgd", 1e39, 1e39)  # lr beyond float32: w - lr * g = -inf
+    with pytest.raises(DivergenceError, match=r"parameters weight, bias became NaN/inf by step 1"):
+        run_unlearning(model, Recorder(uses_retain=False), opt, batches(1, 0, 1), [], Schedule(epochs=1),
+                       progress=False)
+
+
 def test_schedule_validation():
     with pytest.raises(ConfigError, match="unknown schedule mode"):
         Schedule(mode="alternating")
