@@ -10,6 +10,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +19,13 @@ def digits():
     from dualoptim.vision.data import load_dataset
 
     return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a test module: float results depend on the thread count (reduction order), and
+    on 2 shared cores one thread is faster for tiny models. Use with ``pytestmark = usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

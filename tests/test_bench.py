@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from dualoptim.cli import main
 from dualoptim.errors import ConfigError
@@ -56,13 +55,7 @@ def count_rows(db: Path) -> int:
         con.close()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Float results depend on the thread count (reduction order): every run here uses one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: results depend on the thread count
 
 
 @pytest.fixture(scope="module")

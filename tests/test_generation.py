@@ -45,13 +45,7 @@ TINY_TRAIN = DDPMTrainConfig(steps=120, lr=3e-3, warmup=10, batch_size=64)
 FEW = SamplerConfig(steps=10, guidance=2.0)  # the papers' w; the tiny digits model is not over-saturated by it
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models are dominated by per-op overhead: one thread is fastest, and robust to a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: results depend on the thread count
 
 
 @pytest.fixture(scope="module")
