@@ -24,7 +24,7 @@ import torch
 
 from ..engine import Schedule, run_unlearning
 from ..errors import ConfigError
-from ..optim import build_optimizer
+from ..optim import OptimSpec, build_optimizer
 from ..stats import mean_std
 from ..store import ResultsStore, run_key
 from .methods import create_method, list_methods
@@ -317,7 +317,7 @@ def bench_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]
     for (method, spec), per in groups.items():
         cells = [f"{per[c]['FA']:.1f} / {per[c]['FD']:.2f}" if c in per else "-" for c in classes]
         fa, fd = ([per[c][m] for c in classes if c in per] for m in ("FA", "FD"))
-        label = "shared" if spec != "-" and "+" not in spec else ("DualOptim" if "+" in spec else "-")
+        label = OptimSpec.parse(spec).label() if spec != "-" else "-"
         out.append([method, f"{spec} ({label})" if spec != "-" else "-"] + cells +
                    ["{:.1f} ± {:.1f}".format(*mean_std(fa)), "{:.2f} ± {:.2f}".format(*mean_std(fd))])
     return header, out

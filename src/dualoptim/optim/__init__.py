@@ -13,10 +13,11 @@ from .factory import (
 )
 from .lean import SGDBF16, AdamBF16, AdamWBF16, state_bytes
 from .phased import PHASES, DualOptimizer, PhasedOptimizer, SharedOptimizer
+from .spec import OptimSpec, parse_spec
 
 __all__ = [
     "PHASES", "SGDBF16", "AdamBF16", "AdamWBF16", "BankedOptimizer", "DualOptimizer", "Lion", "Muon",
-    "OptimizerInfo", "PartiallySharedAdam", "PhasedOptimizer", "SharedOptimizer", "state_bytes",
+    "OptimSpec", "OptimizerInfo", "PartiallySharedAdam", "PhasedOptimizer", "SharedOptimizer", "state_bytes",
     "build_optimizer", "cosine_factor", "get_optimizer_info", "list_optimizers",
-    "phase_lambda_lr", "register_optimizer",
+    "parse_spec", "phase_lambda_lr", "register_optimizer",
 ]

@@ -21,6 +21,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from .extra import Lion, Muon, PartiallySharedAdam
 from .lean import SGDBF16, AdamBF16, AdamWBF16
 from .phased import DualOptimizer, PhasedOptimizer, SharedOptimizer
+from .spec import OptimSpec
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,6 @@ register_optimizer(OptimizerInfo(
     frozenset({"momentum", "weight_decay", "nesterov", "dampening", "seed"}),
     description="SGD momentum 0.9, wd 5e-4, momentum buffer in bf16 with stochastic rounding (2 bytes/param)"))
 
-_DECOUPLE = {"m": "m", "v": "v", "mv": "mv", "vm": "mv", "none": ""}
-
-
 def _is_dtensor(t: Any) -> bool:
     # FSDP2 parameters are DTensors; torch has no DTensor sharding rule for fused SGD (2.13), foreach works.
     mod = sys.modules.get("torch.distributed.tensor")  # not imported => no tensor can be a DTensor
@@ -130,7 +128,7 @@ def _check_lr(name: str, lr: float | None) -> None:
         raise ValueError(f"{name} must be a finite number > 0, got {lr!r}")
 
 
-def build_optimizer(params: Iterable[Any], spec: str, forget_lr: float, retain_lr: float | None = None, *,
+def build_optimizer(params: Iterable[Any], spec: str | OptimSpec, forget_lr: float, retain_lr: float | None = None, *,
                     fused: bool | None = None, **options: Any) -> PhasedOptimizer:
     """Build the phased optimizer named by ``spec``.
 
@@ -155,11 +153,8 @@ def build_optimizer(params: Iterable[Any], spec: str, forget_lr: float, retain_l
     retain_lr = forget_lr if retain_lr is None else retain_lr
     _check_lr("forget_lr", forget_lr)
     _check_lr("retain_lr", retain_lr)
-    spec = spec.strip().lower()
-    base, _, extra = spec.partition(":")
-    names = base.split("+")
-    if len(names) > 2 or not all(names):
-        raise ValueError(f"bad optimizer spec {spec!r}: use 'name' or 'forget+retain', e.g. 'adam+sgd'")
+    parsed = OptimSpec.parse(spec)
+    names = [parsed.forget] if parsed.shared_state else [parsed.forget, parsed.retain]
     infos = [get_optimizer_info(n) for n in names]
     plain = {k: v for k, v in options.items() if not k.startswith(("forget_", "retain_"))}
     phase_opts = {ph: {**plain, **{k.removeprefix(ph + "_"): v for k, v in options.items() if k.startswith(ph + "_")}}
@@ -167,14 +162,11 @@ def build_optimizer(params: Iterable[Any], spec: str, forget_lr: float, retain_l
     accepted = set().union(*(i.options for i in infos))
     unknown = {k.removeprefix("forget_").removeprefix("retain_") for k in options} - accepted
     if unknown:
-        raise ValueError(f"option(s) {sorted(unknown)} not accepted by {spec!r}; accepted: {sorted(accepted)}")
+        raise ValueError(f"option(s) {sorted(unknown)} not accepted by {str(parsed)!r}; accepted: {sorted(accepted)}")
 
-    if extra:
-        key, _, value = extra.partition("=")
-        if key != "decouple" or value not in _DECOUPLE or names != ["adam", "adam"]:
-            raise ValueError(f"bad ablation spec {spec!r}: use 'adam+adam:decouple=m|v|mv|none'")
+    if parsed.decouple is not None:
         kwargs = {k: v for k, v in phase_opts["retain"].items() if k in {"betas", "eps", "weight_decay"}}
-        inner = PartiallySharedAdam(params, lr=retain_lr, decouple=_DECOUPLE[value], **kwargs)
+        inner = PartiallySharedAdam(params, lr=retain_lr, decouple=parsed.decouple, **kwargs)
         return SharedOptimizer(inner, forget_lr=forget_lr, retain_lr=retain_lr)
     if len(names) == 1:
         inner = _make(names[0], params, retain_lr, phase_opts["retain"], fused)

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..engine import Callback, Event, Schedule, UnlearnResult, run_unlearning
 from ..errors import ConfigError, DivergenceError
-from ..optim import build_optimizer
+from ..optim import OptimSpec, build_optimizer
 from .audit import Audit, compute_metrics
 from .methods import get_method, get_method_info
 from .presets import resolve_preset
@@ -219,14 +219,14 @@ def default_lrs(method: str, optim: str, forget_steps: int | None = None) -> tup
     With an Adam-family forget optimizer and ``forget_steps`` (the number of forget steps the run will take)
     the forget lr is scaled by ``PAPER_FORGET_STEPS / forget_steps``, clipped to [1, 10].
     """
-    names = optim.strip().lower().partition(":")[0].split("+")
-    if len(names) == 1:  # the shared baseline: the paper's per-method learning rates (presets.cifar10-paper)
+    spec = OptimSpec.parse(optim)
+    if spec.shared_state:  # the shared baseline: the paper's per-method learning rates (presets.cifar10-paper)
         fields = resolve_preset(get_method_info(method).name, optim, preset="cifar10-paper")
         if "forget_lr" not in fields or "retain_lr" not in fields:
             raise ConfigError(f"no default learning rates for {method} with the shared optimizer {optim!r}; pass "
                               "forget_lr= and retain_lr=")
         return fields["forget_lr"], fields["retain_lr"]
-    f, r = names
+    f, r = spec.names
     if f not in DEFAULT_FORGET_LR or r not in DEFAULT_RETAIN_LR:
         raise ConfigError(f"no default learning rates for {optim!r} (defaults exist for forget optimizers "
                           f"{sorted(DEFAULT_FORGET_LR)} and retain optimizers {sorted(DEFAULT_RETAIN_LR)}); pass "

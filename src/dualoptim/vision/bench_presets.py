@@ -25,6 +25,7 @@ from ..errors import ConfigError
 from .bench import BenchConfig, RunSpec
 from .methods import get_method_info
 from .presets import PRESETS, mode_of
+from .report import row_label
 
 QUICK_METHODS = ("sfron", "salun", "scrub")
 ALL_METHODS = ("ft", "ga", "rl", "scrub", "salun", "sfron")
@@ -83,7 +84,7 @@ def sensitivity() -> BenchConfig:
             tuned = PRESETS["fashion-mnist-quick"][method][mode_of(optim)].forget_lr
             for scale in SENSITIVITY_SCALES:
                 lr = float(f"{tuned * scale:.3g}")
-                label = f"{method}{'+DO' if mode_of(optim) == 'dual' else ''} [{optim}] lr_f={lr:g}"
+                label = f"{row_label(method, optim)} lr_f={lr:g}"
                 runs.append(RunSpec(method, optim, {"forget_lr": lr}, label=label))
     return _fmnist("sensitivity", "Gap/Std vs forget lr (100x grid around each side's tuned lr), SalUn and SFRon, "
                    "shared vs DualOptim, 3 trials, Fashion-MNIST 10k subset", train_subset=10_000, runs=runs,

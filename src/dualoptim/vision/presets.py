@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-from ..optim import get_optimizer_info
+from ..optim import OptimSpec, get_optimizer_info
 
 MODES = ("shared", "dual")
 
@@ -92,14 +92,20 @@ def list_presets() -> list[str]:
 
 
 def mode_of(optim: str) -> str:
-    """``"dual"`` for a ``forget+retain`` spec, ``"shared"`` for a single optimizer name."""
-    return "dual" if "+" in optim.partition(":")[0] else "shared"
+    """``"dual"`` for decoupled states (``adam+sgd``), ``"shared"`` for one (``sgd``, ``...:decouple=none``)."""
+    return _parse(optim).mode
 
 
 def phase_optimizers(optim: str) -> tuple[str, str]:
     """(forget optimizer name, retain optimizer name) of a spec: ``"sgd"`` -> (sgd, sgd)."""
-    names = optim.partition(":")[0].strip().lower().split("+")
-    return (names[0], names[-1])
+    return _parse(optim).names
+
+
+def _parse(optim: str) -> OptimSpec:
+    try:
+        return OptimSpec.parse(optim)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def get_preset(name: str, method: str, mode: str) -> Preset:

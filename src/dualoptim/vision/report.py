@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..optim import OptimSpec
 from ..stats import format_cell, gap_table
 
 METRICS = ("FA", "RA", "TA", "MIA")
@@ -23,11 +24,22 @@ RETRAIN = "Retrain"
 ORIGINAL = "Original"  # the model before unlearning: what "doing nothing" scores against Retrain
 
 
+def is_dual(optimizer: str) -> bool:
+    """Whether a stored optimizer spec keeps decoupled states (``+DO``); False for ``-`` and shared specs."""
+    try:
+        return OptimSpec.parse(optimizer).is_dual
+    except ValueError:
+        return False
+
+
 def row_label(method: str, optimizer: str) -> str:
-    """Row name: ``Retrain``, ``Original``, ``SalUn [sgd]`` (shared) or ``SalUn+DO [adam+sgd]`` (DualOptim)."""
+    """Row name: ``Retrain``, ``Original``, ``SalUn [sgd]`` (shared) or ``SalUn+DO [adam+sgd]`` (DualOptim).
+
+    ``+DO`` is read from the parsed spec: ``adam+adam:decouple=none`` (one shared Adam state) gets none.
+    """
     if method in (RETRAIN, ORIGINAL):
         return method
-    return f"{method}{'+DO' if '+' in optimizer else ''} [{optimizer}]"
+    return f"{method}{'+DO' if is_dual(optimizer) else ''} [{optimizer}]"
 
 
 def label_of(row: Mapping[str, Any]) -> str:
@@ -45,7 +57,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRIC
     ident: dict[str, tuple[str, str]] = {}
     diverged: dict[str, int] = defaultdict(int)
     order = {RETRAIN: 0, ORIGINAL: 1}
-    for r in sorted(rows, key=lambda r: (order.get(r["method"], 2), r["method"], "+" in r["optimizer"], r["trial"])):
+    for r in sorted(rows, key=lambda r: (order.get(r["method"], 2), r["method"], is_dual(r["optimizer"]), r["trial"])):
         label = label_of(r)
         ident[label] = (r["method"], r["optimizer"])
         if r.get("extra", {}).get("diverged"):

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..engine import Callback, Event, Schedule, run_unlearning
 from ..errors import ConfigError
-from ..optim import DualOptimizer, PhasedOptimizer, build_optimizer, state_bytes
+from ..optim import OptimSpec, PhasedOptimizer, build_optimizer, state_bytes
 from .data import ImageData, TensorLoader, make_augment
 from .forget import ForgetSplit
 from .methods import check_options, get_method
@@ -251,5 +251,5 @@ def unlearn_classifier(model: nn.Module, data: ImageData, split: ForgetSplit, cf
         config=cfg.to_dict(), schedule=asdict(schedule), history=res.history, evals=res.evals, steps=res.steps,
         forget_steps=phases.count("forget"), retain_steps=phases.count("retain"), seconds=res.seconds,
         prepare_seconds=prepare_seconds, total_seconds=time.perf_counter() - start,
-        optimizer="dual" if isinstance(optimizer, DualOptimizer) else "shared", state_bytes=state_bytes(optimizer))
+        optimizer=OptimSpec.parse(cfg.optim).mode, state_bytes=state_bytes(optimizer))
     return model, result
