@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .errors import DualOptimError
+from .runtime import torch_threads
 
 # Modality CLIs, in help order. A module that is not there yet is skipped.
 MODALITY_CLIS = (
@@ -61,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with torch_threads(getattr(args, "threads", None)):
+            return int(args.func(args) or 0)
     except (DualOptimError, ValueError, OSError) as e:
         if args.debug:
             raise

@@ -14,14 +14,14 @@ import argparse
 import json
 from pathlib import Path
 
+from ..runtime import add_runtime_args
+
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="fashion-mnist", help="vision dataset to generate (default fashion-mnist)")
     p.add_argument("--data-dir", default=None, help="folder with the dataset files")
     p.add_argument("--root", default="runs/gen", help="cache folder of DDPM and classifier checkpoints")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (1 is often fastest when other jobs share the CPU)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_runtime_args(p)
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
@@ -65,15 +65,6 @@ def _configs(args: argparse.Namespace):
     return model_cfg, train_cfg
 
 
-def _setup(args: argparse.Namespace) -> None:
-    import torch
-
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-
-
 def _model(args: argparse.Namespace):
     """(model, meta, checkpoint dir, converted data) for the command's DDPM."""
     from .model import load_generation_data
@@ -92,7 +83,6 @@ def _model(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    _setup(args)
     model, meta, path, _ = _model(args)
     n = sum(p.numel() for p in model.parameters())
     how = "cached, not retrained" if meta["cached"] else f"trained in {meta['time_s']:.0f} s"
@@ -104,7 +94,6 @@ def _cmd_unlearn(args: argparse.Namespace) -> int:
     from .bench import UnlearnConfig, unlearn
     from .train import save_ddpm
 
-    _setup(args)
     model, meta, path, data = _model(args)
     options = json.loads(args.method_options) if args.method_options else {}
     cfg = UnlearnConfig(method=args.method, optimizer=args.optim, forget_class=args.forget_class,
@@ -128,7 +117,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .sample import SamplerConfig
     from .train import get_or_train_classifier
 
-    _setup(args)
     model, meta, path, data = _model(args)
     classifier, cmeta = get_or_train_classifier(data, root=args.root, progress=not args.no_progress)
     ev = EvalConfig(fa_samples=args.fa_samples, fd_samples_per_class=args.fd_samples,
@@ -165,7 +153,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from ..io import atomic_write_text
     from .bench import bench_table, markdown_table, run_bench
 
-    _setup(args)
     model, meta, path, data = _model(args)
     del model
     out = Path(args.out or Path(args.root) / f"bench-{args.preset}")

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataNotFoundError
+from ..registry import Registry
 
 ENV_DATA_DIR = "DUALOPTIM_DATA_DIR"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -204,26 +205,20 @@ class DatasetInfo:
     how_to_get: str = ""
 
 
-_DATASETS: dict[str, DatasetInfo] = {}
+DATASETS: Registry[DatasetInfo] = Registry("dataset")
 
 
 def register_dataset(info: DatasetInfo) -> DatasetInfo:
-    if info.name != info.name.lower() or info.name in _DATASETS:
-        raise ValueError(f"invalid or duplicate dataset name {info.name!r}")
-    _DATASETS[info.name] = info
-    return info
+    return DATASETS.add(info.name, info)
 
 
 def list_datasets() -> list[str]:
     """Registered dataset names."""
-    return sorted(_DATASETS)
+    return DATASETS.names()
 
 
 def get_dataset_info(name: str) -> DatasetInfo:
-    key = name.lower()
-    if key not in _DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}; valid: {', '.join(list_datasets())}")
-    return _DATASETS[key]
+    return DATASETS.get(name)
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, train_subset: int | None = None,

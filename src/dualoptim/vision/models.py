@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..registry import Registry
 
 
 class ConvBlock(nn.Sequential):
@@ -135,26 +136,20 @@ class ModelInfo:
     open_options: bool = False  # True: unknown options are passed through (timm kwargs)
 
 
-_MODELS: dict[str, ModelInfo] = {}
+MODELS: Registry[ModelInfo] = Registry("model")
 
 
 def register_model(info: ModelInfo) -> ModelInfo:
-    if info.name != info.name.lower() or info.name in _MODELS:
-        raise ValueError(f"invalid or duplicate model name {info.name!r}")
-    _MODELS[info.name] = info
-    return info
+    return MODELS.add(info.name, info)
 
 
 def list_models() -> list[str]:
     """Registered model names."""
-    return sorted(_MODELS)
+    return MODELS.names()
 
 
 def get_model_info(name: str) -> ModelInfo:
-    key = name.lower()
-    if key not in _MODELS:
-        raise ConfigError(f"unknown model {name!r}; valid: {', '.join(list_models())}")
-    return _MODELS[key]
+    return MODELS.get(name)
 
 
 def create_model(name: str, num_classes: int, in_channels: int, image_size: int, **options: Any) -> nn.Module:

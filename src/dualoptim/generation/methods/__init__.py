@@ -14,32 +14,27 @@ import torch
 
 from ...engine import Method
 from ...errors import ConfigError
+from ...registry import Registry
 
-_METHODS: dict[str, type[Method]] = {}
+METHODS: Registry[type[Method]] = Registry("generation method")
 
 
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
     """Class decorator adding a method under ``name`` (lower case, unique)."""
     def deco(cls: type[Method]) -> type[Method]:
-        if name != name.lower() or name in _METHODS:
-            raise ValueError(f"invalid or duplicate method name {name!r}")
         cls.name = name
-        _METHODS[name] = cls
-        return cls
+        return METHODS.add(name, cls)
     return deco
 
 
 def list_methods() -> list[str]:
     """Registered generative unlearning methods."""
-    return sorted(_METHODS)
+    return METHODS.names()
 
 
 def create_method(name: str, **options: Any) -> Method:
     """Instantiate method ``name`` with ``options`` (its constructor arguments)."""
-    key = name.lower()
-    if key not in _METHODS:
-        raise ConfigError(f"unknown generation method {name!r}; valid: {', '.join(list_methods())}")
-    return _METHODS[key](**options)
+    return METHODS.get(name)(**options)
 
 
 def accumulate_grads(model: torch.nn.Module, batches, loss_fn, limit: int | None, square: bool

@@ -1,0 +1,49 @@
+"""The CLI runtime shared by every sub-command and the generic registry."""
+
+import pytest
+import torch
+
+from dualoptim.cli import main
+from dualoptim.errors import ConfigError
+from dualoptim.registry import Registry
+from dualoptim.runtime import parse_key_values, torch_threads
+
+
+def test_threads_are_applied_and_restored() -> None:
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    for bad in (0, -2, True, 1.5):
+        with pytest.raises(ConfigError, match="--threads"):
+            with torch_threads(bad):
+                pass
+
+
+@pytest.mark.parametrize("argv", [["gen", "train", "--threads", "0"], ["methods", "--threads", "0"]])
+def test_bad_threads_is_one_clear_error(argv, capsys) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as e:  # a sub-command without --threads: argparse refuses it
+        code = e.code
+    assert code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_key_values() -> None:
+    assert parse_key_values(["a=0.5", "b=true", "c=x", "d=[1, 2]"], "--opt") == {"a": 0.5, "b": True, "c": "x",
+                                                                             "d": [1, 2]}
+    assert parse_key_values(["a=0.5"], "--opt", convert=False) == {"a": "0.5"}
+    with pytest.raises(ConfigError, match="--opt expects KEY=VALUE"):
+        parse_key_values(["novalue"], "--opt")
+
+
+def test_registry() -> None:
+    reg: Registry[int] = Registry("widget")
+    reg.add("a", 1)
+    assert reg.get("A") == 1 and "a" in reg and reg.names() == ["a"] and len(reg) == 1
+    with pytest.raises(ConfigError, match="unknown widget 'b'; valid: a"):
+        reg.get("b")
+    for bad in ("a", "B", "x+y", ""):
+        with pytest.raises(ValueError):
+            reg.add(bad, 2)
