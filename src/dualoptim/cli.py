@@ -16,7 +16,7 @@ from . import __version__
 from .errors import DualOptimError
 from .runtime import torch_threads
 
-# Modality CLIs, in help order. A module that is not there yet is skipped.
+# Modality CLIs, in help order (each imports its heavy dependencies inside its commands).
 MODALITY_CLIS = (
     "dualoptim.vision.cli",
     "dualoptim.vision.unlearn_cli",
@@ -47,13 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("optimizers", help="list optimizer names usable in --optim specs")
     p.set_defaults(func=_cmd_optimizers)
     for name in MODALITY_CLIS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name is not None and name.startswith(e.name):
-                continue  # modality not built (yet)
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
