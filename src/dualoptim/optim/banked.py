@@ -32,18 +32,19 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-from torch.optim import Optimizer
 
-from .extra import run_closure
+from .extra import FullStateOptimizer, step_without_global_hooks
 from .factory import _fast_kwargs, get_optimizer_info
 from .phased import PHASES, _check_phase, _PhaseContext
 
 
-class BankedOptimizer(Optimizer):
+class BankedOptimizer(FullStateOptimizer):
     """One optimizer object with a forget bank and a retain bank.
 
     Args:
-        params: parameters or parameter-group dicts, each parameter once.
+        params: parameters or parameter-group dicts, each parameter once. A group's hyper-parameters
+            (``weight_decay``, ``betas`` ...) go to each phase whose optimizer accepts them,
+            ``forget_<name>``/``retain_<name>`` to one phase, ``lr`` is the group's forget lr.
         forget: registry name of the forget optimizer (``"adam"``; see ``list_optimizers``).
         retain: registry name of the retain optimizer (``"sgd"``).
         forget_lr: forget learning rate.
@@ -86,13 +87,18 @@ class BankedOptimizer(Optimizer):
                     "forget": dict(self._kernel_defaults["forget"]), "retain": dict(self._kernel_defaults["retain"])}
         super().__init__(params, defaults)
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:  # noqa: D102
-        for ph in PHASES:  # per-phase dicts must not be shared between groups
-            if ph in param_group:
-                param_group[ph] = {**self._kernel_defaults[ph], **param_group[ph]}
-        super().add_param_group(param_group)
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group; its hyper-parameters move into the per-phase dicts ``group["forget"]``/``["retain"]``."""
+        group = dict(param_group)
+        moved: set[str] = set()
         for ph in PHASES:
-            self.param_groups[-1][ph] = dict(self.param_groups[-1][ph])
+            accepted = self._kernel_defaults[ph]
+            both = {k: v for k, v in group.items() if k in accepted}
+            own = {k.removeprefix(ph + "_"): v for k, v in group.items()
+                   if k.startswith(ph + "_") and k.removeprefix(ph + "_") in accepted}
+            moved |= set(both) | {ph + "_" + k for k in own}
+            group[ph] = {**accepted, **both, **own, **group.get(ph, {})}  # a fresh dict per group and phase
+        super().add_param_group({k: v for k, v in group.items() if k not in moved})
 
     # -- phase ------------------------------------------------------------------------
     @property
@@ -120,7 +126,6 @@ class BankedOptimizer(Optimizer):
         if len(self._grad_phases) > 1:
             raise RuntimeError("the gradients of this step come from both forget and retain micro-batches; "
                                "accumulate micro-batches of one phase per step")
-        loss = run_closure(closure)
         phase = self._phase
         kernel = self._kernels[phase]
         kernel.param_groups = [{**g[phase], "params": g["params"], "lr": self.lr_of(phase, i)}
@@ -131,7 +136,7 @@ class BankedOptimizer(Optimizer):
                 bank[p] = self.state[p].setdefault(phase, {})
         kernel.state = bank
         try:
-            kernel.step()
+            loss = step_without_global_hooks(kernel, closure)
         finally:
             kernel.state = defaultdict(dict)
             kernel.param_groups = []
@@ -157,6 +162,7 @@ class BankedOptimizer(Optimizer):
         phase = state_dict.pop("phase", None)
         kernels = state_dict.pop("kernels", {})
         super().load_state_dict(state_dict)
+        self._upgrade_loaded()
         for ph, kernel in self._kernels.items():  # lean kernels: keep bf16 state and the rounding stream
             if kernels.get(ph) is not None:
                 kernel.rounder.load_state_dict(kernels[ph])
@@ -167,6 +173,25 @@ class BankedOptimizer(Optimizer):
                             st[ph][k] = v.to(torch.bfloat16)
         self._phase = None if phase is None else _check_phase(phase)
         self._grad_phases = set()
+
+    def _upgrade_loaded(self) -> None:
+        """Accept state dicts of older versions, as torch's optimizers do: missing flags take this
+        optimizer's values, and each phase's optimizer upgrades its bank (e.g. a plain-number ``step``)."""
+        for g in self.param_groups:
+            for k, v in self.defaults.items():
+                if k not in PHASES:
+                    g.setdefault(k, v)
+            for ph in PHASES:
+                g[ph] = {**self._kernel_defaults[ph], **g.get(ph, {})}
+        for ph, kernel in self._kernels.items():
+            groups = [{**g[ph], "params": g["params"], "lr": self.lr_of(ph, i)}
+                      for i, g in enumerate(self.param_groups)]
+            bank = {p: self.state[p][ph] for g in self.param_groups for p in g["params"]
+                    if ph in self.state.get(p, {})}
+            try:
+                kernel.__setstate__({"state": bank, "param_groups": groups})
+            finally:
+                kernel.state, kernel.param_groups = defaultdict(dict), []
 
     def __repr__(self) -> str:
         return f"BankedOptimizer({self.names['forget']}+{self.names['retain']}, groups={len(self.param_groups)})"

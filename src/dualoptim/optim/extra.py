@@ -18,6 +18,69 @@ def run_closure(closure: Any) -> Any:
         return closure()
 
 
+#: torch's hook registries; ``Optimizer.__getstate__`` leaves them out of pickles and copies (so do we).
+_HOOK_ATTRS = frozenset({
+    "_optimizer_step_pre_hooks", "_optimizer_step_post_hooks", "_optimizer_state_dict_pre_hooks",
+    "_optimizer_state_dict_post_hooks", "_optimizer_load_state_dict_pre_hooks", "_optimizer_load_state_dict_post_hooks",
+})
+
+
+class FullStateOptimizer(Optimizer):
+    """An ``Optimizer`` whose pickles and ``copy.deepcopy`` keep every attribute.
+
+    torch's ``Optimizer.__getstate__`` keeps only ``defaults``, ``state`` and ``param_groups``; an
+    optimizer with more (the phase, the two inner optimizers, a rounding stream) would come back broken.
+    Hooks are left out, as torch does; ``Optimizer.__setstate__`` re-creates them empty.
+    """
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in _HOOK_ATTRS}
+
+
+def step_without_global_hooks(opt: Optimizer, closure: Any = None) -> Any:
+    """``opt.step(closure)`` without torch's *global* step hooks (its own hooks still run).
+
+    The phased optimizers delegate to inner optimizers; the outer ``step`` already fired the hooks
+    registered with ``torch.optim.optimizer.register_optimizer_step_pre_hook``/``post_hook``, so they
+    fire once per step. An inner optimizer whose ``step`` was replaced on the instance (e.g. by an LR
+    scheduler built on it directly) is called as is.
+    """
+    raw = getattr(type(opt).step, "__wrapped__", None)
+    if raw is None or not getattr(type(opt).step, "hooked", False) or "step" in vars(opt):
+        return opt.step(closure)
+    args: tuple[Any, ...] = (opt, closure)
+    kwargs: dict[str, Any] = {}
+    for hook in list(opt._optimizer_step_pre_hooks.values()):
+        result = hook(opt, args, kwargs)
+        if result is not None:
+            args, kwargs = result
+    out = raw(*args, **kwargs)
+    opt._optimizer_step_code()
+    for hook in list(opt._optimizer_step_post_hooks.values()):
+        hook(opt, args, kwargs)
+    return out
+
+
+class FastSGD(torch.optim.SGD):
+    """``torch.optim.SGD`` that uses its fused kernel only on the steps that kernel can do.
+
+    With ``fused=True`` each step falls back to the foreach kernel when the fused one would fail:
+    sparse gradients (``Embedding(sparse=True)``), and -- a torch 2.13 fused-SGD bug -- a step where only
+    some parameters have a momentum buffer (after a step in which some gradients were None). The
+    arithmetic is torch's SGD either way.
+    """
+
+    def _init_group(self, group: dict[str, Any], params: list[Any], grads: list[Any],
+                    momentum_buffer_list: list[Any]) -> bool:
+        has_sparse_grad = super()._init_group(group, params, grads, momentum_buffer_list)
+        if group.setdefault("fused_when_possible", bool(group["fused"])):
+            present = [b is not None for b in momentum_buffer_list]
+            partial = group["momentum"] != 0 and any(present) and not all(present)
+            group["fused"] = not (has_sparse_grad or partial)
+            group["foreach"] = not group["fused"]
+        return has_sparse_grad
+
+
 def _check(name: str, value: float, low: float = 0.0, high: float | None = None) -> None:
     if not value >= low or (high is not None and not value < high):
         raise ValueError(f"invalid {name}: {value}")
@@ -111,7 +174,7 @@ class Muon(Optimizer):
         return loss
 
 
-class PartiallySharedAdam(Optimizer):
+class PartiallySharedAdam(FullStateOptimizer):
     """Adam whose first (``m``) and/or second (``v``) moments are kept per phase.
 
     The paper's Table-17 ablation. ``decouple`` names the moments kept separately for

@@ -18,9 +18,9 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from .extra import Lion, Muon, PartiallySharedAdam
+from .extra import FastSGD, Lion, Muon, PartiallySharedAdam
 from .lean import SGDBF16, AdamBF16, AdamWBF16
-from .phased import DualOptimizer, PhasedOptimizer, SharedOptimizer
+from .phased import DualOptimizer, PhasedOptimizer, SharedOptimizer, own_value
 from .spec import OptimSpec
 
 
@@ -70,7 +70,7 @@ def get_optimizer_info(name: str) -> OptimizerInfo:
 
 
 register_optimizer(OptimizerInfo(
-    "sgd", torch.optim.SGD, {"momentum": 0.9, "weight_decay": 5e-4},
+    "sgd", FastSGD, {"momentum": 0.9, "weight_decay": 5e-4},
     frozenset({"momentum", "weight_decay", "nesterov", "dampening"}), fused=True,
     description="SGD with momentum 0.9, weight decay 5e-4 (the paper's pre-training optimizer)"))
 register_optimizer(OptimizerInfo(
@@ -113,8 +113,19 @@ def _fast_kwargs(info: OptimizerInfo, params: list[Any], fused: bool | None) -> 
 
 
 def _params_copy(params: list[Any]) -> list[Any]:
-    # Param-group dicts are copied so the two optimizers own separate hyper-parameters.
-    return [dict(g) if isinstance(g, dict) else g for g in params]
+    # Param-group dicts are copied so the two optimizers own separate hyper-parameters (tensor lrs too).
+    return [{k: v if k == "params" else own_value(v) for k, v in g.items()} if isinstance(g, dict) else g
+            for g in params]
+
+
+def _shared(inner: Optimizer, params: list[Any], forget_lr: float, retain_lr: float) -> SharedOptimizer:
+    # A group's own "lr" is used by both phases, as in the DualOptim specs (the optimizers' lr= is only the default).
+    opt = SharedOptimizer(inner)
+    for phase, lr in (("forget", forget_lr), ("retain", retain_lr)):
+        for group, view in zip(params, opt.phase_groups(phase)):
+            if not (isinstance(group, dict) and "lr" in group):
+                view["lr"] = lr
+    return opt
 
 
 def _make(name: str, params: list[Any], lr: float, options: Mapping[str, Any], fused: bool | None) -> Optimizer:
@@ -166,11 +177,11 @@ def build_optimizer(params: Iterable[Any], spec: str | OptimSpec, forget_lr: flo
 
     if parsed.decouple is not None:
         kwargs = {k: v for k, v in phase_opts["retain"].items() if k in {"betas", "eps", "weight_decay"}}
-        inner = PartiallySharedAdam(params, lr=retain_lr, decouple=parsed.decouple, **kwargs)
-        return SharedOptimizer(inner, forget_lr=forget_lr, retain_lr=retain_lr)
+        inner = PartiallySharedAdam(_params_copy(params), lr=retain_lr, decouple=parsed.decouple, **kwargs)
+        return _shared(inner, params, forget_lr, retain_lr)
     if len(names) == 1:
         inner = _make(names[0], params, retain_lr, phase_opts["retain"], fused)
-        return SharedOptimizer(inner, forget_lr=forget_lr, retain_lr=retain_lr)
+        return _shared(inner, params, forget_lr, retain_lr)
     return DualOptimizer(forget=_make(names[0], params, forget_lr, phase_opts["forget"], fused),
                          retain=_make(names[1], params, retain_lr, phase_opts["retain"], fused))
 

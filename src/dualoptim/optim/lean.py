@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from .extra import _check, run_closure
+from .extra import FullStateOptimizer, _check, run_closure
 
 _BITS = 1 << 16
 
@@ -80,7 +80,7 @@ class StochasticRounder:
         self._pools.clear()
 
 
-class _LeanOptimizer(Optimizer):
+class _LeanOptimizer(FullStateOptimizer):
     """Shared plumbing: the rounder (saved in ``state_dict``) and fp32 views of bf16 state."""
 
     def __init__(self, params: Any, defaults: dict[str, Any], seed: int) -> None:

@@ -21,17 +21,27 @@ zeroed before the step so the optimizer state only sees the trainable subspace.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch.optim import Optimizer
 
-from .extra import run_closure
+from .extra import FullStateOptimizer, step_without_global_hooks
 
 PHASES = ("forget", "retain")
 Mask = Mapping[torch.Tensor, torch.Tensor]
+
+
+def own_value(value: Any) -> Any:
+    """A copy of a group value that one phase/optimizer can own: tensors (a tensor ``lr``, tensor
+    ``betas``) are cloned, so a scheduler updating one in place leaves the other phase alone."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, tuple):
+        return tuple(own_value(v) for v in value)
+    return value
 
 
 def _check_phase(phase: str) -> str:
@@ -53,19 +63,20 @@ class _PhaseContext:
         self._opt._phase = self._previous
 
 
-class PhasedOptimizer(Optimizer):
+class PhasedOptimizer(FullStateOptimizer):
     """Common base: the active phase, hard masks, and the parts of ``Optimizer`` both share.
 
     Subclasses provide ``param_groups`` (tagged with ``"phase"``), ``_step_phase`` and
-    the state-dict methods. ``torch.optim.Optimizer.__init__`` is run over the unique
-    parameters only to install the hook machinery of the running torch version.
+    ``_state_dict``/``_load_state_dict``. ``torch.optim.Optimizer.__init__`` is run over the unique
+    parameters only to install the hook machinery of the running torch version. ``defaults``
+    holds the hyper-parameters every group has (LR schedulers read it, e.g. ``cycle_momentum``).
     """
 
-    def __init__(self, params: list[torch.Tensor]) -> None:
+    def __init__(self, params: list[torch.Tensor], defaults: dict[str, Any]) -> None:
         self._phase: str | None = None
         self._masks: dict[str, dict[torch.Tensor, torch.Tensor]] = {p: {} for p in PHASES}
         self._building = True
-        super().__init__(params, {})
+        super().__init__(params, defaults)
         self._building = False
         self._params = params
 
@@ -139,15 +150,18 @@ class PhasedOptimizer(Optimizer):
         """The (non-trivial) mask entries of ``phase``."""
         return dict(self._masks[_check_phase(phase)])
 
+    def _mask_grads(self, phase: str) -> None:
+        with torch.no_grad():
+            for p, m in self._masks[phase].items():
+                if p.grad is not None:
+                    p.grad.masked_fill_(~m, 0)
+
     @contextmanager
     def _masked(self, phase: str) -> Iterator[None]:
         masks = self._masks[phase]
-        frozen = {}
+        self._mask_grads(phase)
         with torch.no_grad():
-            for p, m in masks.items():
-                if p.grad is not None:
-                    p.grad.masked_fill_(~m, 0)
-                frozen[p] = p.masked_select(~m)
+            frozen = {p: p.masked_select(~m) for p, m in masks.items()}
         yield
         with torch.no_grad():
             for p, values in frozen.items():
@@ -155,15 +169,25 @@ class PhasedOptimizer(Optimizer):
 
     # -- step ---------------------------------------------------------------------
     @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
-        """Perform one optimization step of the active phase (see ``set_phase``)."""
-        phase = self._active_phase()
-        loss = run_closure(closure)
-        with self._masked(phase):
-            self._step_phase(phase)
-        return loss
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """Perform one optimization step of the active phase (see ``set_phase``).
 
-    def _step_phase(self, phase: str) -> None:
+        ``closure`` is handed to the phase's optimizer (LBFGS re-evaluates it); the gradients it
+        computes are masked like any other.
+        """
+        phase = self._active_phase()
+        if closure is not None and self._masks[phase]:
+            user_closure = closure
+
+            def closure() -> Any:
+                loss = user_closure()
+                self._mask_grads(phase)
+                return loss
+
+        with self._masked(phase):
+            return self._step_phase(phase, closure)
+
+    def _step_phase(self, phase: str, closure: Callable[[], Any] | None) -> Any:
         raise NotImplementedError
 
     def zero_grad(self, set_to_none: bool = True) -> None:  # noqa: D102
@@ -175,7 +199,35 @@ class PhasedOptimizer(Optimizer):
             else:
                 p.grad.detach_().zero_()
 
-    # -- state dict helpers -------------------------------------------------------
+    # -- state dict (with torch's state-dict hooks) -------------------------------
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        """Both phases' states and hyper-parameters, the active phase and the masks."""
+        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
+            pre_hook(self)
+        state_dict = self._state_dict()
+        for post_hook in self._optimizer_state_dict_post_hooks.values():
+            result = post_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        return state_dict
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:  # type: ignore[override]
+        """Restore a state saved by :meth:`state_dict` (over parameters of the same shapes)."""
+        state_dict = dict(state_dict)
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        self._load_state_dict(state_dict)
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
+
+    def _state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
     def _masks_state(self) -> dict[str, dict[int, torch.Tensor]]:
         index = {id(p): i for i, p in enumerate(self._params)}
         return {ph: {index[id(p)]: m.clone() for p, m in ms.items()} for ph, ms in self._masks.items()}
@@ -231,7 +283,7 @@ class DualOptimizer(PhasedOptimizer):
         for ph, opt in (("forget", forget), ("retain", retain)):
             for g in opt.param_groups:
                 g["phase"] = ph
-        super().__init__(fp)
+        super().__init__(fp, {k: v for k, v in forget.defaults.items() if k in retain.defaults})
 
     def phase_groups(self, phase: str) -> list[dict[str, Any]]:  # noqa: D102
         return self.optimizer_for(phase).param_groups
@@ -240,8 +292,8 @@ class DualOptimizer(PhasedOptimizer):
         """The optimizer that performs steps of ``phase``."""
         return self.forget if _check_phase(phase) == "forget" else self.retain
 
-    def _step_phase(self, phase: str) -> None:
-        self.optimizer_for(phase).step()
+    def _step_phase(self, phase: str, closure: Callable[[], Any] | None) -> Any:
+        return step_without_global_hooks(self.optimizer_for(phase), closure)
 
     @property
     def state(self) -> dict[torch.Tensor, dict[str, Any]]:  # type: ignore[override]
@@ -254,13 +306,11 @@ class DualOptimizer(PhasedOptimizer):
         if not self._building:
             raise AttributeError("set the state with load_state_dict()")
 
-    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
-        """Both optimizers' states, the active phase and the masks."""
+    def _state_dict(self) -> dict[str, Any]:
         return {"forget": self.forget.state_dict(), "retain": self.retain.state_dict(),
                 "phase": self._phase, "masks": self._masks_state()}
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:  # type: ignore[override]
-        """Restore a state saved by :meth:`state_dict` (over parameters of the same shapes)."""
+    def _load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         if "forget" not in state_dict or "retain" not in state_dict:
             raise ValueError("not a DualOptimizer state dict (needs 'forget' and 'retain' entries)")
         self.forget.load_state_dict(state_dict["forget"])
@@ -297,24 +347,25 @@ class SharedOptimizer(PhasedOptimizer):
         for ph, lr in (("forget", forget_lr), ("retain", retain_lr)):
             views = []
             for g in optimizer.param_groups:
-                v = dict(g, phase=ph)
+                v = {k: own_value(x) if k != "params" else x for k, x in g.items()}
+                v["phase"] = ph
                 if lr is not None:
                     v["lr"] = lr
                 views.append(v)
             self._views[ph] = views
-        super().__init__(_unique_params(optimizer.param_groups))
+        super().__init__(_unique_params(optimizer.param_groups), dict(optimizer.defaults))
 
     def phase_groups(self, phase: str) -> list[dict[str, Any]]:  # noqa: D102
         return self._views[_check_phase(phase)]
 
-    def _step_phase(self, phase: str) -> None:
+    def _step_phase(self, phase: str, closure: Callable[[], Any] | None) -> Any:
         for group, view in zip(self.optimizer.param_groups, self._views[phase]):
             for k, v in view.items():
                 if k not in ("params", "phase"):
                     group[k] = v
         if hasattr(self.optimizer, "current_phase"):  # phase-aware optimizers (PartiallySharedAdam)
             self.optimizer.current_phase = phase
-        self.optimizer.step()
+        return step_without_global_hooks(self.optimizer, closure)
 
     @property
     def state(self) -> Any:  # type: ignore[override]
@@ -326,15 +377,13 @@ class SharedOptimizer(PhasedOptimizer):
         if not self._building:
             raise AttributeError("set the state with load_state_dict()")
 
-    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
-        """The wrapped optimizer's state, both phases' hyper-parameters, the phase and masks."""
+    def _state_dict(self) -> dict[str, Any]:
         views = {ph: [{k: v for k, v in g.items() if k != "params"} for g in gs]
                  for ph, gs in self._views.items()}
         return {"optimizer": self.optimizer.state_dict(), "phase_groups": views,
                 "phase": self._phase, "masks": self._masks_state()}
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:  # type: ignore[override]
-        """Restore a state saved by :meth:`state_dict`."""
+    def _load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         if "optimizer" not in state_dict or "phase_groups" not in state_dict:
             raise ValueError("not a SharedOptimizer state dict (needs 'optimizer' and 'phase_groups')")
         self.optimizer.load_state_dict(state_dict["optimizer"])
