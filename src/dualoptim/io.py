@@ -230,6 +230,8 @@ def check_output(path: str | os.PathLike[str], *, inputs: Iterable[str | os.Path
         if source is None or not Path(source).exists():
             continue
         relation = _relation(target, Path(source).resolve())
+        if relation == "contains" and kind != "folder":
+            relation = None  # adding files to a folder that holds an input does not touch the input
         if relation is not None:
             raise ConfigError(f"{flag} {path} {relation} the input {source}: writing it could destroy the input; "
                               f"choose another {flag}")
