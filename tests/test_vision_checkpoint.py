@@ -74,7 +74,13 @@ def test_bad_metadata(tmp_path):
     with pytest.raises(ConfigError, match="format 99"):
         load_classifier(tmp_path / "ck")
     path.write_text(json.dumps({k: v for k, v in raw.items() if k != "model"}))
-    with pytest.raises(ConfigError, match="incomplete"):
+    with pytest.raises(ConfigError, match="metadata model is missing"):
+        load_classifier(tmp_path / "ck")
+    path.write_text(json.dumps({**raw, "num_classes": "ten"}))  # every field's type is checked
+    with pytest.raises(ConfigError, match="num_classes must be an integer, got 'ten'"):
+        load_classifier(tmp_path / "ck")
+    path.write_text(json.dumps({**raw, "colour": "red"}))
+    with pytest.raises(ConfigError, match="colour is not a known field"):
         load_classifier(tmp_path / "ck")
     with pytest.raises(ConfigError, match="unknown checkpoint role"):
         meta(role="teacher")
