@@ -96,7 +96,8 @@ def check_value(tp: Any, value: Any, path: str) -> Any:
                 return check_value(option, value, path)
             except ConfigError as e:
                 errors.append(e)
-        raise errors[0] if len(errors) == 1 else bad
+        deeper = len(errors) == 1 and not str(errors[0]).startswith(f"{path} must be ")
+        raise errors[0] if deeper else bad  # a nested error names its own path; else list every allowed type
     if tp is type(None):
         if value is not None:
             raise bad
