@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import DualOptimError
+from .errors import DualOptimError, DualOptimWarning
 
 # Modality CLIs, in help order. A module that is not there yet is skipped.
 MODALITY_CLIS = (
@@ -56,12 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our own warnings as one line (``dualoptim: warning: ...``); others as Python shows them."""
+    if issubclass(category, DualOptimWarning):
+        print(f"dualoptim: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dualoptim`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args.func(args) or 0)
     except (DualOptimError, ValueError, OSError) as e:
         if args.debug:
             raise

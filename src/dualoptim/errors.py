@@ -19,3 +19,7 @@ class DivergenceError(DualOptimError, FloatingPointError):
 
 class StoreError(DualOptimError):
     """The results database cannot be used: locked too long, corrupt, not a database, or not creatable."""
+
+
+class DualOptimWarning(UserWarning):
+    """Something the user should know that does not stop the command; the CLI prints it as one line."""

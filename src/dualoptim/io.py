@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError, DataNotFoundError
+from .errors import ConfigError, DataNotFoundError, DualOptimWarning
 
 WEIGHTS = "model.safetensors"
 META = "meta.json"
@@ -36,7 +36,7 @@ _LEGACY_MARKERS = ("dualoptim_llm.json",)
 _LEGACY_KINDS = ("dualoptim.classifier", "ddpm", "gen-classifier")
 
 
-class IntegrityWarning(UserWarning):
+class IntegrityWarning(DualOptimWarning):
     """A checkpoint cannot be verified (written before weight digests were recorded)."""
 
 
