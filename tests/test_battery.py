@@ -42,6 +42,44 @@ def index_file(tmp_path: Path, values: list[int]) -> str:
     return f"file:{path}"
 
 
+def bench_config(tmp_path: Path, change) -> str:
+    """A valid small benchmark config with one change applied, written to tmp_path."""
+    cfg = {"name": "t", "dataset": "digits", "model": "cnn", "model_options": {"width": 8}, "recipe": {"epochs": 1},
+           "seeds": [0], "runs": [{"method": "ga", "optim": "sgd", "config": {"forget_lr": 0.01, "retain_lr": 0.01,
+                                                                              "epochs": 1}}]}
+    change(cfg)
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(cfg))
+    return str(path)
+
+
+def bench(tmp_path: Path, change) -> list[str]:
+    return ["bench", "--config", bench_config(tmp_path, change), "--root", str(tmp_path / "root"), "--no-progress"]
+
+
+def user_folder(tmp_path: Path) -> Path:
+    """A folder the user keeps their own files in (no dualoptim marker)."""
+    folder = tmp_path / "mine"
+    folder.mkdir(exist_ok=True)
+    (folder / "notes.txt").write_text("keep me")
+    return folder
+
+
+def results_root(tmp_path: Path) -> Path:
+    from dualoptim.store import ResultsStore
+
+    root = tmp_path / "root"
+    (root / "quick").mkdir(parents=True)
+    ResultsStore(root / "results.db").close()
+    return root
+
+
+def junk_db(tmp_path: Path) -> str:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"not a database at all" * 50)
+    return str(path)
+
+
 CASES = {
     # name: (argv builder, expected message regex)
     "unknown dataset": (lambda o, t: ["train", "--dataset", "mnist3d", "--out", str(t / "x")],
@@ -79,8 +117,53 @@ CASES = {
     "diverging loss (NaN)": (lambda o, t: unlearn(o, t / "x", "--method", "ga", "--optim", "sgd", "--forget-lr",
                                                   "1e30"), r"loss became (nan|inf|-inf) at step \d+"),
     "unwritable output folder": (lambda o, t: unlearn(o, Path("/proc/dualoptim-out")),
-                                 r"(Permission denied|No such file|Read-only|Operation not permitted|/proc)"),
+                                 r"--out /proc/dualoptim-out cannot be written"),
+    "unwritable --json": (lambda o, t: ["eval", "--checkpoint", str(o), "--json", "/proc/dualoptim/eval.json"],
+                          r"--json /proc/dualoptim/eval.json cannot be written"),
+    # issue 19: output over an input, --overwrite of a user's folder
+    "output is the input": (lambda o, t: unlearn(o, o, "--overwrite"), r"--out .* is the input"),
+    "output contains the input": (lambda o, t: unlearn(o, o.parent, "--overwrite"), r"--out .* contains the input"),
+    "output inside the input": (lambda o, t: unlearn(o, o / "sub"), r"--out .* lies inside the input"),
+    "retrain over the original": (lambda o, t: ["retrain", "--original", str(o), "--forget", "random:0.1", "--out",
+                                                str(o), "--overwrite"], r"--out .* is the input"),
+    "eval --json into the checkpoint": (lambda o, t: ["eval", "--checkpoint", str(o), "--json",
+                                                      str(o / "meta.json")], r"--json .* lies inside the input"),
+    "--overwrite of a user's folder": (lambda o, t: unlearn(o, user_folder(t), "--overwrite"),
+                                       r"was not written by dualoptim .*--overwrite only replaces"),
+    "existing output without --overwrite": (lambda o, t: unlearn(o, user_folder(t)),
+                                            r"already exists; pass --overwrite"),
+    # issue 19: nested benchmark configs
+    "bench seeds not a list": (lambda o, t: bench(t, lambda c: c.update(seeds="abc")),
+                               r"bench.json: seeds must be a list of integers, got 'abc'"),
+    "bench unknown key in a run config": (lambda o, t: bench(t, lambda c: c["runs"][0]["config"].update(lrr=1)),
+                                          r"runs\[0\]\.config\.lrr is not a known field; valid: .*forget_lr"),
+    "bench run lr not a number": (lambda o, t: bench(t, lambda c: c["runs"][0]["config"].update(forget_lr="fast")),
+                                  r"runs\[0\]\.config\.forget_lr must be a finite number, got 'fast'"),
+    "bench run lr out of range": (lambda o, t: bench(t, lambda c: c["runs"][0]["config"].update(retain_lr=-1)),
+                                  r"runs\[0\]\.config\.retain_lr must be a finite number > 0"),
+    "bench recipe lr not a number": (lambda o, t: bench(t, lambda c: c["recipe"].update(lr="fast")),
+                                     r"recipe\.lr must be a finite number, got 'fast'"),
+    "bench name escapes the root": (lambda o, t: bench(t, lambda c: c.update(name="..")),
+                                    r"name must be .*letters, digits.*got '\.\.'"),
+    "bench name with a separator": (lambda o, t: bench(t, lambda c: c.update(name="../../etc")),
+                                    r"name must be .*got '\.\./\.\./etc'"),
+    "bench NaN in config": (lambda o, t: ["bench", "--config", str(_write(t / "nan.json", '{"name": NaN}')),
+                                          "--root", str(t / "root")], r"NaN is not allowed"),
+    "bench unknown optimizer in a run": (lambda o, t: bench(t, lambda c: c["runs"][0].update(optim="adan+sgd")),
+                                         r"runs\[0\]\.optim: unknown optimizer 'adan'"),
+    # issue 19: small ones
+    "eval batch size 0": (lambda o, t: ["eval", "--checkpoint", str(o), "--batch-size", "0"],
+                          r"--batch-size must be >= 1, got 0"),
+    "report given the benchmark root": (lambda o, t: ["report", str(results_root(t))],
+                                        r"is a benchmark root .*give one benchmark's folder.*quick"),
+    "corrupt results database": (lambda o, t: ["report", str(t / "run"), "--db", junk_db(t)],
+                                 r"junk.db is not a dualoptim results database"),
 }
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -119,6 +202,11 @@ def test_foreign_or_broken_checkpoints_are_refused(original, tmp_path, capsys):
     torch.save({"model.w": torch.ones(1)}, evil / "model.safetensors")
     (evil / "meta.json").write_text((original / "meta.json").read_text())
     code, err = run_cli(["eval", "--checkpoint", str(evil), "--forget", "random:0.1"], capsys)
+    assert code == 2 and "corrupt or was modified" in err  # caught by the weights digest
+    meta = json.loads((original / "meta.json").read_text())
+    del meta["integrity"]  # no digest to compare: the safetensors parser refuses it, nothing is unpickled
+    (evil / "meta.json").write_text(json.dumps(meta))
+    code, err = run_cli(["eval", "--checkpoint", str(evil), "--forget", "random:0.1"], capsys)
     assert code == 2 and "corrupt or truncated" in err
     # Truncated weights.
     cut = tmp_path / "cut"
@@ -126,7 +214,7 @@ def test_foreign_or_broken_checkpoints_are_refused(original, tmp_path, capsys):
     (cut / "model.safetensors").write_bytes((original / "model.safetensors").read_bytes()[:100])
     (cut / "meta.json").write_text((original / "meta.json").read_text())
     code, err = run_cli(["eval", "--checkpoint", str(cut), "--forget", "random:0.1"], capsys)
-    assert code == 2 and "corrupt or truncated" in err
+    assert code == 2 and "corrupt" in err
     # Metadata claiming another number of classes than the weights have.
     wrong = tmp_path / "wrong"
     wrong.mkdir()
@@ -144,3 +232,70 @@ def test_foreign_or_broken_checkpoints_are_refused(original, tmp_path, capsys):
     code, err = run_cli(["eval", "--checkpoint", str(other), "--forget", "random:0.1"], capsys)
     assert code == 2 and "not a dualoptim classifier checkpoint" in err
 
+
+
+def test_refused_overwrites_leave_inputs_and_user_files_intact(original, tmp_path, capsys):
+    weights = (original / "model.safetensors").read_bytes()
+    for out in (original, original.parent):  # --out over the input / over its parent folder
+        code, err = run_cli(unlearn(original, out, "--overwrite"), capsys)
+        assert code == 2 and "Traceback" not in err
+    assert (original / "model.safetensors").read_bytes() == weights
+    mine = user_folder(tmp_path)
+    code, err = run_cli(unlearn(original, mine, "--overwrite"), capsys)
+    assert code == 2 and (mine / "notes.txt").read_text() == "keep me"
+
+
+def test_overwrite_replaces_a_dualoptim_output(original, tmp_path, capsys):
+    out = tmp_path / "unlearned"
+    assert run_cli(unlearn(original, out), capsys)[0] == 0
+    assert (out / ".dualoptim").is_file()
+    first = (out / "model.safetensors").read_bytes()
+    assert run_cli(unlearn(original, out, "--overwrite", "--unlearn-seed", "7"), capsys)[0] == 0
+    assert (out / "model.safetensors").read_bytes() != first and (out / "metrics.json").is_file()
+
+
+def test_flipped_bit_in_weights_is_refused_by_the_cli(original, tmp_path, capsys):
+    import shutil
+
+    ck = tmp_path / "ck"
+    shutil.copytree(original, ck)
+    data = bytearray((ck / "model.safetensors").read_bytes())
+    data[-3] ^= 0x01
+    (ck / "model.safetensors").write_bytes(bytes(data))
+    code, err = run_cli(["eval", "--checkpoint", str(ck), "--forget", "random:0.1"], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert re.search(r"model.safetensors is corrupt or was modified: its sha256 .* does not match", err), err
+
+
+def test_checkpoint_without_digest_loads_with_one_warning(original, tmp_path, capsys):
+    import shutil
+
+    ck = tmp_path / "old"
+    shutil.copytree(original, ck)
+    meta = json.loads((ck / "meta.json").read_text())
+    del meta["integrity"]
+    (ck / "meta.json").write_text(json.dumps(meta))
+    code, err = run_cli(["eval", "--checkpoint", str(ck), "--forget", "random:0.1", "--no-svc"], capsys)
+    assert code == 0 and "Traceback" not in err
+    lines = [line for line in err.splitlines() if "weights digest" in line]
+    assert len(lines) == 1 and lines[0].startswith("dualoptim: warning: ") and "cannot be checked" in lines[0]
+
+
+def test_edited_split_seed_gives_a_consistent_warning(original, tmp_path, capsys):
+    from dualoptim.vision.checkpoint import load_classifier, save_classifier
+    from dualoptim.vision.data import load_dataset
+    from dualoptim.vision.forget import make_forget_split
+
+    model, meta, _ = load_classifier(original)
+    split = make_forget_split("random:0.1", load_dataset("digits").train_y, 1)
+    meta.role = "retrain"
+    save_classifier(tmp_path / "ck", model, meta, split)
+    raw = json.loads((tmp_path / "ck" / "meta.json").read_text())
+    raw["split"]["seed"] = 2  # edited by hand: the stored indices were drawn with seed 1
+    (tmp_path / "ck" / "meta.json").write_text(json.dumps(raw))
+    out = tmp_path / "eval.json"
+    code, err = run_cli(["eval", "--checkpoint", str(tmp_path / "ck"), "--no-svc", "--json", str(out)], capsys)
+    assert code == 0 and "Traceback" not in err
+    assert "does not reproduce its stored forget indices; evaluating on the" in err
+    assert "seed 2, evaluating on random:0.1 seed 2" not in err  # the old, self-contradictory message
+    assert json.loads(out.read_text())["forget_indices"] == split.forget_idx.tolist()

@@ -74,7 +74,13 @@ def test_bad_metadata(tmp_path):
     with pytest.raises(ConfigError, match="format 99"):
         load_classifier(tmp_path / "ck")
     path.write_text(json.dumps({k: v for k, v in raw.items() if k != "model"}))
-    with pytest.raises(ConfigError, match="incomplete"):
+    with pytest.raises(ConfigError, match="metadata model is missing"):
+        load_classifier(tmp_path / "ck")
+    path.write_text(json.dumps({**raw, "num_classes": "ten"}))  # every field's type is checked
+    with pytest.raises(ConfigError, match="num_classes must be an integer, got 'ten'"):
+        load_classifier(tmp_path / "ck")
+    path.write_text(json.dumps({**raw, "colour": "red"}))
+    with pytest.raises(ConfigError, match="colour is not a known field"):
         load_classifier(tmp_path / "ck")
     with pytest.raises(ConfigError, match="unknown checkpoint role"):
         meta(role="teacher")
@@ -88,8 +94,39 @@ def test_tampered_forget_indices(tmp_path, digits):
     tensors = load_file(str(tmp_path / "ck" / "model.safetensors"))
     tensors["split.forget_idx"] = tensors["split.forget_idx"] + 1
     save_file(tensors, str(tmp_path / "ck" / "model.safetensors"))
-    with pytest.raises(ConfigError, match="digest"):
+    with pytest.raises(ConfigError, match="sha256 .* does not match"):  # the weights file's digest
         load_classifier(tmp_path / "ck")
+    # even with the file digest rewritten to match, the indices must match the split's own digest
+    import hashlib
+
+    raw = json.loads((tmp_path / "ck" / "meta.json").read_text())
+    digest = hashlib.sha256((tmp_path / "ck" / "model.safetensors").read_bytes()).hexdigest()
+    raw["integrity"]["model.safetensors"]["sha256"] = digest
+    (tmp_path / "ck" / "meta.json").write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match="stored forget indices do not match their digest"):
+        load_classifier(tmp_path / "ck")
+
+
+def test_flipped_bit_in_weights_is_refused(tmp_path):
+    save_classifier(tmp_path / "ck", create_model("resnet8", 10, 1, 8, width=4), meta())
+    weights = tmp_path / "ck" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0x10  # one bit of one weight: still a valid safetensors file
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="corrupt or was modified"):
+        load_classifier(tmp_path / "ck")
+
+
+def test_checkpoint_without_digest_loads_with_a_warning(tmp_path):
+    from dualoptim.io import IntegrityWarning
+
+    save_classifier(tmp_path / "ck", create_model("resnet8", 10, 1, 8, width=4), meta())
+    raw = json.loads((tmp_path / "ck" / "meta.json").read_text())
+    del raw["integrity"]  # as written by dualoptim before weight digests were recorded
+    (tmp_path / "ck" / "meta.json").write_text(json.dumps(raw))
+    with pytest.warns(IntegrityWarning, match="without a weights digest"):
+        model, _, _ = load_classifier(tmp_path / "ck")
+    assert model is not None
 
 
 def test_missing_checkpoint(tmp_path):

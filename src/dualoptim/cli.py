@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import DualOptimError
+from .errors import DualOptimError, DualOptimWarning
 from .runtime import torch_threads
 
 # Modality CLIs, in help order (each imports its heavy dependencies inside its commands).
@@ -51,12 +52,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our own warnings as one line (``dualoptim: warning: ...``); others as Python shows them."""
+    if issubclass(category, DualOptimWarning):
+        print(f"dualoptim: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dualoptim`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with torch_threads(getattr(args, "threads", None)):
+        with warnings.catch_warnings(), torch_threads(getattr(args, "threads", None)):
+            warnings.showwarning = _show_warning
             return int(args.func(args) or 0)
     except (DualOptimError, ValueError, OSError) as e:
         if args.debug:

@@ -15,3 +15,11 @@ class DataNotFoundError(DualOptimError, FileNotFoundError):
 
 class DivergenceError(DualOptimError, FloatingPointError):
     """A loss became NaN/inf during training or unlearning (the message names step and phase)."""
+
+
+class StoreError(DualOptimError):
+    """The results database cannot be used: locked too long, corrupt, not a database, or not creatable."""
+
+
+class DualOptimWarning(UserWarning):
+    """Something the user should know that does not stop the command; the CLI prints it as one line."""

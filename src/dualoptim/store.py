@@ -3,7 +3,9 @@
 Each finished run is one row keyed by a content hash of everything that determines
 its result (:func:`run_key`), so a rerun finds finished work and skips it, and a killed
 run resumes where it stopped. Writes are single transactions in WAL mode with a busy
-timeout, so several processes can write to one database at once.
+timeout, so several processes can write to one database at once. Opening is safe to race as well:
+SQLite does not apply the busy timeout to the switch into WAL mode, so that switch and the schema
+creation are retried with jittered exponential backoff until the same timeout runs out.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import math
 import os
 import platform
+import random
 import sqlite3
 import subprocess
 import time
@@ -21,7 +24,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from .errors import StoreError
+
+BUSY_TIMEOUT_S = 120.0  # how long one statement waits for another process's lock
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+
 _SCHEMA = """
+BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS runs (
     key TEXT PRIMARY KEY,
     experiment TEXT NOT NULL,
@@ -38,6 +47,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_by_experiment ON runs(experiment, method, optimizer, trial);
 CREATE TABLE IF NOT EXISTS series (key TEXT PRIMARY KEY, rows TEXT NOT NULL);
+COMMIT;
 """
 _JSON_COLUMNS = ("metrics", "params", "timings", "extra", "versions")
 
@@ -86,23 +96,74 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _is_busy(e: sqlite3.Error) -> bool:
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)  # extended codes carry the primary in the low byte
+    return "locked" in str(e) or "busy" in str(e)
+
+
+def _retry_busy(conn: sqlite3.Connection, fn, timeout: float) -> None:
+    """Run ``fn(conn)``; while SQLite reports the database busy/locked, retry with jittered backoff until
+    ``timeout`` seconds have passed (then re-raise)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        try:
+            fn(conn)
+            return
+        except sqlite3.OperationalError as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if not _is_busy(e) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay * (0.5 + random.random()))  # jitter: racing openers do not retry in lockstep
+        delay = min(delay * 2, 0.25)
+
+
+def _setup(conn: sqlite3.Connection) -> None:
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal":  # e.g. a file system without shared memory
+            raise sqlite3.OperationalError(f"cannot switch to WAL mode (journal mode stays {mode!r})")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(_SCHEMA)
+
+
 class ResultsStore:
     """An SQLite results database (default ``runs/results.db``).
 
+    Any number of processes may open (and create) the same database at the same moment.
+
     Args:
         path: the database file; its folder is created if needed.
+        timeout: seconds to wait for another process's lock before giving up.
+
+    Raises:
+        StoreError: the file is not a results database (corrupt, or another kind of file), it stays locked
+            for ``timeout`` seconds, or it cannot be created.
     """
 
-    def __init__(self, path: str | os.PathLike[str] = "runs/results.db") -> None:
+    def __init__(self, path: str | os.PathLike[str] = "runs/results.db", timeout: float = BUSY_TIMEOUT_S) -> None:
         self.path = Path(path)
+        conn = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, timeout=120, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(_SCHEMA)
-        except (sqlite3.DatabaseError, OSError) as e:
-            raise OSError(f"cannot open results database {self.path}: {e}") from None
+            conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            _retry_busy(conn, _setup, timeout)
+        except sqlite3.DatabaseError as e:
+            if conn is not None:
+                conn.close()
+            if isinstance(e, sqlite3.OperationalError) and _is_busy(e):
+                raise StoreError(f"results database {self.path} is locked by another process (waited "
+                                 f"{timeout:g} s); wait for it to finish or pass another --db") from None
+            if "not a database" in str(e) or "malformed" in str(e):
+                raise StoreError(f"{self.path} is not a dualoptim results database (corrupt or another kind of "
+                                 f"file: {e}); move it away or pass another --db") from None
+            raise StoreError(f"cannot open results database {self.path}: {e}") from None
+        except OSError as e:
+            raise StoreError(f"cannot create results database {self.path}: {e.strerror or e}") from None
+        self._conn = conn
 
     def close(self) -> None:
         """Close the connection."""

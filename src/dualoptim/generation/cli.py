@@ -91,17 +91,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_unlearn(args: argparse.Namespace) -> int:
+    from ..io import check_output
     from .bench import UnlearnConfig, unlearn
     from .train import save_ddpm
 
-    model, meta, path, data = _model(args)
     options = json.loads(args.method_options) if args.method_options else {}
     cfg = UnlearnConfig(method=args.method, optimizer=args.optim, forget_class=args.forget_class,
                         iterations=args.iterations, batch_size=args.unlearn_batch_size, forget_lr=args.forget_lr,
                         retain_lr=args.retain_lr, seed=args.seed, method_options=options)
+    out = check_output(args.out or Path(args.root) / f"unlearned-{cfg.method}-{cfg.optimizer.replace('+', '-')}-"
+                       f"class{cfg.forget_class}", inputs=(args.checkpoint, args.data_dir), overwrite=True)
+    model, meta, path, data = _model(args)
     info = unlearn(model, data, cfg, progress=not args.no_progress)
-    out = Path(args.out or Path(args.root) / f"unlearned-{cfg.method}-{cfg.optimizer.replace('+', '-')}-"
-                                             f"class{cfg.forget_class}")
     keep = {k: meta[k] for k in ("dataset", "train_subset", "train_config") if k in meta}
     save_ddpm(out, model, {**keep, "source": str(path), "unlearn": cfg.to_dict(), "unlearn_s": info["seconds"]})
     print(f"forgot class {cfg.forget_class} with {cfg.method}/{cfg.optimizer} in {info['seconds']:.0f} s "
@@ -112,11 +113,15 @@ def _cmd_unlearn(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from ..io import check_output
     from .bench import EvalConfig, eval_counts, evaluate_samples, real_features, sample_classes, save_grid
     from .metrics import inception_fid
     from .sample import SamplerConfig
     from .train import get_or_train_classifier
 
+    for flag, file in (("--grid", args.grid), ("--json", args.json)):  # writable, not an input: before any work
+        if file:
+            check_output(file, inputs=(args.checkpoint, args.data_dir), kind="file", flag=flag)
     model, meta, path, data = _model(args)
     classifier, cmeta = get_or_train_classifier(data, root=args.root, progress=not args.no_progress)
     ev = EvalConfig(fa_samples=args.fa_samples, fd_samples_per_class=args.fd_samples,
@@ -150,12 +155,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ..io import atomic_write_text
+    from ..io import atomic_write_text, check_output
     from .bench import bench_table, markdown_table, run_bench
 
+    out = check_output(args.out or Path(args.root) / f"bench-{args.preset}", inputs=(args.checkpoint, args.data_dir),
+                       kind="root")  # grids and table.md are added; nothing is deleted
     model, meta, path, data = _model(args)
     del model
-    out = Path(args.out or Path(args.root) / f"bench-{args.preset}")
     rows = run_bench(args.preset, model_dir=path, db=args.db, out_dir=out, data=data,
                      progress=not args.no_progress)
     header, table_rows = bench_table(rows)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 DATA = "runs/llm/data/synthetic"
@@ -40,8 +39,10 @@ def _prep_cfg(args: argparse.Namespace) -> Any:
 
 
 def cmd_make_data(args: argparse.Namespace) -> int:
+    from ..io import check_output
     from .data import SynthConfig, generate, save_benchmark
 
+    check_output(args.out, kind="root")  # writable before any work; split files are added, nothing deleted
     data = generate(SynthConfig(n_authors=args.authors, seed=args.seed))
     save_benchmark(data, args.out)
     sizes = data["meta"]["sizes"]
@@ -69,11 +70,14 @@ def _resolve_model(args: argparse.Namespace, which: str) -> str:
 
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
+    from ..io import check_output
     from .data import RETAIN_OF, load_benchmark
     from .model import apply_lora, load_model, save_model
     from .trainer import QAData, UnlearnConfig, init_distributed, unlearn
 
     _threads(args)
+    out = check_output(args.out or f"runs/llm/unlearned/{args.split}-{args.method}-{args.scheme}-s{args.seed}",
+                       inputs=(args.data, args.model), overwrite=True)  # before any work (issue 19)
     rank, world = init_distributed()
     cfg = UnlearnConfig(method=args.method, scheme=args.scheme, optimizer=args.optimizer, epochs=args.unlearn_epochs,
                         batch_size=args.global_batch, grad_accum=args.grad_accum, forget_lr=args.forget_lr,
@@ -90,7 +94,6 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     retain = QAData(tok, data[RETAIN_OF[args.split]], data["idk"], template, seed=args.seed + 1)
     res = unlearn(model, forget, retain, cfg, ref_model=ref)
     if rank == 0:
-        out = Path(args.out or f"runs/llm/unlearned/{args.split}-{args.method}-{args.scheme}-s{args.seed}")
         if args.lora:
             model = model.merge_and_unload()
         save_model(model, tok, out, template, {"stage": "unlearned", "unlearn": res["config"], "world": world})

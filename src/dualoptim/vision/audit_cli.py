@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .cli import _with_threads
+from .cli import _with_threads, forget_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,11 +50,16 @@ def _same_data(name: str, meta: Any, ref: Any) -> None:
 
 @_with_threads
 def cmd_audit(args: argparse.Namespace) -> int:
+    from ..io import check_output
     from .audit import Audit
     from .checkpoint import dataset_for, load_classifier, weights_digest
     from .forget import make_forget_split
     from .metrics import evaluate
 
+    for flag, path in (("--json", args.json), ("--html", args.html)):  # before any work (issue 19)
+        if path:
+            check_output(path, inputs=(args.original, args.unlearned, args.retrain, args.data_dir,
+                                       forget_file(args.forget)), kind="file", flag=flag)
     original, ometa, _ = load_classifier(args.original)
     unlearned, umeta, _ = load_classifier(args.unlearned)
     _same_data("unlearned", umeta, ometa)

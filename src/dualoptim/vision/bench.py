@@ -17,7 +17,6 @@ only that step).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from .train import TrainConfig, seed_everything, train_classifier
 from .unlearn import UnlearnConfig, unlearn_classifier
 
 TABLE_METRICS = ("FA", "RA", "TA", "MIA")
+_SET_BY_BENCH = ("method", "optim", "seed", "eval_every", "track_grads", "preset")  # not in runs[i].config
 
 
 @dataclass
@@ -100,18 +100,41 @@ class BenchConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> BenchConfig:
-        """Read a JSON config (the same fields as this class)."""
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
+        """Read a JSON config (the same fields as this class). Every nested field is checked before any work
+        (type, range, unknown keys: :mod:`dualoptim.config`); the one error names the file and the path of the
+        bad value, e.g. ``bench.json: runs[2].config.forget_lr must be a finite number, got 'fast'``."""
+        from ..config import check_fields, check_name, field_types, from_dict, load_json, located
+        from ..optim import build_optimizer
+        from .methods import get_method_info
+        from .presets import PRESETS
+
+        raw = load_json(path)
         try:
-            raw = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{p} is not valid JSON: {e}") from None
-        unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"{p}: unknown field(s) {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
-        return cls(**raw)
+            check_fields(cls, raw, "")
+            check_name(raw.get("name"), "name")  # the output folder ROOT/<name>
+            from_dict(TrainConfig, raw.get("recipe", {}), "recipe")
+            cfg = from_dict(cls, raw)
+            if cfg.unlearn_preset not in PRESETS:
+                raise ConfigError(f"unlearn_preset {cfg.unlearn_preset!r} is unknown; valid: {', '.join(PRESETS)}")
+            for i, run in enumerate(cfg.runs):  # the UnlearnConfig each run will build, with this config's values
+                try:
+                    get_method_info(run.method)
+                except ConfigError as e:
+                    raise located(e, f"runs[{i}].method") from None
+                try:
+                    build_optimizer([torch.zeros(1, requires_grad=True)], run.optim, 1e-3, 1e-3)
+                except ValueError as e:
+                    raise located(e, f"runs[{i}].optim") from None
+                where = f"runs[{i}].config"
+                check_fields(UnlearnConfig, run.config, where, exclude=_SET_BY_BENCH)
+                try:
+                    UnlearnConfig.from_preset(run.method, run.optim, preset=cfg.unlearn_preset, seed=cfg.seeds[0],
+                                              eval_every=cfg.eval_every, track_grads=cfg.track_grads, **run.config)
+                except (ConfigError, ValueError, TypeError) as e:
+                    raise located(e, where, field_types(UnlearnConfig)) from None
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+        return cfg
 
 
 @dataclass

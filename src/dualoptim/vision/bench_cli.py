@@ -11,6 +11,7 @@ from .cli import _with_threads
 
 @_with_threads
 def _cmd_bench(args: argparse.Namespace) -> int:
+    from ..io import check_output
     from .bench import BenchConfig, BenchContext, run_bench
     from .bench_presets import get_bench_preset, list_bench_presets
 
@@ -23,6 +24,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         except ValueError:
             raise ConfigError(f"--seeds takes comma-separated integers, got {args.seeds!r}") from None
         cfg.__post_init__()
+    check_output(args.root, inputs=(args.config, args.data_dir), kind="root", flag="--root")  # before any work
     ctx = BenchContext(root=Path(args.root), db=Path(args.db) if args.db else None, data_dir=args.data_dir,
                        progress=not args.no_progress)
     run_bench(cfg, ctx)
@@ -34,6 +36,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .bench import write_report
 
     run_dir = Path(args.run_dir)
+    if args.db is None and (run_dir / "results.db").is_file():  # the benchmark root was given
+        names = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and p.name != "cache")
+        raise ConfigError(f"{run_dir} is a benchmark root (it holds results.db): give one benchmark's folder, "
+                          f"{' or '.join(str(run_dir / n) for n in names[:5]) or f'e.g. {run_dir}/quick'}")
     db = Path(args.db) if args.db else run_dir.parent / "results.db"
     if not db.is_file():
         raise ConfigError(f"results database not found: {db} (give --db)")

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import from_dict
 from ..errors import ConfigError
 from ..io import load_checkpoint, save_checkpoint
 from .data import ImageData, load_dataset
@@ -70,13 +71,10 @@ class ClassifierMeta:
         if d.get("format") != FORMAT:
             raise ConfigError(f"{where} has format {d.get('format')!r}; this dualoptim reads format {FORMAT}")
         fields = {k: v for k, v in d.items() if k not in ("kind", "format")}
-        unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"{where}: unknown metadata field(s) {unknown}")
-        try:
-            return cls(**fields)
-        except TypeError as e:
-            raise ConfigError(f"{where}: incomplete metadata ({e})") from None
+        try:  # every field's type is checked: meta.json is untrusted input
+            return from_dict(cls, fields)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: metadata {e}") from None
 
 
 def versions() -> dict[str, str]:

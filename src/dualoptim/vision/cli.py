@@ -17,7 +17,6 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
@@ -135,14 +134,26 @@ def _with_threads(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     return run
 
 
-def _check_out(args: argparse.Namespace) -> None:
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
+def forget_file(spec: str | None) -> str | None:
+    """The index file a forget spec reads (``file:PATH`` or a bare path), else None: an input of the command."""
+    if spec is None:
+        return None
+    kind, _, arg = spec.partition(":")
+    return arg if kind == "file" else (spec if kind not in ("random", "class") else None)
+
+
+def _check_out(args: argparse.Namespace, *inputs: str | None) -> None:
+    """Before any work: ``--out`` must not be, contain or lie inside an input, must be writable, and
+    ``--overwrite`` replaces only a dualoptim output folder."""
+    from ..io import check_output
+
+    check_output(args.out, inputs=(*inputs, args.data_dir), overwrite=args.overwrite)
 
 
 def _recipe(args: argparse.Namespace, base: dict[str, Any], seed: int):
-    """The one place where recipe flags become a TrainConfig (flags left at None keep ``base``'s value)."""
+    """The one place where recipe flags become a TrainConfig (flags left at None keep ``base``'s value; ``base``
+    comes from a checkpoint: every field is type-checked)."""
+    from ..config import from_dict
     from .train import TrainConfig
 
     fields = dict(base)
@@ -151,7 +162,7 @@ def _recipe(args: argparse.Namespace, base: dict[str, Any], seed: int):
         if value is not None:
             fields[name] = value
     fields["seed"] = seed
-    return TrainConfig.from_dict(fields)
+    return from_dict(TrainConfig, fields, "recipe")
 
 
 def _print_metrics(title: str, metrics: dict[str, float]) -> None:
@@ -225,7 +236,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from .forget import make_forget_split
     from .metrics import evaluate
 
-    _check_out(args)
+    _check_out(args, args.original, forget_file(args.forget))
     original, ometa, _ = load_classifier(args.original)
     if ometa.role != "original":
         raise ConfigError(f"{args.original} is a {ometa.role!r} checkpoint; --original needs the original model")
@@ -252,12 +263,17 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 @_with_threads
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..io import atomic_write_json
+    from ..io import atomic_write_json, check_output
     from .checkpoint import dataset_for, load_classifier
-    from .forget import make_forget_split
+    from .forget import make_forget_split, split_from_indices
     from .metrics import evaluate
 
-    model, meta, _ = load_classifier(args.checkpoint)
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.json:
+        check_output(args.json, inputs=(args.checkpoint, args.data_dir, forget_file(args.forget)), kind="file",
+                     flag="--json")
+    model, meta, stored_idx = load_classifier(args.checkpoint)
     stored = meta.split or {}
     spec = args.forget or stored.get("spec")
     if spec is None:
@@ -267,8 +283,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     data = dataset_for(meta, args.data_dir)
     split = make_forget_split(spec, data.train_y, seed)
     if stored and stored.get("digest") != split.digest:
-        print(f"dualoptim: warning: {args.checkpoint} was made for forget set {stored.get('spec')} seed "
-              f"{stored.get('seed')}, evaluating on {spec} seed {seed}", file=sys.stderr)
+        if same_spec and seed == stored.get("seed") and stored_idx is not None:
+            # the stored indices (checked against their digest on load) are the truth; the spec/seed next to
+            # them no longer reproduce them (edited metadata, or another version of the data)
+            split = split_from_indices(stored_idx, len(data.train_y), spec, seed)
+            print(f"dualoptim: warning: {args.checkpoint}'s split metadata ({spec} seed {seed}) does not reproduce "
+                  f"its stored forget indices; evaluating on the {split.num_forget} stored indices "
+                  f"(sha256 {split.digest[:12]})", file=sys.stderr)
+        else:
+            print(f"dualoptim: warning: {args.checkpoint} was made for forget set {stored.get('spec')} seed "
+                  f"{stored.get('seed')} (sha256 {str(stored.get('digest'))[:12]}), evaluating on {spec} seed "
+                  f"{seed} (sha256 {split.digest[:12]})", file=sys.stderr)
     start = time.perf_counter()
     metrics = evaluate(model, data, split, batch_size=args.batch_size, mia_svc=args.mia_svc, seed=seed)
     elapsed = time.perf_counter() - start

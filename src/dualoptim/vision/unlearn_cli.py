@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
@@ -103,9 +102,9 @@ def config_from_args(args: argparse.Namespace, dataset: str):
 def cmd_unlearn(args: argparse.Namespace) -> int:
     import torch
 
-    from ..io import atomic_write_json
+    from ..io import atomic_write_json, check_output
     from .checkpoint import dataset_for, load_classifier, save_classifier, weights_digest
-    from .cli import _print_metrics
+    from .cli import _print_metrics, forget_file
     from .forget import make_forget_split
     from .metrics import evaluate
     from .unlearn import unlearn_classifier
@@ -114,9 +113,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
+    out = check_output(args.out, inputs=(args.original, args.data_dir, forget_file(args.forget)),
+                       overwrite=args.overwrite)  # before any work: not over an input, writable, ours to replace
     model, meta, _ = load_classifier(args.original)
     if meta.role != "original":
         raise ConfigError(f"{args.original} is a {meta.role!r} checkpoint; --original needs the original model")
