@@ -133,6 +133,8 @@ class Event:
     phase: str
     model: nn.Module
     final: bool = False
+    lr_scale: dict[str, float] = field(default_factory=lambda: {"forget": 1.0, "retain": 1.0})
+    """Per-phase learning-rate multipliers; a ``stop`` hook may change them (from the next step on)."""
 
 
 Callback = Callable[[Event], "dict[str, float] | None"]
@@ -214,7 +216,8 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
         progress: show a progress bar.
         stop: early stopping: called once before the first step (``phase="start"``) and after every step
             (model in train mode; the hook decides its own cadence and switches to eval itself); a non-empty
-            string it returns ends the run there and is recorded as ``result.stop_reason``.
+            string it returns ends the run there and is recorded as ``result.stop_reason``; it may also scale
+            a phase's learning rate through ``event.lr_scale`` (e.g. escalate the forget lr).
 
     Raises:
         DivergenceError: a loss became NaN/inf (the message names the step and phase), or the parameters did.
@@ -238,6 +241,7 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
         "retain": cosine_factor(n_r) if s.retain_lr_schedule == "cosine" and n_r else (lambda _: 1.0),
     }
     totals = {"forget": n_f, "retain": n_r}
+    lr_scale = {"forget": 1.0, "retain": 1.0}  # a stop hook may change these (Event.lr_scale)
     counts = {"forget": 0, "retain": 0}
     last_grad: dict[str, torch.Tensor] = {}
     result = UnlearnResult()
@@ -258,7 +262,7 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
 
     def step(phase: str, batch: Any, epoch: int, loss_fn: Callable[[StepInfo], torch.Tensor]) -> None:
         info = StepInfo(result.steps, counts[phase], totals[phase], epoch, phase)
-        factor = lr_factor[phase](counts[phase])
+        factor = lr_factor[phase](counts[phase]) * lr_scale[phase]
         for g, lr in zip(optimizer.phase_groups(phase), base_lr[phase]):
             g["lr"] = lr * factor
         with optimizer.set_phase(phase):
@@ -289,7 +293,7 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
         if eval_every and callbacks and result.steps % eval_every == 0:
             evaluate(epoch, phase)
         if stop is not None:
-            reason = stop(Event(result.steps, epoch, phase, model))
+            reason = stop(Event(result.steps, epoch, phase, model, lr_scale=lr_scale))
             if reason:
                 result.stop_reason = reason
                 raise _Stop
@@ -304,7 +308,7 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
         if callbacks and eval_every:
             evaluate(0, "start")
         if stop is not None:
-            result.stop_reason = stop(Event(0, 0, "start", model)) or ""
+            result.stop_reason = stop(Event(0, 0, "start", model, lr_scale=lr_scale)) or ""
             if result.stop_reason:
                 raise _Stop
         if s.mode == "epoch":

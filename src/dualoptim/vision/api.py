@@ -528,14 +528,18 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
         calibration["reason"] = "forget_lr given"
     if calibrating and m.uses_forget:
         monitor = _make_monitor(net, sets, kind, classes, seed)
-        monitor.measure()  # the original's accuracy on what must be kept
-        make_opt = lambda mod, lr: build_optimizer(mod.parameters(), optim, lr, retain_lr,  # noqa: E731
-                                                   **dict(optim_options or {}))
-        forget_lr, probe_rows = probe_forget_lr(
-            net, lambda: get_method(info.name, **options), make_opt, next(iter(sets.forget)),
-            next(iter(sets.retain)), monitor, ladder(OptimSpec.parse(optim).forget), seed)
+        candidates = ladder(OptimSpec.parse(optim).forget)
+        if monitor.measure()["status"] in ("target met", "overshot"):  # nothing to do: the run stops at step 0
+            forget_lr, probe_rows = candidates[0], []
+        else:
+            make_opt = lambda mod, lr: build_optimizer(mod.parameters(), optim, lr, retain_lr,  # noqa: E731
+                                                       **dict(optim_options or {}))
+            forget_lr, probe_rows = probe_forget_lr(
+                net, lambda: get_method(info.name, **options), make_opt, next(iter(sets.forget)),
+                next(iter(sets.retain)), monitor, candidates, seed)
         lr_source = "calibrated (probe, docs/defaults.md)"
         monitor.every = max(2, sum(_plan_steps(m, schedule, len(sets.forget), len(sets.retain))) // 10)
+        monitor.max_scale = candidates[-1] / forget_lr
         calibration.update(mode="auto", reason="no forget_lr given", forget_lr=forget_lr, probe=probe_rows,
                            heldout="test" if sets.test is not None else None, check_every=monitor.every)
     elif calibrating:

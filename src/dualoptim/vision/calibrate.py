@@ -239,7 +239,9 @@ class Monitor:
     every: int = 1
     checks: list[dict[str, Any]] = field(default_factory=list)
     kept_before: float | None = None
+    max_scale: float = 1.0  # escalation: the forget lr may grow by PROBE_RATIO per check up to this factor
     _last: int = -1
+    _prev: dict[str, Any] | None = None
 
     def measure(self, k: float = 1.0) -> dict[str, Any]:
         f = (probs_of(self.net, self.forget[0]), self.forget[1].cpu())
@@ -264,7 +266,21 @@ class Monitor:
             return "utility drop"
         if a["status"] in ("target met", "overshot"):
             return "target already met before unlearning" if event.phase == "start" else a["status"]
+        prev, self._prev = self._prev, a
+        if a["status"] == "not met" and prev is not None and not _progressed(prev, a):
+            scale = event.lr_scale["forget"] * PROBE_RATIO
+            if scale <= self.max_scale * (1 + 1e-9):
+                event.lr_scale["forget"] = scale  # escalation: no progress since the last check
+                self.checks[-1]["forget_lr_scale"] = scale
         return None
+
+
+def _progressed(prev: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Did the forget set move towards the target by at least half a tolerance since the previous check?"""
+    if now["kind"] == "class":
+        return now["FA"] < prev["FA"] - MIN_TOL_ACC / 2
+    auc_moved = now.get("AUC") is not None and now["AUC"] < prev["AUC"] - now.get("tol_auc", MIN_TOL_AUC) / 2
+    return now["FA"] < prev["FA"] - now.get("tol_acc", MIN_TOL_ACC) / 2 or auc_moved
 
 
 # ------------------------------------------------------------------------------------------------ probe
