@@ -78,6 +78,13 @@ def tolerances(n_forget: int, n_heldout: int, heldout_acc: float, k: float) -> d
             "tol_util": max(MIN_TOL_UTIL, 2.0 * 100.0 * math.sqrt(p * (1 - p) / nh))}
 
 
+def _tol_util(kept: float | None, n: int) -> float:
+    """``tol_util`` for an accuracy ``kept`` (%) measured on ``n`` samples."""
+    if kept is None or kept != kept or n < 1:
+        return MIN_TOL_UTIL
+    return tolerances(1, n, kept, 2.0)["tol_util"]
+
+
 def _acc(probs: torch.Tensor, labels: torch.Tensor) -> float:
     return 100.0 * (probs.argmax(1) == labels).double().mean().item() if len(labels) else float("nan")
 
@@ -119,7 +126,8 @@ def assess(forget: tuple[torch.Tensor, torch.Tensor], heldout: tuple[torch.Tenso
             out["kept"] = _acc(*retain)
         forgotten = [v for v in (out["FA"], out.get("HA_forgotten")) if v is not None and v == v]
         out["status"] = "target met" if all(v <= CLASS_TARGET for v in forgotten) else "not met"
-        tol_util = MIN_TOL_UTIL
+        n_kept = int((~in_cls).sum()) if heldout is not None else (len(retain[1]) if retain is not None else 0)
+        tol_util = _tol_util(out.get("kept"), n_kept)
     elif heldout is not None and len(heldout[1]):
         ph, yh = heldout
         ha = _acc(ph, yh)
@@ -136,7 +144,7 @@ def assess(forget: tuple[torch.Tensor, torch.Tensor], heldout: tuple[torch.Tenso
     else:
         out["status"] = "unknown"
         out["kept"] = _acc(*retain) if retain is not None else None
-        tol_util = MIN_TOL_UTIL
+        tol_util = _tol_util(out["kept"], len(retain[1]) if retain is not None else 0)
     out["tol_util"] = tol_util
     kept = out.get("kept")
     out["kept_before"] = kept_before
