@@ -237,6 +237,8 @@ def _inputs(data: Any) -> torch.Tensor | None:
 
 def sample_hashes(x: torch.Tensor) -> list[bytes]:
     """One 16-byte BLAKE2b digest per sample of ``x`` (its raw bytes; dtype and shape included)."""
+    if not len(x):
+        return []
     flat = x.detach().cpu().contiguous().reshape(len(x), -1)
     head = f"{flat.dtype}{tuple(x.shape[1:])}".encode()
     rows = flat.view(torch.uint8).numpy() if flat.numel() else flat.numpy()
