@@ -65,8 +65,11 @@ def test_readme_example_runs_as_written(tmp_path, monkeypatch):
     namespace: dict = {"__name__": "__readme__"}
     exec(compile(code, "README.md", "exec"), namespace)
     audit = namespace["out"].audit
-    assert audit.retrain is not None and set(audit.gap) == {"Original", "Unlearned"}
-    assert (tmp_path / "audit.html").is_file()
+    assert "torch.manual_seed" in code and "forget_lr" not in code  # seeded; defaults only
+    # the original memorized its forget set; the defaults visibly forget it (fails if they leave it unchanged)
+    assert audit.original["FA"] >= 99 and audit.unlearned["FA"] <= audit.original["FA"] - 3
+    assert not audit.verdict.startswith("NOT forgotten") and audit.calibration["mode"] == "auto"
+    assert (tmp_path / "audit.html").is_file() and "Verdict: " in (tmp_path / "audit.html").read_text()
 
 
 def test_audit_fields_match_direct_metric_calls(task):
@@ -74,16 +77,19 @@ def test_audit_fields_match_direct_metric_calls(task):
     before = copy.deepcopy(model)
     reference = trained_mlp(*task.retain, seed=1)
     out = unlearn(model, forget=task.forget, retain=task.retain, test=task.test, method="rl", retrain=reference,
-                  seed=3, **FAST)
+                  seed=3, calibrate="off", **FAST)
     a = json.loads(out.audit.to_json())
     for key in ("method", "optim", "hyperparameters", "sizes", "original", "unlearned", "retrain", "gap",
-                "metric_gaps", "gap_metrics", "timings", "versions", "created", "metric_definitions"):
+                "metric_gaps", "gap_metrics", "timings", "versions", "created", "metric_definitions", "verdict",
+                "verdict_details", "calibration", "warnings"):
         assert key in a, key
     assert a["method"] == "rl" and a["optim"] == "adam+sgd" and a["sizes"] == {"forget": 24, "retain": 216, "test": 60}
     assert a["hyperparameters"]["forget_lr"] > 0 and a["timings"]["unlearn_s"] > 0
     assert a["hyperparameters"]["forget_steps"] == 2 * 1 and a["hyperparameters"]["lr_source"].startswith("default")
     assert a["hyperparameters"]["forget_lr"] == pytest.approx(1e-3)  # 1 batch x 2 epochs: scaled 10x (the cap)
     assert "member" in a["metric_definitions"]["MIA"] and "non-member" in a["metric_definitions"]["MIA_SVC"]
+    assert "Gap to Retrain = mean" in a["metric_definitions"]["Gap"]
+    assert a["calibration"]["mode"] == "off" and a["calibration"]["reason"] == "calibrate='off'"
     assert set(a["unlearned"]) == {"FA", "UA", "RA", "TA", "MIA", "MIA_SVC"}
     (fx, fy), (rx, ry), (tx, ty) = task.forget, task.retain, task.test
     for name, net in (("original", before), ("unlearned", out.model), ("retrain", reference)):

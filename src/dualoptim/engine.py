@@ -133,6 +133,8 @@ class Event:
     phase: str
     model: nn.Module
     final: bool = False
+    lr_scale: dict[str, float] = field(default_factory=lambda: {"forget": 1.0, "retain": 1.0})
+    """Per-phase learning-rate multipliers; a ``stop`` hook may change them (from the next step on)."""
 
 
 Callback = Callable[[Event], "dict[str, float] | None"]
@@ -151,6 +153,11 @@ class UnlearnResult:
     evals: list[dict[str, float]] = field(default_factory=list)
     steps: int = 0
     seconds: float = 0.0
+    stop_reason: str = ""  # why a ``stop`` hook ended the run early ("" = the schedule ran to its end)
+
+
+class _Stop(Exception):
+    """Raised inside the step loop when the ``stop`` hook asks to end the run."""
 
 
 def _cycle(batches: Iterable[Any]) -> Iterator[Any]:
@@ -193,7 +200,7 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
                    retain_batches: Iterable[Any], schedule: Schedule | None = None, *,
                    callbacks: Sequence[Callback] = (), eval_every: int | None = None, track_grads: bool = False,
                    autocast_dtype: torch.dtype | None = None, progress: bool = True,
-                   desc: str = "unlearning") -> UnlearnResult:
+                   desc: str = "unlearning", stop: Callable[[Event], str | None] | None = None) -> UnlearnResult:
     """Run ``method`` on ``model`` following ``schedule`` (Algorithm 1).
 
     Args:
@@ -207,6 +214,10 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
         track_grads: record gradient norms and forget/retain cosine similarity per step.
         autocast_dtype: e.g. ``torch.bfloat16`` to compute losses under autocast.
         progress: show a progress bar.
+        stop: early stopping: called once before the first step (``phase="start"``) and after every step
+            (model in train mode; the hook decides its own cadence and switches to eval itself); a non-empty
+            string it returns ends the run there and is recorded as ``result.stop_reason``; it may also scale
+            a phase's learning rate through ``event.lr_scale`` (e.g. escalate the forget lr).
 
     Raises:
         DivergenceError: a loss became NaN/inf (the message names the step and phase), or the parameters did.
@@ -230,6 +241,7 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
         "retain": cosine_factor(n_r) if s.retain_lr_schedule == "cosine" and n_r else (lambda _: 1.0),
     }
     totals = {"forget": n_f, "retain": n_r}
+    lr_scale = {"forget": 1.0, "retain": 1.0}  # a stop hook may change these (Event.lr_scale)
     counts = {"forget": 0, "retain": 0}
     last_grad: dict[str, torch.Tensor] = {}
     result = UnlearnResult()
@@ -250,7 +262,7 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
 
     def step(phase: str, batch: Any, epoch: int, loss_fn: Callable[[StepInfo], torch.Tensor]) -> None:
         info = StepInfo(result.steps, counts[phase], totals[phase], epoch, phase)
-        factor = lr_factor[phase](counts[phase])
+        factor = lr_factor[phase](counts[phase]) * lr_scale[phase]
         for g, lr in zip(optimizer.phase_groups(phase), base_lr[phase]):
             g["lr"] = lr * factor
         with optimizer.set_phase(phase):
@@ -280,6 +292,11 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
         bar.update(1)
         if eval_every and callbacks and result.steps % eval_every == 0:
             evaluate(epoch, phase)
+        if stop is not None:
+            reason = stop(Event(result.steps, epoch, phase, model, lr_scale=lr_scale))
+            if reason:
+                result.stop_reason = reason
+                raise _Stop
 
     def forget_step(b: Any, e: int) -> None:
         step("forget", b, e, lambda info: method.forget_loss(model, b, info))
@@ -290,6 +307,10 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
     try:
         if callbacks and eval_every:
             evaluate(0, "start")
+        if stop is not None:
+            result.stop_reason = stop(Event(0, 0, "start", model, lr_scale=lr_scale)) or ""
+            if result.stop_reason:
+                raise _Stop
         if s.mode == "epoch":
             for epoch in range(s.epochs):
                 if method.uses_forget and (s.forget_epochs is None or epoch < s.forget_epochs):
@@ -317,6 +338,8 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
                     step("retain", (fb, rb), epoch, lambda info, fb=fb, rb=rb: (
                         (s.forget_weight * method.forget_loss(model, fb, info) if method.uses_forget else 0.0)
                         + (s.retain_weight * method.retain_loss(model, rb, info) if method.uses_retain else 0.0)))
+    except _Stop:
+        pass
     finally:
         bar.close()
         for ph, lrs in base_lr.items():  # leave the optimizer's lrs as they were given

@@ -19,6 +19,7 @@ the Algorithm-1 engine (``run_unlearning``) and the metric functions of ``vision
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,12 +29,24 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from ..engine import Callback, Event, Schedule, UnlearnResult, run_unlearning
 from ..errors import ConfigError, DivergenceError
 from ..optim import OptimSpec, build_optimizer
-from .audit import Audit, compute_metrics
+from .audit import Audit, compute_metrics, degenerate_warnings
+from .calibrate import (
+    MONITOR_SAMPLES,
+    RETAIN_FRACTION_PER_EPOCH,
+    RETAIN_PASSES,
+    Monitor,
+    assess,
+    forget_kind,
+    ladder,
+    probe_forget_lr,
+    subsample,
+    verdict_text,
+)
 from .methods import get_method, get_method_info
 from .presets import resolve_preset
 from .train import TrainConfig, lr_factor, make_sgd
@@ -194,7 +207,8 @@ def _identity(data: Any) -> tuple[Any, torch.Tensor] | None:
 
 
 def check_disjoint(forget: Any, retain: Any) -> None:
-    """Raise :class:`ConfigError` when ``forget`` and ``retain`` share samples of one base dataset."""
+    """Raise :class:`ConfigError` when ``forget`` and ``retain`` share samples: by index for Subsets/DataLoaders of
+    one base dataset, by content (a hash per sample) for tensor pairs and separate TensorDatasets."""
     if forget is retain:
         raise ConfigError("forget and retain are the same object: the retain set must exclude the forget samples")
     if isinstance(forget, (tuple, list)) and isinstance(retain, (tuple, list)) and forget and retain:
@@ -203,12 +217,48 @@ def check_disjoint(forget: Any, retain: Any) -> None:
                               "samples")
     f, r = _identity(forget), _identity(retain)
     if f is None or r is None or f[0] is not r[0]:
+        _check_content_overlap(forget, retain)
         return
     common = torch.from_numpy(__import__("numpy").intersect1d(f[1].numpy(), r[1].numpy()))
     if len(common):
         raise ConfigError(f"forget and retain overlap: {len(common)} samples of the same dataset are in both (e.g. "
                           f"indices {common[:5].tolist()}); the retain set must be the training set minus the forget "
                           "set")
+
+
+def _inputs(data: Any) -> torch.Tensor | None:
+    """The input tensor of a tensor pair or a TensorDataset (else None: content is not checked)."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        return data[0]
+    if isinstance(data, TensorDataset) and data.tensors:
+        return data.tensors[0]
+    return None
+
+
+def sample_hashes(x: torch.Tensor) -> list[bytes]:
+    """One 16-byte BLAKE2b digest per sample of ``x`` (its raw bytes; dtype and shape included)."""
+    if not len(x):
+        return []
+    flat = x.detach().cpu().contiguous().reshape(len(x), -1)
+    head = f"{flat.dtype}{tuple(x.shape[1:])}".encode()
+    rows = flat.view(torch.uint8).numpy() if flat.numel() else flat.numpy()
+    return [hashlib.blake2b(head + row.tobytes(), digest_size=16).digest() for row in rows]
+
+
+def _check_content_overlap(forget: Any, retain: Any) -> None:
+    """Tensor pairs / TensorDatasets: refuse forget samples whose exact input also occurs in the retain set.
+
+    Cost: one pass over both inputs' bytes and one hash per sample (~1 s per 100k 28x28 images on one CPU core).
+    """
+    xf, xr = _inputs(forget), _inputs(retain)
+    if xf is None or xr is None or xf.shape[1:] != xr.shape[1:] or xf.dtype != xr.dtype:
+        return
+    retain_set = set(sample_hashes(xr))
+    dup = [i for i, h in enumerate(sample_hashes(xf)) if h in retain_set]
+    if dup:
+        raise ConfigError(f"forget and retain overlap by content: {len(dup)} forget sample(s) (e.g. positions "
+                          f"{dup[:5]}) have an identical input in the retain set; remove them from the retain set "
+                          "(a copy left there keeps teaching the model what should be forgotten)")
 
 
 # -------------------------------------------------------------------------------------- defaults
@@ -336,11 +386,38 @@ def _probs(net: nn.Module, batches: Batches) -> tuple[torch.Tensor, torch.Tensor
     return torch.cat(probs), torch.cat(labels)
 
 
-def _metrics(net: nn.Module, sets: _Sets, seed: int) -> dict[str, float | None]:
-    pf, yf = _probs(net, sets.forget)
-    pr, yr = _probs(net, sets.retain)
-    pt, yt = _probs(net, sets.test) if sets.test is not None else (None, None)
+Outputs = tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor],
+                tuple[torch.Tensor, torch.Tensor] | None]
+
+
+def _outputs(net: nn.Module, sets: _Sets) -> Outputs:
+    """Softmax outputs and labels on the forget, retain and (if any) test set."""
+    return _probs(net, sets.forget), _probs(net, sets.retain), (_probs(net, sets.test) if sets.test else None)
+
+
+def _metrics(net: nn.Module, sets: _Sets, seed: int, outputs: Outputs | None = None) -> dict[str, float | None]:
+    (pf, yf), (pr, yr), t = outputs or _outputs(net, sets)
+    pt, yt = t if t is not None else (None, None)
     return compute_metrics(pf, yf, pr, yr, pt, yt, seed=seed)
+
+
+def _assess(outputs: Outputs, kind: str, classes: list[int], kept_before: float | None, k: float
+            ) -> dict[str, Any]:
+    f, r, t = outputs
+    return assess(f, t, kind, classes, kept_before, k, retain=r)
+
+
+def calibrated_schedule(schedule: Schedule, forget_batches: int, retain_batches: int) -> Schedule:
+    """The method's schedule capped to about :data:`RETAIN_PASSES` passes over the retain set (docs/defaults.md)."""
+    if schedule.mode == "iteration":
+        cap = max(schedule.forget_every, RETAIN_PASSES * retain_batches)
+        return Schedule(**{**schedule.__dict__, "iterations": min(schedule.iterations, cap)})
+    if schedule.mode == "epoch":
+        per_epoch = max(1, -(-retain_batches // RETAIN_FRACTION_PER_EPOCH))
+        if schedule.retain_batches_per_epoch is not None:
+            per_epoch = min(per_epoch, schedule.retain_batches_per_epoch)
+        return Schedule(**{**schedule.__dict__, "retain_batches_per_epoch": per_epoch})
+    return schedule
 
 
 def _curve_callback(net: nn.Module, sets: _Sets, samples: int, seed: int) -> Callback:
@@ -371,25 +448,35 @@ def _curve_callback(net: nn.Module, sets: _Sets, samples: int, seed: int) -> Cal
 
 def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None = None, method: str = "salun",
             optim: str | None = None, forget_lr: float | None = None, retain_lr: float | None = None,
-            epochs: int | None = None, iterations: int | None = None, batch_size: int = 128,
-            method_options: Mapping[str, Any] | None = None, optim_options: Mapping[str, Any] | None = None,
-            output_key: str | int | None = None, retrain: bool | nn.Module | Callable[[], nn.Module] = False,
+            calibrate: str = "auto", epochs: int | None = None, iterations: int | None = None,
+            batch_size: int = 128, method_options: Mapping[str, Any] | None = None,
+            optim_options: Mapping[str, Any] | None = None, output_key: str | int | None = None,
+            retrain: bool | nn.Module | Callable[[], nn.Module] = False,
             retrain_recipe: TrainConfig | Mapping[str, Any] | None = None, seed: int = 0,
             callbacks: Sequence[Callback] = (), eval_every: int | None = None, curve_samples: int = 1000,
             track_grads: bool = False, progress: bool = True) -> UnlearnOutcome:
     """Remove the influence of ``forget`` from ``model`` (trained on ``forget`` + ``retain``) and audit it.
 
+    With nothing but the data and the method, the run is calibrated without a Retrain (docs/defaults.md):
+    held-out data (``test``) define what "never seen" looks like, a short probe on a slice picks the forget
+    lr, and unlearning stops once the forget set scores like held-out data (sample-wise) or its classes are
+    no longer predicted (class-wise), or when held-out accuracy of what must be kept drops. The audit's
+    ``verdict`` says whether that happened ("forgotten: ..." / "NOT forgotten: ..." / "utility lost: ...").
+
     Args:
         model: a trained classifier; ``model(x)`` returns logits ``(N, num_classes)``. Changed in place (also
             when an error stops the run part-way): pass ``copy.deepcopy(model)`` to keep the original.
         forget, retain, test: a map-style Dataset of ``(x, y)``, a DataLoader of ``(x, y)`` batches, or an
-            ``(x, y)`` tensor pair. ``retain`` must not contain the forget samples; ``test`` (held-out data)
-            is optional but needed for TA and both membership-inference attacks.
+            ``(x, y)`` tensor pair. ``retain`` must not contain the forget samples (checked by index for Subsets
+            of one dataset, by content for tensor pairs and TensorDatasets: one hash per sample). ``test``
+            (held-out data the original never trained on, e.g. a validation set) is optional but needed for
+            the sample-wise target, TA and both membership-inference attacks.
         method: a registered method (``ft``, ``ga``, ``rl``, ``salun``, ``scrub``, ``sfron``).
         optim: ``"adam+sgd"``-style DualOptim spec or a single name (shared-optimizer baseline), see
             ``build_optimizer``; default: the method's DualOptim spec (``adam+sgd``; ``adam+adam`` for SCRUB).
-        forget_lr, retain_lr: step sizes; ``None`` uses the untuned defaults (:func:`default_lrs`, see
-            docs/defaults.md: Adam forget lr 1e-4 scaled up on small forget sets, retain lr 0.01 for SGD).
+        forget_lr, retain_lr: step sizes. A given ``forget_lr`` switches calibration off (and the capped
+            budget and early stop with it); a missing ``retain_lr`` is the default (:func:`default_lrs`).
+        calibrate: ``"auto"`` (calibrate unless ``forget_lr`` is given) or ``"off"`` (untuned fixed defaults).
         epochs / iterations: override the method's schedule length (epoch-style / iteration-style methods).
         batch_size: batch size for Datasets and tensor pairs (DataLoaders keep their own).
         method_options: method options, e.g. ``{"ratio": 0.5}`` for SalUn (SFRon defaults to alpha = 1).
@@ -398,7 +485,8 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
         retrain: ``False``; a trained Retrain ``nn.Module`` to compare with; a function returning a fresh
             untrained model; or ``True`` to train a re-initialised copy of ``model`` on ``retain`` with
             ``retrain_recipe`` (use your original training recipe: a :class:`TrainConfig` or its fields).
-        seed: seeds shuffling, random labels and the SVC attack's sampling.
+            Only the audit's Gap reads it; calibration never does.
+        seed: seeds shuffling, random labels, the calibration subsamples and the SVC attack's sampling.
         callbacks: engine callbacks ``f(event) -> dict | None`` every ``eval_every`` steps and at the end.
         eval_every: also record FA/RA/TA/MIA every that many steps on ``curve_samples`` samples per set
             (the audit's process plot).
@@ -406,16 +494,22 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
         progress: show progress bars.
 
     Raises:
-        ConfigError: unusable inputs (empty or overlapping sets, a model output that is not logits, ...).
+        ConfigError: unusable inputs (empty or overlapping sets, a model output that is not logits, a model
+            whose parameters are all frozen, ...).
         DivergenceError: a loss became NaN/inf.
     """
     total_start = time.perf_counter()
     params = list(model.parameters())
     if not params:
         raise ConfigError("the model has no parameters to unlearn")
+    if not any(p.requires_grad for p in params):
+        raise ConfigError("every parameter of the model is frozen (requires_grad=False), so unlearning cannot change "
+                          "it: unfreeze what may change, e.g. model.requires_grad_(True) or the last layers only")
     device, dtype = params[0].device, params[0].dtype
     if not dtype.is_floating_point:
         raise ConfigError(f"the model's parameters are {dtype}; unlearning needs floating-point parameters")
+    if calibrate not in ("auto", "off"):
+        raise ConfigError(f"calibrate must be 'auto' or 'off', got {calibrate!r}")
     info = get_method_info(method)
     options = dict(method_options or {})
     if info.name == "sfron":
@@ -434,6 +528,9 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
     _probe(net, sets)
 
     schedule: Schedule = m.default_schedule()  # type: ignore[attr-defined]
+    calibrating = calibrate == "auto" and forget_lr is None
+    if calibrating and epochs is None and iterations is None:
+        schedule = calibrated_schedule(schedule, len(sets.forget), len(sets.retain))
     if epochs is not None:
         schedule = Schedule(**{**schedule.__dict__, "epochs": epochs})
     if iterations is not None:
@@ -441,7 +538,14 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
     lr_source = "given" if forget_lr is not None and retain_lr is not None else "default (docs/defaults.md)"
     n_forget_steps = forget_steps(schedule, len(sets.forget)) if m.uses_forget else 0
     if forget_lr is None or retain_lr is None:
-        d_forget, d_retain = default_lrs(info.name, optim, n_forget_steps)
+        try:
+            d_forget, d_retain = default_lrs(info.name, optim, n_forget_steps)
+        except ConfigError:
+            spec = OptimSpec.parse(optim)
+            if not (calibrating and spec.forget in DEFAULT_FORGET_LR and spec.retain in DEFAULT_RETAIN_LR):
+                raise
+            # calibration probes the forget lr; the retain lr is the optimizer family's default
+            d_forget, d_retain = DEFAULT_FORGET_LR[spec.forget], DEFAULT_RETAIN_LR[spec.retain]
         forget_lr = d_forget if forget_lr is None else forget_lr
         retain_lr = d_retain if retain_lr is None else retain_lr
     recipe = None
@@ -449,8 +553,36 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
         recipe = retrain_recipe if isinstance(retrain_recipe, TrainConfig) else TrainConfig(**(retrain_recipe or {}))
 
     t0 = time.perf_counter()
-    original_metrics = _metrics(net, sets, seed)
+    original_out = _outputs(net, sets)
+    original_metrics = _metrics(net, sets, seed, original_out)
+    kind, classes = forget_kind(original_out[0][1], original_out[1][1])
     eval_s = time.perf_counter() - t0
+
+    unlearn_start = time.perf_counter()
+    monitor, calibration = None, {"mode": "off", "kind": kind, "classes": classes}
+    if calibrate == "off":
+        calibration["reason"] = "calibrate='off'"
+    elif not calibrating:
+        calibration["reason"] = "forget_lr given"
+    if calibrating and m.uses_forget:
+        monitor = _make_monitor(net, sets, kind, classes, seed)
+        candidates = ladder(OptimSpec.parse(optim).forget)
+        if monitor.measure()["status"] in ("target met", "overshot"):  # nothing to do: the run stops at step 0
+            forget_lr, probe_rows = candidates[0], []
+        else:
+            make_opt = lambda mod, lr: build_optimizer(mod.parameters(), optim, lr, retain_lr,  # noqa: E731
+                                                       **dict(optim_options or {}))
+            forget_lr, probe_rows = probe_forget_lr(
+                net, lambda: get_method(info.name, **options), make_opt, next(iter(sets.forget)),
+                next(iter(sets.retain)), monitor, candidates, seed)
+        lr_source = "calibrated (probe, docs/defaults.md)"
+        monitor.every = max(2, sum(_plan_steps(m, schedule, len(sets.forget), len(sets.retain))) // 10)
+        monitor.max_scale = candidates[-1] / forget_lr
+        calibration.update(mode="auto", reason="no forget_lr given", forget_lr=forget_lr, probe=probe_rows,
+                           heldout="test" if sets.test is not None else None, check_every=monitor.every)
+    elif calibrating:
+        calibration["reason"] = f"{info.name} has no forget phase"
+    calibrate_s = time.perf_counter() - unlearn_start
 
     torch.manual_seed(seed)
     optimizer = build_optimizer(net.parameters(), optim, forget_lr, retain_lr, **dict(optim_options or {}))
@@ -459,12 +591,23 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
         cbs.insert(0, _curve_callback(net, sets, curve_samples, seed))
     result = run_unlearning(net, m, optimizer, sets.forget, sets.retain, schedule, callbacks=cbs,
                             eval_every=eval_every, track_grads=track_grads, progress=progress,
-                            desc=f"unlearn {info.name} [{optim}]")
+                            desc=f"unlearn {info.name} [{optim}]", stop=monitor)
+    unlearn_total_s = time.perf_counter() - unlearn_start
+    if monitor is not None:
+        calibration.update(stop_reason=result.stop_reason or "budget spent", checks=monitor.checks)
     t0 = time.perf_counter()
-    unlearned_metrics = _metrics(net, sets, seed)
+    unlearned_out = _outputs(net, sets)
+    unlearned_metrics = _metrics(net, sets, seed, unlearned_out)
+    before = _assess(original_out, kind, classes, None, 2.0)
+    final = _assess(unlearned_out, kind, classes, before.get("kept"), 2.0)
+    status, verdict = verdict_text(final, "held-out")
     eval_s += time.perf_counter() - t0
+    num_classes = original_out[0][0].shape[1]
+    warnings = (degenerate_warnings("original", original_metrics, num_classes)
+                + degenerate_warnings("unlearned", unlearned_metrics, num_classes, model))
 
-    timings = {"unlearn_s": result.seconds, "unlearn_steps": result.steps}
+    timings = {"unlearn_s": result.seconds, "unlearn_steps": result.steps, "calibrate_s": calibrate_s,
+               "unlearn_total_s": unlearn_total_s}
     retrain_model, retrain_metrics = None, None
     if retrain is not False and retrain is not None:
         if isinstance(retrain, nn.Module):
@@ -484,6 +627,7 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
         t0 = time.perf_counter()
         retrain_metrics = _metrics(LogitsModel(retrain_model, output_key), sets, seed)
         eval_s += time.perf_counter() - t0
+        warnings += degenerate_warnings("Retrain", retrain_metrics, num_classes, retrain_model)
     timings["eval_s"] = eval_s
     timings["total_s"] = time.perf_counter() - total_start
 
@@ -497,9 +641,36 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
                         unlearned=unlearned_metrics, retrain=retrain_metrics,
                         sizes={"forget": sets.forget.num_samples, "retain": sets.retain.num_samples,
                                "test": sets.test.num_samples if sets.test is not None else 0},
-                        timings=timings, process=[dict(r) for r in result.evals] if eval_every else [])
+                        timings=timings, process=[dict(r) for r in result.evals] if eval_every else [],
+                        verdict=verdict, verdict_details={**final, "target": final["status"], "status": status,
+                                                                  "before": before},
+                        calibration=calibration, warnings=warnings)
     model.eval()
     return UnlearnOutcome(model=model, audit=audit, result=result, retrain_model=retrain_model)
+
+
+def _plan_steps(m: Any, schedule: Schedule, forget_batches: int, retain_batches: int) -> tuple[int, int]:
+    from ..engine import _plan
+
+    return _plan(m, schedule, forget_batches, retain_batches)
+
+
+def _make_monitor(net: nn.Module, sets: _Sets, kind: str, classes: list[int], seed: int) -> Monitor:
+    """Fixed random subsamples (at most MONITOR_SAMPLES per group) for the checks during unlearning."""
+    (forget,) = subsample(sets.forget.evaluation(), MONITOR_SAMPLES, seed)
+    heldout = retain = None
+    if sets.test is not None:
+        if kind == "class":
+            cls = torch.tensor(classes, dtype=torch.long)
+            parts = subsample(sets.test.evaluation(), MONITOR_SAMPLES, seed + 1,
+                              group=lambda y: (~torch.isin(y.cpu(), cls)).long(), groups=2)
+            parts = [p for p in parts if len(p[1])]
+            heldout = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+        else:
+            (heldout,) = subsample(sets.test.evaluation(), MONITOR_SAMPLES, seed + 1)
+    else:
+        (retain,) = subsample(sets.retain.evaluation(), MONITOR_SAMPLES, seed + 2)
+    return Monitor(net, forget, heldout, kind, classes, retain)
 
 
 def _probe(net: LogitsModel, sets: _Sets) -> None:

@@ -9,6 +9,10 @@ An :class:`Audit` holds, for the original, the unlearned and (optionally) the Re
 - MIA_SVC: **SVC-confidence non-member rate** (SalUn's MIA-efficacy: % of forget samples an RBF SVC on
   the true-class probability calls non-member; higher = more forgotten).
 
+Without any Retrain it gives a **verdict** (``verdict``: "forgotten: ..." / "NOT forgotten: ..." /
+"utility lost: ..." / "unknown: ...", details in ``verdict_details``; the retrain-free rule of
+``vision.calibrate`` and docs/defaults.md), how the run was calibrated (``calibration``) and every warning
+that changes what the numbers mean (``warnings``: mismatched Retrain/original, degenerate models).
 With a Retrain reference it adds the Gap to Retrain (mean |metric - Retrain| over FA, RA, TA, MIA, the
 DualOptim paper's Table-1 Gap for one trial), plus time taken, method, optimizer, hyper-parameters and
 versions. ``to_json()`` / ``write_json(path)`` and ``write_html(path)`` (one self-contained file: tables and
@@ -35,7 +39,37 @@ from ..stats import gap_table
 from .metrics import DESCRIPTIONS, METRICS, mia_entropy_lr, mia_svc_confidence
 
 GAP_METRICS = ("FA", "RA", "TA", "MIA")
-FORMAT = 1
+FORMAT = 2
+GAP_DEFINITION = ("Gap to Retrain = mean over FA, RA, TA and MIA (entropy-LR member rate) of |model - Retrain|, "
+                  "in points; 0 = indistinguishable from retraining without the forget set. \"Original\" is doing "
+                  "nothing: unlearning helps only where its Gap is below Original's.")
+HUGE_WEIGHT = 1e4
+VERDICT_COLOURS = {"forgotten": "#1b7a2e", "NOT forgotten": "#b3261e", "utility lost": "#b36b00",
+                   "unknown": "#555555"}
+
+
+def degenerate_warnings(name: str, metrics: dict[str, float | None], num_classes: int,
+                        model: torch.nn.Module | None = None) -> list[str]:
+    """Warnings that make a model's numbers meaningless: non-finite or huge weights, accuracy near chance."""
+    out = []
+    if model is not None:
+        worst = 0.0
+        for p in model.parameters():
+            if not torch.isfinite(p.detach()).all():
+                out.append(f"the {name} model has NaN/inf weights")
+                break
+            worst = max(worst, float(p.detach().abs().max())) if p.numel() else worst
+        else:
+            if worst > HUGE_WEIGHT:
+                out.append(f"the {name} model has huge weights (max |w| = {worst:.3g}): it has probably diverged")
+    chance = 100.0 / max(num_classes, 1)
+    for m in ("RA", "TA"):
+        v = metrics.get(m)
+        if v is not None and v == v and v <= chance + 0.5 * (100.0 - chance) * 0.1:
+            out.append(f"the {name} model is near chance accuracy ({m} {v:.1f}% with {num_classes} classes, chance "
+                       f"{chance:.1f}%): its other numbers mean little")
+            break
+    return out
 
 
 def compute_metrics(forget_probs: torch.Tensor, forget_y: torch.Tensor, retain_probs: torch.Tensor,
@@ -105,12 +139,18 @@ class Audit:
     created: str = ""
     metric_definitions: dict[str, str] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
+    verdict: str = ""
+    verdict_details: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @classmethod
     def build(cls, *, method: str, optim: str, hyperparameters: dict[str, Any], sizes: dict[str, int],
               original: dict[str, float | None], unlearned: dict[str, float | None],
               retrain: dict[str, float | None] | None = None, timings: dict[str, float] | None = None,
-              process: list[dict[str, float]] | None = None, source: dict[str, Any] | None = None) -> Audit:
+              process: list[dict[str, float]] | None = None, source: dict[str, Any] | None = None,
+              verdict: str = "", verdict_details: dict[str, Any] | None = None,
+              calibration: dict[str, Any] | None = None, warnings: list[str] | None = None) -> Audit:
         """An audit with Gap, versions, timestamp and metric definitions filled in."""
         gap, metric_gaps, used = ({}, {}, [])
         if retrain is not None:
@@ -121,7 +161,9 @@ class Audit:
                    gap=gap, metric_gaps=metric_gaps, gap_metrics=used, timings=dict(timings or {}),
                    process=list(process or []), versions=versions(),
                    created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                   metric_definitions={m: DESCRIPTIONS[m] for m in METRICS}, source=dict(source or {}))
+                   metric_definitions={**{m: DESCRIPTIONS[m] for m in METRICS}, "Gap": GAP_DEFINITION},
+                   source=dict(source or {}), verdict=verdict, verdict_details=dict(verdict_details or {}),
+                   calibration=dict(calibration or {}), warnings=list(warnings or []))
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "dualoptim.audit", "format": FORMAT, **asdict(self)}
@@ -142,6 +184,17 @@ class Audit:
             cells = " ".join(f"{m}={_fmt(row.get(m))}" for m in METRICS)
             gap = f"  Gap={self.gap[name]:.2f}" if name in self.gap else ""
             lines.append(f"  {name:<9} {cells}{gap}")
+        if self.gap:
+            lines.append("  (Gap = mean |model - Retrain| over FA, RA, TA, MIA in points; Original = doing nothing)")
+        cal = self.calibration
+        if cal.get("mode") == "auto":
+            lines.append(f"calibrated: forget lr {cal.get('forget_lr', 0):.3g} from the probe, stopped: "
+                         f"{cal.get('stop_reason', '?')} after {self.timings.get('unlearn_steps', '?')} steps")
+        elif cal:
+            lines.append(f"not calibrated ({cal.get('reason', 'off')})")
+        if self.verdict:
+            lines.append(f"verdict: {self.verdict}")
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
     def _rows(self) -> list[tuple[str, dict[str, float | None]]]:
@@ -161,8 +214,22 @@ class Audit:
             body.append([name, *[_fmt(row.get(m)) for m in METRICS], gap])
         parts = [f"<h1>Unlearning audit: {e(self.method)} [{e(self.optim)}]</h1>",
                  f"<p>{e(self.created)} &middot; forget {self.sizes.get('forget')} / retain "
-                 f"{self.sizes.get('retain')} / test {self.sizes.get('test')} samples</p>",
-                 "<h2>Metrics</h2>", _table(head, body),
+                 f"{self.sizes.get('retain')} / test {self.sizes.get('test')} samples</p>"]
+        if self.verdict:
+            status = self.verdict_details.get("status", self.verdict.split(":")[0])
+            colour = VERDICT_COLOURS.get(status, "#555555")
+            parts.append(f'<p class="verdict" style="border-left:6px solid {colour};padding:0.5em 1em;'
+                         f'background:#f6f6f6"><b style="color:{colour}">Verdict: {e(status)}</b><br>'
+                         f"{e(self.verdict)}</p>")
+        for w in self.warnings:
+            parts.append(f'<p class="warning" style="color:#b3261e"><b>Warning:</b> {e(w)}</p>')
+        cal = self.calibration
+        if cal:
+            how = (f"calibrated without a Retrain: forget lr {cal.get('forget_lr', 0):.3g} chosen by the probe; "
+                   f"stopped: {cal.get('stop_reason', '?')}" if cal.get("mode") == "auto"
+                   else f"not calibrated ({cal.get('reason', 'off')})")
+            parts.append(f"<p>Run: {e(how)} (docs/defaults.md).</p>")
+        parts += ["<h2>Metrics</h2>", _table(head, body), f"<p>{e(GAP_DEFINITION)}</p>",
                  "<h2>What the metrics mean</h2>",
                  _table(["Metric", "Definition"], [[k, v] for k, v in self.metric_definitions.items()])]
         if self.retrain is None:

@@ -1,0 +1,179 @@
+"""Retrain-free calibration, the verdict and the input checks of ``dualoptim.unlearn`` (issue 15)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+import dualoptim
+import dualoptim.vision.api as api
+from dualoptim.errors import ConfigError
+from dualoptim.vision.calibrate import attack_auc, forget_kind, ladder, verdict_text
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: results depend on the thread count
+
+
+@pytest.fixture(scope="module")
+def memorized():
+    """A digits MLP trained to 100 % training accuracy on 1500 images (the README's model), and its data."""
+    from sklearn.datasets import load_digits
+
+    torch.manual_seed(0)
+    x, y = load_digits(return_X_y=True)
+    x, y = torch.tensor(x, dtype=torch.float32) / 16, torch.tensor(y)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Dropout(0.2), nn.Linear(128, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    for _ in range(100):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[:1500]), y[:1500]).backward()
+        opt.step()
+    model.eval()
+    return model, (x[:100], y[:100]), (x[100:1500], y[100:1500]), (x[1500:], y[1500:])
+
+
+def test_attack_auc_matches_sklearn_with_ties():
+    g = torch.Generator().manual_seed(0)
+    f = torch.randint(0, 5, (40,), generator=g).double()  # many ties
+    h = torch.randint(0, 7, (60,), generator=g).double()
+    # forget = positive, score = -loss
+    want = roc_auc_score([1] * 40 + [0] * 60, torch.cat([-f, -h]).numpy())
+    assert attack_auc(f, h) == pytest.approx(want)
+    assert attack_auc(torch.zeros(5), torch.ones(5)) == 1.0 and attack_auc(torch.ones(5), torch.zeros(5)) == 0.0
+
+
+def test_forget_kind_and_ladder():
+    assert forget_kind(torch.tensor([3, 3]), torch.tensor([0, 1, 2])) == ("class", [3])
+    assert forget_kind(torch.tensor([3, 1]), torch.tensor([0, 1, 2])) == ("sample", [])
+    assert ladder("adam") == pytest.approx([1e-4, 10 ** -3.5, 1e-3, 10 ** -2.5, 1e-2])
+    assert ladder("sgd")[0] == pytest.approx(1e-3) and ladder("sgd")[-1] == pytest.approx(1.0)
+
+
+def test_zero_step_run_says_not_forgotten(memorized, monkeypatch):
+    model, forget, retain, test = memorized
+    real = api.run_unlearning
+    monkeypatch.setattr(api, "run_unlearning", lambda *a, **k: real(*a, **{**k, "stop": lambda e: "zero steps"}))
+    out = dualoptim.unlearn(copy.deepcopy(model), forget=forget, retain=retain, test=test, method="salun",
+                            progress=False)
+    a = out.audit
+    assert a.timings["unlearn_steps"] == 0 and a.unlearned == a.original
+    assert a.verdict.startswith("NOT forgotten") and a.verdict_details["status"] == "NOT forgotten"
+    assert "forget accuracy 99.0% vs held-out" in a.verdict  # numbers with their meaning
+    assert "Verdict: NOT forgotten" in a.to_html() and "#b3261e" in a.to_html()  # in words and colour
+    assert json.loads(a.to_json())["verdict"] == a.verdict
+
+
+def test_defaults_forget_a_memorized_model(memorized):
+    model, forget, retain, test = memorized
+    out = dualoptim.unlearn(copy.deepcopy(model), forget=forget, retain=retain, test=test, method="rl",
+                            progress=False)
+    a = out.audit
+    assert a.original["FA"] >= 99 and a.unlearned["FA"] <= a.original["FA"] - 5  # fails if left unchanged
+    assert a.calibration["mode"] == "auto" and a.calibration["probe"] and a.calibration["stop_reason"]
+    assert a.hyperparameters["lr_source"].startswith("calibrated")
+    assert not a.verdict.startswith("NOT forgotten")
+
+
+def test_class_wise_target_and_explicit_lrs_switch_calibration_off(memorized):
+    model, forget, retain, test = memorized
+    (fx, fy), (rx, ry) = forget, retain
+    xs, ys = torch.cat([fx, rx]), torch.cat([fy, ry])
+    f, r = ys == 7, ys != 7
+    out = dualoptim.unlearn(copy.deepcopy(model), forget=(xs[f], ys[f]), retain=(xs[r], ys[r]), test=test,
+                            method="rl", progress=False)
+    a = out.audit
+    assert a.calibration["kind"] == "class" and a.calibration["classes"] == [7]
+    assert a.unlearned["FA"] <= 2.0 and a.verdict_details["HA_forgotten"] <= 2.0
+    assert a.verdict.startswith(("forgotten", "utility lost")) and "never saw the class" in a.verdict
+    out = dualoptim.unlearn(copy.deepcopy(model), forget=(xs[f], ys[f]), retain=(xs[r], ys[r]), test=test,
+                            method="rl", forget_lr=1e-4, retain_lr=0.01, epochs=1, progress=False)
+    assert out.audit.calibration["mode"] == "off" and out.audit.calibration["reason"] == "forget_lr given"
+    assert out.audit.hyperparameters["lr_source"] == "given" and out.result.stop_reason == ""
+
+
+def test_no_heldout_data_gives_an_unknown_verdict(memorized):
+    model, forget, retain, _ = memorized
+    out = dualoptim.unlearn(copy.deepcopy(model), forget=forget, retain=retain, method="rl", epochs=2,
+                            progress=False)
+    assert out.audit.verdict.startswith("unknown: no held-out data")
+    assert out.audit.calibration["heldout"] is None
+
+
+def test_overlap_by_content_frozen_model_and_degenerate_warnings(memorized):
+    model, forget, retain, test = memorized
+    fx, fy = forget
+    rx, ry = retain
+    dup = (torch.cat([rx, fx[3:5].clone()]), torch.cat([ry, fy[3:5]]))  # copies, not the same tensor
+    with pytest.raises(ConfigError, match=r"overlap by content: 2 forget sample\(s\) \(e.g. positions \[3, 4\]\)"):
+        dualoptim.unlearn(copy.deepcopy(model), forget=forget, retain=dup, method="rl", progress=False)
+    with pytest.raises(ConfigError, match="overlap by content"):
+        dualoptim.unlearn(copy.deepcopy(model), forget=TensorDataset(fx, fy), retain=TensorDataset(*dup),
+                          method="rl", progress=False)
+    frozen = copy.deepcopy(model).requires_grad_(False)
+    with pytest.raises(ConfigError, match="every parameter of the model is frozen"):
+        dualoptim.unlearn(frozen, forget=forget, retain=retain, method="rl", progress=False)
+    dead = copy.deepcopy(model)
+    with torch.no_grad():
+        dead[-1].weight.zero_()
+        dead[-1].bias.copy_(torch.arange(10.0))  # always predicts class 9: chance accuracy
+    out = dualoptim.unlearn(dead, forget=forget, retain=retain, test=test, method="rl", forget_lr=1e-6,
+                            retain_lr=1e-6, epochs=1, progress=False)
+    assert any("near chance accuracy" in w for w in out.audit.warnings)
+    assert "near chance accuracy" in out.audit.to_html() and "near chance" in json.loads(out.audit.to_json())[
+        "warnings"][0] and "warning: the original model is near chance" in out.audit.summary()
+
+
+class NeverSeenDataset(Dataset):
+    """A user's Dataset the project has never seen: numpy-free, (image, int) pairs built on the fly."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.images[i].view(1, 8, 8), int(self.labels[i])
+
+
+class NeverSeenNet(nn.Module):
+    """A user's model: conv + GroupNorm + a residual linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.GroupNorm(2, 8), nn.GELU())
+        self.head = nn.Linear(8 * 64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x).flatten(1))
+
+
+def test_practitioner_check_with_nothing_but_the_data_and_the_method(memorized):
+    _, (fx, fy), (rx, ry), (tx, ty) = memorized
+    torch.manual_seed(0)
+    net = NeverSeenNet()
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    xs, ys = torch.cat([fx, rx]).view(-1, 1, 8, 8), torch.cat([fy, ry])
+    for _ in range(60):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(xs), ys).backward()
+        opt.step()
+    out = dualoptim.unlearn(net, forget=NeverSeenDataset(fx, fy), retain=NeverSeenDataset(rx, ry),
+                            test=NeverSeenDataset(tx, ty), method="salun")
+    a = out.audit
+    assert a.verdict.split(":")[0] in ("forgotten", "NOT forgotten", "utility lost")
+    assert a.calibration["mode"] == "auto" and a.sizes == {"forget": 100, "retain": 1400, "test": 297}
+
+
+def test_verdict_wording():
+    base = {"kind": "sample", "FA": 86.9, "HA": 87.3, "AUC": 0.51, "tol_acc": 2.0, "tol_auc": 0.03, "tol_util": 2.0,
+            "kept": 86.9, "kept_before": 87.3, "utility_drop": False}
+    status, text = verdict_text({**base, "status": "target met"})
+    assert status == "forgotten" and "forget accuracy 86.9% vs held-out 87.3%" in text and "AUC" in text
+    assert verdict_text({**base, "status": "not met"})[0] == "NOT forgotten"
+    assert verdict_text({**base, "status": "target met", "utility_drop": True})[1].startswith("utility lost")
