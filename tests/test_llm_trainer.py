@@ -126,8 +126,8 @@ def test_hf_trainer_equals_own_loop(setup, tmp_path, scheme):
     own = build_model(TINY, tok, seed=0)
     unlearn(own, forget, retain, cfg, progress=False)
     model = build_model(TINY, tok, seed=0)
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=1, gradient_accumulation_steps=2,
-                             num_train_epochs=1, max_grad_norm=1.0, lr_scheduler_type="constant",
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=6, gradient_accumulation_steps=2,
+                             max_grad_norm=1.0, lr_scheduler_type="constant",
                              learning_rate=1e-2, save_strategy="no", report_to=[], use_cpu=True,
                              logging_strategy="no", disable_tqdm=True)
     trainer = DualOptimTrainer(model=model, args=args, unlearn_config=cfg, forget=forget, retain=retain)
