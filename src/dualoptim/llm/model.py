@@ -115,13 +115,17 @@ def _trim(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def save_model(model: torch.nn.Module, tokenizer: Any, directory: str | os.PathLike[str],
-               template: dict[str, str], meta: dict[str, Any] | None = None) -> Path:
-    """Save weights (safetensors), tokenizer and ``dualoptim_llm.json`` (template + meta); swapped in atomically."""
+               template: dict[str, str], meta: dict[str, Any] | None = None,
+               state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Save weights (safetensors), tokenizer and ``dualoptim_llm.json`` (template + meta); swapped in atomically.
+
+    ``state_dict``: the full weights when ``model`` is sharded (:func:`parallel.full_state_dict`).
+    """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         (tmp / META_FILE).write_text(json.dumps({"template": template, **(meta or {})}, indent=2, default=str))
         if directory.exists():
