@@ -226,3 +226,19 @@ def test_refusal_pool_required(world, tmp_path, capsys):
     assert main(["llm", "unlearn", "--model", str(world["llama"]), "--data", str(data), "--split", "forget01",
                  "--method", "idk+ap", "--device", "cpu", "--out", str(tmp_path / "x")]) == 2
     assert "idontknow.jsonl" in capsys.readouterr().err
+
+
+def test_fsdp_one_process_cli_saves_full_weights(world, tmp_path, capsys):
+    """``--fsdp`` on one process (the one-GPU path, gloo on the CPU here): sharded training, full weights saved."""
+    import torch.distributed as dist
+
+    from dualoptim.llm.model import load_model
+
+    out = tmp_path / "fsdp"
+    assert main(["llm", "unlearn", "--model", str(world["llama"]), "--data", str(world["data"]), "--split",
+                 "forget01", "--method", "npo+gd", "--fsdp", "--device", "cpu", "--threads", "1", "--unlearn-epochs",
+                 "1", "--global-batch", "8", "--forget-lr", "1e-3", "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 2 and not dist.is_initialized()
+    trained, orig = load_model(out)[0], load_model(world["llama"])[0]
+    assert trained.state_dict().keys() == orig.state_dict().keys()
+    assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), orig.state_dict().values()))

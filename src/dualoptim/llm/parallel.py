@@ -44,7 +44,8 @@ def shard_model(model: torch.nn.Module, mesh: Any = None) -> torch.nn.Module:
 
 
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The unsharded parameters and buffers on the CPU (a collective: call it on every rank)."""
+    """The unsharded parameters and buffers on the CPU of rank 0 (other ranks get ``{}``); a collective: call
+    it on every rank."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
