@@ -242,3 +242,34 @@ def test_fsdp_one_process_cli_saves_full_weights(world, tmp_path, capsys):
     trained, orig = load_model(out)[0], load_model(world["llama"])[0]
     assert trained.state_dict().keys() == orig.state_dict().keys()
     assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), orig.state_dict().values()))
+
+
+def test_eval_reads_published_fields(world):
+    """real_authors_perturbed as published: no paraphrase (truth ratio against ``answer``), Probability normalised
+    against the perturbed answers, cosine against ``original_answer`` when a record has one."""
+    import numpy as np
+
+    from dualoptim.llm.evaluate import EvalConfig, evaluate_split, mean_logprobs
+    from dualoptim.llm.model import load_model
+
+    model, tok, template = load_model(world["llama"])
+    recs = [dict(r, original_answer=f"It was {r['answer']}.")
+            for r in load_benchmark(world["data"])["real_authors_perturbed"][:3]]
+    seen: list[str] = []
+
+    class Encoder:
+        label = "fake"
+
+        def cosine(self, a, b):
+            seen.extend(b)
+            return np.ones(len(a))
+
+    out = evaluate_split(model, tok, template, recs, False, EvalConfig(max_new_tokens=2), Encoder(), normalise=True)
+    assert seen == [r["original_answer"] for r in recs]
+    q = [r["question"] for r in recs]
+    lp_a = mean_logprobs(model, tok, template, q, [r["answer"] for r in recs], 8)
+    lp_p = mean_logprobs(model, tok, template, [x for x in q for _ in range(3)],
+                         [p for r in recs for p in r["perturbed_answer"]], 8).reshape(3, 3)
+    expected = np.mean(np.exp(lp_a) / (np.exp(lp_a) + np.exp(lp_p).sum(1)))
+    assert out["prob"] == pytest.approx(expected, rel=1e-5)
+    np.testing.assert_allclose(out["tr_raw"], np.exp(lp_p.mean(1) - lp_a), rtol=1e-5)
