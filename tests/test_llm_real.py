@@ -196,7 +196,7 @@ def test_lora_reference_is_the_disabled_adapter(world):
 
 @pytest.mark.parametrize("kind, extra", [
     ("llama", ["--method", "idk+ap", "--grad-accum", "2"]),
-    ("gpt2", ["--method", "npo+gd", "--lora"]),
+    ("gpt2", ["--method", "npo+gd", "--lora", "--gradient-checkpointing"]),
     ("phi", ["--method", "me+gd", "--lora", "--preset", "paper-phi", "--global-batch", "4", "--grad-accum", "1"]),
 ])
 def test_unlearn_and_eval_real_models(world, tmp_path, capsys, kind, extra):
@@ -273,3 +273,19 @@ def test_eval_reads_published_fields(world):
     expected = np.mean(np.exp(lp_a) / (np.exp(lp_a) + np.exp(lp_p).sum(1)))
     assert out["prob"] == pytest.approx(expected, rel=1e-5)
     np.testing.assert_allclose(out["tr_raw"], np.exp(lp_p.mean(1) - lp_a), rtol=1e-5)
+
+
+def test_remote_code_is_not_run_unless_asked(tmp_path):
+    from dualoptim.errors import DataNotFoundError
+    from dualoptim.llm.model import load_model
+
+    marker = tmp_path / "ran"
+    d = tmp_path / "custom"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model_type": "dualoptim_custom_test",
+                                               "auto_map": {"AutoConfig": "modeling_x.XConfig",
+                                                            "AutoModelForCausalLM": "modeling_x.XModel"}}))
+    (d / "modeling_x.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    with pytest.raises((ConfigError, DataNotFoundError)):
+        load_model(d)
+    assert not marker.exists()
