@@ -331,23 +331,27 @@ def unlearn(model: torch.nn.Module, forget: QAData, retain: QAData, cfg: Unlearn
     for s, step in enumerate(bar):
         opt.set_phase("forget" if step.phase == "joint" else step.phase)
         total = torch.zeros((), device=device)
+        passes = []
         for kind, data, idx, loss, coef, denom in step_parts(step, forget, retain, losses, cfg.coefs):
             mbs = shard(idx, rank, world, cfg.grad_accum)
             if sharded:  # FSDP: every rank runs the same number of forward/backward passes (collectives)
                 mbs += [()] * (cfg.grad_accum - len(mbs))
-            for mb in mbs:
-                if on_micro_batch is not None and mb:
-                    on_micro_batch(s, step.phase, mb)
-                weight = coef / denom * (world if sharded else 1)  # FSDP averages over ranks; we want the sum
-                if not mb:  # a zero-weight pass on one real item keeps the collectives in step
-                    mb, weight = idx[:1], 0.0
-                per_sample = loss.fn(model, data.batch(mb, device), ref_model, cfg.beta)
-                value = weight * per_sample.sum()
-                if not torch.isfinite(value):
-                    raise DivergenceError(f"{kind} loss is {value.item()} at step {s} (phase {step.phase}, "
-                                          f"method {cfg.method}, scheme {cfg.scheme}); lower the learning rate")
-                value.backward()
-                total += value.detach() / (world if sharded else 1)
+            passes += [(kind, data, idx, loss, coef, denom, mb) for mb in mbs]
+        for i, (kind, data, idx, loss, coef, denom, mb) in enumerate(passes):
+            if sharded:  # reduce-scatter the gradients once, on the step's last backward pass
+                model.set_requires_gradient_sync(i == len(passes) - 1)
+            if on_micro_batch is not None and mb:
+                on_micro_batch(s, step.phase, mb)
+            weight = coef / denom * (world if sharded else 1)  # FSDP averages over ranks; we want the sum
+            if not mb:  # a zero-weight pass on one real item keeps the collectives in step
+                mb, weight = idx[:1], 0.0
+            per_sample = loss.fn(model, data.batch(mb, device), ref_model, cfg.beta)
+            value = weight * per_sample.sum()
+            if not torch.isfinite(value):
+                raise DivergenceError(f"{kind} loss is {value.item()} at step {s} (phase {step.phase}, "
+                                      f"method {cfg.method}, scheme {cfg.scheme}); lower the learning rate")
+            value.backward()
+            total += value.detach() / (world if sharded else 1)
         if world > 1:
             if not sharded:
                 _allreduce_grads(params)
