@@ -23,7 +23,7 @@ from .model import load_model
 from .prepare import PrepareConfig, model_paths
 from .trainer import SCHEMES, QAData, UnlearnConfig, unlearn
 
-BENCH_VERSION = 1
+BENCH_VERSION = 2  # 2: per-token loss means, KL over the sequence (issue 16)
 
 
 @dataclass(frozen=True)
