@@ -24,6 +24,7 @@ import math
 import os
 import random
 import resource
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -280,9 +281,8 @@ def step_parts(step: Step, forget: QAData, retain: QAData, losses: dict[str, Los
 
 def is_sharded(model: torch.nn.Module) -> bool:
     """True when ``model``'s parameters are DTensors (FSDP2 ``fully_shard``)."""
-    from ..optim.factory import _is_dtensor
-
-    return any(_is_dtensor(p) for p in model.parameters())
+    mod = sys.modules.get("torch.distributed.tensor")  # not imported => no parameter can be a DTensor
+    return mod is not None and any(isinstance(p, mod.DTensor) for p in model.parameters())
 
 
 def unlearn(model: torch.nn.Module, forget: QAData, retain: QAData, cfg: UnlearnConfig,
