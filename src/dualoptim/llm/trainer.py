@@ -13,9 +13,12 @@ Schemes (``UnlearnConfig.scheme``):
 * ``alternate`` -- separate forget and retain steps, one shared optimizer state;
 * ``dual``      -- separate steps, DualOptim (two optimizer states).
 
-Per-sample losses are summed and divided by the global batch size, and gradients are
-summed over ranks (all-reduce), so N processes x k accumulation steps give the gradient of
-one process with the same global batch.
+Per-sample losses are summed and divided by the global batch's normaliser (its number of
+sequences, or of tokens for per-token losses: ``methods.base``), counted before the step, and
+gradients are summed over ranks (all-reduce, or FSDP2's reduce-scatter for a sharded model), so
+N processes x k accumulation steps give the gradient of one process with the same global batch.
+``retain_every`` sets Algorithm 1's T_r (retain steps per forget step), ``warmup_epochs`` and
+``schedule`` the paper's warm-up + linear decay.
 """
 
 from __future__ import annotations
