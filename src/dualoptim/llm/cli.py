@@ -110,7 +110,10 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     model, tok, template = load_model(_resolve_model(args, "full"), template=args.template or r["template"],
                                       dtype=r["dtype"], device=device, trust_remote_code=args.trust_remote_code)
     if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 (the old name is deprecated)
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if args.lora:
         model = apply_lora(model, r=r["lora_r"], alpha=r["lora_alpha"], dropout=r["lora_dropout"],
