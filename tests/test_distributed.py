@@ -1,7 +1,10 @@
 """DualOptimizer under DistributedDataParallel and FSDP2 on CPU (gloo, 2 processes, loopback).
 
 Each rank takes half of every global batch; DDP / FSDP2 average the gradients, so the
-trajectory must equal one process stepping on the whole batch with the mean loss.
+trajectory must equal one process stepping on the whole batch with the mean loss. The same
+processes also run the LLM loop (``dualoptim.llm.trainer.unlearn``) on a tiny Llama sharded
+with ``dualoptim.llm.parallel.shard_model`` (FSDP2: DTensor parameters, both optimizer states
+sharded), which must equal the one-process run.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     try:
         for mode in MODES:
             _train_one(mode, rank, world, out_dir)
+        _train_llm(rank, world, out_dir)
     finally:
         dist.destroy_process_group()
 
@@ -78,6 +82,43 @@ def _train_one(mode: str, rank: int, world: int, out_dir: str) -> None:
     torch.save(flat, os.path.join(out_dir, f"{mode}_{rank}.pt"))
 
 
+def llm_setup():
+    from dualoptim.llm.data import SynthConfig, generate
+    from dualoptim.llm.model import ModelConfig, build_model
+    from dualoptim.llm.tokenizer import DEFAULT_TEMPLATE, train_tokenizer
+    from dualoptim.llm.trainer import QAData, UnlearnConfig
+
+    data = generate(SynthConfig(n_authors=20, background_authors=1, seed=3))
+    tok = train_tokenizer([r["question"] + " " + r["answer"] for r in data["full"]] + data["idk"], 400)
+    forget = QAData(tok, data["forget01"][:20], data["idk"], DEFAULT_TEMPLATE, seed=0)
+    retain = QAData(tok, data["retain99"][:40], data["idk"], DEFAULT_TEMPLATE, seed=1)
+    # 20 forget items in global batches of 8: the last step's 4 items leave some (rank, micro-batch) slots
+    # empty, which FSDP must still run (zero-weight passes keep the collectives in step)
+    cfg = UnlearnConfig(method="npo+gd", scheme="dual", epochs=1, batch_size=8, grad_accum=4, forget_lr=1e-2,
+                        retain_every=2)
+    model = build_model(ModelConfig(hidden=16, layers=2, heads=2, intermediate=32, max_len=64), tok, seed=0)
+    return model, forget, retain, cfg
+
+
+def _train_llm(rank: int, world: int, out_dir: str) -> None:
+    import copy
+
+    from dualoptim.llm.parallel import full_state_dict, shard_model
+    from dualoptim.llm.trainer import unlearn
+
+    model, forget, retain, cfg = llm_setup()
+    ref = shard_model(copy.deepcopy(model).requires_grad_(False))
+    shard_model(model)
+    assert all(isinstance(p, torch.distributed.tensor.DTensor) for p in model.parameters())
+    unlearn(model, forget, retain, cfg, ref_model=ref, progress=False)
+    state = full_state_dict(model)  # what the CLI saves: the full weights on rank 0
+    assert (len(state) > 0) == (rank == 0)
+    flat = torch.cat([p.full_tensor().detach().flatten() for p in model.parameters()])
+    if rank == 0:
+        torch.testing.assert_close(torch.cat([state[n].flatten() for n, _ in model.named_parameters()]), flat)
+    torch.save(flat, os.path.join(out_dir, f"llm_fsdp2_{rank}.pt"))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -95,7 +136,7 @@ def two_process_results(tmp_path_factory) -> dict[str, list[torch.Tensor]]:
             for p in ctx.processes:
                 p.kill()
             pytest.fail(f"two-process run did not finish in {TIMEOUT_S} s")
-    return {m: [torch.load(os.path.join(out_dir, f"{m}_{r}.pt")) for r in range(2)] for m in MODES}
+    return {m: [torch.load(os.path.join(out_dir, f"{m}_{r}.pt")) for r in range(2)] for m in (*MODES, "llm_fsdp2")}
 
 
 def reference() -> torch.Tensor:
@@ -112,3 +153,18 @@ def test_two_process_trajectory_equals_one_process(mode, two_process_results):
     assert not torch.equal(ref, torch.cat([p.detach().flatten() for p in make_model().parameters()]))
     torch.testing.assert_close(ranks[0], ranks[1], rtol=0, atol=0)  # replicas agree exactly
     torch.testing.assert_close(ranks[0], ref, rtol=0, atol=1e-12)  # float64: only summation order differs
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not built")
+def test_llm_fsdp2_two_processes_equal_one_process(two_process_results):
+    from dualoptim.llm.trainer import unlearn
+
+    torch.set_num_threads(1)
+    model, forget, retain, cfg = llm_setup()
+    start = torch.cat([p.detach().flatten() for p in model.parameters()])
+    unlearn(model, forget, retain, cfg, progress=False)
+    ref = torch.cat([p.detach().flatten() for p in model.parameters()])
+    ranks = two_process_results["llm_fsdp2"]
+    assert not torch.allclose(ref, start)
+    torch.testing.assert_close(ranks[0], ranks[1], rtol=0, atol=0)  # both ranks gather the same full weights
+    torch.testing.assert_close(ranks[0], ref, rtol=1e-4, atol=1e-5)  # float32: summation order differs

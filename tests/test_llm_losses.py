@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from dualoptim.errors import ConfigError
 from dualoptim.llm.methods import get_loss, list_losses
+from dualoptim.llm.methods.base import token_counts
 
 V = 5
 
@@ -48,8 +49,12 @@ def models():
     return TableLM(torch.randn(V, V, generator=g)), TableLM(torch.randn(V, V, generator=g))
 
 
-def call(kind, name, model, ref=None, beta=0.1):
-    return get_loss(kind, name).fn(model, BATCH, ref, beta).item()
+def call(kind, name, model, ref=None, beta=0.1, batch=BATCH):
+    """The loss of ``batch`` as the trainer reduces it (the loss's declared per-token / per-sequence mean)."""
+    info = get_loss(kind, name)
+    counts = {k: token_counts(v) for k, v in batch.items()}
+    n = batch["qa"]["input_ids"].shape[0]
+    return (info.fn(model, batch, ref, beta).sum() / info.denominator(counts, torch.arange(n))).item()
 
 
 def test_registry():
@@ -110,8 +115,22 @@ def test_kl_zero_at_reference_positive_elsewhere(models):
     m, ref = models
     assert call("retain", "kl", ref, ref) == pytest.approx(0.0, abs=1e-6)
     p, q = F.log_softmax(ref.table.detach(), -1), F.log_softmax(m.table.detach(), -1)
-    expected = sum((p[c].exp() * (p[c] - q[c])).sum().item() for c in (1, 2)) / 2
+    # over the whole sequence (TOFU / open-unlearning): positions 0, 1, 2 predict tokens 1, 2, 3 -- prompt included
+    expected = sum((p[c].exp() * (p[c] - q[c])).sum().item() for c in (0, 1, 2)) / 3
     assert call("retain", "kl", m, ref) == pytest.approx(expected, rel=1e-5)
+
+
+def test_token_losses_are_per_token_means_over_the_batch(models):
+    """GA/GD/IDK/ME average over all answer tokens of the batch (HF ``outputs.loss``), not per sequence."""
+    m = models[0]
+    short, long = enc([0, 1, 2, 3, 3], 3), enc([0, 1, 2, 3, 4], 1)  # 2 and 4 answer tokens
+    batch = {"qa": {k: torch.cat([short[k], long[k]]) for k in short}}
+    hf_loss = F.cross_entropy(m.table.detach()[batch["qa"]["input_ids"][:, :-1]].reshape(-1, V),
+                              batch["qa"]["labels"][:, 1:].reshape(-1), ignore_index=-100).item()
+    assert call("retain", "gd", m, batch=batch) == pytest.approx(hf_loss, rel=1e-5)
+    assert call("forget", "ga", m, batch=batch) == pytest.approx(-hf_loss, rel=1e-5)
+    per_sequence = (-logp(m, [(2, 3), (3, 3)]) / 2 - logp(m, [(0, 1), (1, 2), (2, 3), (3, 4)]) / 4) / 2
+    assert abs(hf_loss - per_sequence) > 1e-3  # the two conventions really differ on this batch
 
 
 def test_losses_are_per_sample_and_differentiable(models):

@@ -122,12 +122,13 @@ def test_hf_trainer_equals_own_loop(setup, tmp_path, scheme):
     from dualoptim.llm.hf import DualOptimTrainer
 
     tok, forget, retain = setup
-    cfg = UnlearnConfig(method="idk+ap", scheme=scheme, epochs=1, batch_size=12, grad_accum=2, forget_lr=1e-2)
+    # 24 forget items in global batches of 10: the last step (4 items) has short, padded micro-batches
+    cfg = UnlearnConfig(method="idk+ap", scheme=scheme, epochs=1, batch_size=10, grad_accum=2, forget_lr=1e-2)
     own = build_model(TINY, tok, seed=0)
     unlearn(own, forget, retain, cfg, progress=False)
     model = build_model(TINY, tok, seed=0)
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=1, gradient_accumulation_steps=2,
-                             num_train_epochs=1, max_grad_norm=1.0, lr_scheduler_type="constant",
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=5, gradient_accumulation_steps=2,
+                             max_grad_norm=1.0, lr_scheduler_type="constant",
                              learning_rate=1e-2, save_strategy="no", report_to=[], use_cpu=True,
                              logging_strategy="no", disable_tqdm=True)
     trainer = DualOptimTrainer(model=model, args=args, unlearn_config=cfg, forget=forget, retain=retain)
@@ -150,3 +151,80 @@ def test_lora_trains_adapters_only(setup):
     named = dict(model.named_parameters())
     assert all(torch.equal(named[n], v) for n, v in frozen.items())
     assert any(not torch.equal(named[n], v) for n, v in lora.items())
+
+
+def test_retain_every_and_schedule():
+    from dualoptim.errors import ConfigError
+    from dualoptim.llm.trainer import lr_factor
+
+    cfg = UnlearnConfig(scheme="dual", epochs=2, batch_size=8, retain_every=5)
+    plan = make_plan(16, 50, cfg)
+    assert [s.phase for s in plan] == (["forget"] + ["retain"] * 5) * 4  # Algorithm 1: T_f = 1, T_r = 5
+    assert all(len(s.retain) == 8 for s in plan if s.phase == "retain")
+    with pytest.raises(ConfigError, match="retain_every"):
+        UnlearnConfig(scheme="joint", retain_every=5)
+    paper = UnlearnConfig(epochs=5, warmup_epochs=1, schedule="linear")
+    f = lr_factor(paper, n_steps=50, steps_per_epoch=10)  # 1 epoch warm-up, then linear decay to 0
+    assert f(0) == pytest.approx(1 / 11) and f(9) == pytest.approx(10 / 11)
+    assert f(10) == pytest.approx(1.0) and f(30) == pytest.approx(0.5) and f(49) == pytest.approx(1 / 40)
+    assert lr_factor(UnlearnConfig(), 50, 10)(30) == 1.0
+
+
+def test_schedule_moves_both_phases_lrs(setup):
+    tok, forget, retain = setup
+    lrs = []
+    cfg = UnlearnConfig(method="ga+gd", scheme="dual", epochs=2, batch_size=12, forget_lr=1e-3, retain_lr=2e-3,
+                        warmup_epochs=1, schedule="linear")
+    unlearn(build_model(TINY, tok, seed=0), forget, retain, cfg, progress=False,
+            on_step=lambda s, phase, opt: lrs.append(tuple(next(g["lr"] for g in opt.param_groups if g["phase"] == ph)
+                                                           for ph in ("forget", "retain"))))
+    assert lrs[0][0] < lrs[3][0] and lrs[3][1] / lrs[3][0] == pytest.approx(2.0)
+    assert lrs[-1][0] < lrs[4][0]
+
+
+def _hf_args(tmp_path, **kw):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(output_dir=str(tmp_path), save_strategy="no", report_to=[], use_cpu=True,
+                             logging_strategy="no", disable_tqdm=True, lr_scheduler_type="constant", **kw)
+
+
+def test_hf_trainer_with_hf_defaults_and_lora(setup, tmp_path):
+    """HF's default TrainingArguments (per-device batch 8, no accumulation, 3 epochs, linear schedule) and LoRA:
+    every example of the plan is used once per step and the run has exactly the plan's steps."""
+    from dualoptim.llm.hf import DualOptimTrainer, unlearn_config_for
+    from dualoptim.llm.model import AdapterDisabled, apply_lora
+
+    tok, forget, retain = setup
+    args = _hf_args(tmp_path)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (8, 1)
+    cfg = unlearn_config_for(args, method="npo+gd", scheme="dual", epochs=1, forget_lr=1e-2)
+    assert cfg.batch_size == 8
+    own = apply_lora(build_model(TINY, tok, seed=0), r=4, alpha=16)
+    unlearn(own, forget, retain, cfg, progress=False)
+    model = apply_lora(build_model(TINY, tok, seed=0), r=4, alpha=16)
+    trainer = DualOptimTrainer(model=model, args=args, unlearn_config=cfg, forget=forget, retain=retain)
+    assert isinstance(trainer.ref_model, AdapterDisabled)
+    seen = []
+    original = trainer.compute_loss
+
+    def spy(model, inputs, **kw):
+        seen.append(sum(len(inputs[k]["qa"]["input_ids"]) for k in ("forget", "retain") if inputs[k] is not None))
+        return original(model, inputs, **kw)
+
+    trainer.compute_loss = spy
+    trainer.train()
+    plan = make_plan(len(forget), len(retain), cfg)
+    assert trainer.state.global_step == len(plan) and seen == [len(s.forget) or len(s.retain) for s in plan]
+    torch.testing.assert_close(_params(model), _params(own), rtol=1e-4, atol=1e-5)
+
+
+def test_hf_trainer_refuses_a_batch_mismatch(setup, tmp_path):
+    from dualoptim.errors import ConfigError
+    from dualoptim.llm.hf import DualOptimTrainer
+
+    tok, forget, retain = setup
+    args = _hf_args(tmp_path, per_device_train_batch_size=4, gradient_accumulation_steps=2)
+    with pytest.raises(ConfigError, match="per_device_train_batch_size=4 x gradient_accumulation_steps=2"):
+        DualOptimTrainer(model=build_model(TINY, tok, seed=0), args=args, forget=forget, retain=retain,
+                         unlearn_config=UnlearnConfig(method="me+gd", batch_size=16, grad_accum=1))

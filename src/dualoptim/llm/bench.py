@@ -23,7 +23,7 @@ from .model import load_model
 from .prepare import PrepareConfig, model_paths
 from .trainer import SCHEMES, QAData, UnlearnConfig, unlearn
 
-BENCH_VERSION = 1
+BENCH_VERSION = 2  # 2: per-token loss means, KL over the sequence (issue 16)
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,8 @@ def run_bench(preset: str | BenchPreset, prep: PrepareConfig, db: str = "runs/re
                         continue
                     log(f"[bench] {split} {method} {scheme} seed {seed}")
                     model, tok, template = load_model(paths["full"])
-                    forget = QAData(tok, data[split], data["idk"], template, seed=seed)
-                    retain = QAData(tok, data[RETAIN_OF[split]], data["idk"], template, seed=seed + 1)
+                    forget = QAData(tok, data[split], data.get("idk"), template, seed=seed)
+                    retain = QAData(tok, data[RETAIN_OF[split]], data.get("idk"), template, seed=seed + 1)
                     res = unlearn(model, forget, retain, cfg)
                     t0 = time.perf_counter()
                     ev = evaluate(model, tok, template, data, ecfg, encoder, retain_tr)

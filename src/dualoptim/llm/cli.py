@@ -69,37 +69,95 @@ def _resolve_model(args: argparse.Namespace, which: str) -> str:
     return str(model_paths(cfg)[which])
 
 
+def _init_single_process_group(device: Any) -> None:
+    """FSDP on one process (one GPU) still needs a process group."""
+    import socket
+
+    import torch
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                         init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+
+
 def cmd_unlearn(args: argparse.Namespace) -> int:
+    import torch
+
     from ..io import check_output
     from .data import RETAIN_OF, load_benchmark
-    from .model import apply_lora, load_model, save_model
+    from .methods import get_loss
+    from .model import apply_lora, load_model, reference_model, resolve_device, save_model
+    from .recipes import resolve
     from .trainer import QAData, UnlearnConfig, init_distributed, unlearn
 
     _threads(args)
     out = check_output(args.out or f"runs/llm/unlearned/{args.split}-{args.method}-{args.scheme}-s{args.seed}",
-                       inputs=(args.data, args.model), overwrite=True)  # before any work (issue 19)
-    rank, world = init_distributed()
-    cfg = UnlearnConfig(method=args.method, scheme=args.scheme, optimizer=args.optimizer, epochs=args.unlearn_epochs,
-                        batch_size=args.global_batch, grad_accum=args.grad_accum, forget_lr=args.forget_lr,
-                        retain_lr=args.retain_lr, c_f=args.c_f, c_r=args.c_r, beta=args.beta, seed=args.seed)
-    data = load_benchmark(args.data, splits=(args.split, RETAIN_OF[args.split]))
-    model, tok, template = load_model(_resolve_model(args, "full"), template=args.template)
-    ref = None
-    if args.lora:
-        import copy
+                       inputs=(args.data, args.model), overwrite=True)  # before any work
+    r = resolve(args.preset, vars(args))
+    cfg = UnlearnConfig(method=args.method, scheme=args.scheme, optimizer=args.optimizer,
+                        epochs=r["unlearn_epochs"], batch_size=r["global_batch"], grad_accum=r["grad_accum"],
+                        forget_lr=r["forget_lr"], retain_lr=r["retain_lr"], c_f=args.c_f, c_r=args.c_r,
+                        beta=args.beta, seed=args.seed, retain_every=r["retain_every"],
+                        warmup_epochs=r["warmup_epochs"], schedule=r["schedule"])
+    if args.fsdp and args.lora:
+        from ..errors import ConfigError
 
-        ref = copy.deepcopy(model)  # frozen original for NPO/DPO/KL
-        model = apply_lora(model, r=args.lora_r, alpha=args.lora_alpha)
-    forget = QAData(tok, data[args.split], data["idk"], template, seed=args.seed)
-    retain = QAData(tok, data[RETAIN_OF[args.split]], data["idk"], template, seed=args.seed + 1)
+        raise ConfigError("--fsdp shards full-parameter training; LoRA trains a few adapters: run LoRA with "
+                          "plain data parallelism (torchrun without --fsdp)")
+    device = resolve_device(args.device)
+    rank, world = init_distributed(device)
+    if args.fsdp and not torch.distributed.is_initialized():
+        _init_single_process_group(device)
+    data = load_benchmark(args.data, splits=(args.split, RETAIN_OF[args.split]), idk=args.idk)
+    model, tok, template = load_model(_resolve_model(args, "full"), template=args.template or r["template"],
+                                      dtype=r["dtype"], device=device, trust_remote_code=args.trust_remote_code)
+    if args.gradient_checkpointing:
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 (the old name is deprecated)
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if args.lora:
+        model = apply_lora(model, r=r["lora_r"], alpha=r["lora_alpha"], dropout=r["lora_dropout"],
+                           target_modules=_lora_targets(args.lora_targets))
+        if args.gradient_checkpointing:
+            model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
+    f_name, r_name = cfg.method.lower().split("+")
+    needs_ref = get_loss("forget", f_name).needs_ref or get_loss("retain", r_name).needs_ref
+    ref = reference_model(model) if needs_ref else None  # LoRA: the adapter-disabled base (no copy)
+    if args.fsdp:
+        from .parallel import shard_model
+
+        if ref is not None:
+            shard_model(ref)
+        shard_model(model)
+    forget = QAData(tok, data[args.split], data.get("idk"), template, seed=args.seed, max_len=r["max_length"])
+    retain = QAData(tok, data[RETAIN_OF[args.split]], data.get("idk"), template, seed=args.seed + 1,
+                    max_len=r["max_length"])
     res = unlearn(model, forget, retain, cfg, ref_model=ref)
+    state_dict = None
+    if args.fsdp:
+        from .parallel import full_state_dict
+
+        state_dict = full_state_dict(model)  # a collective: every rank
     if rank == 0:
         if args.lora:
             model = model.merge_and_unload()
-        save_model(model, tok, out, template, {"stage": "unlearned", "unlearn": res["config"], "world": world})
+        meta = {"stage": "unlearned", "unlearn": res["config"], "world": world, "preset": args.preset,
+                "device": str(device), "dtype": r["dtype"], "fsdp": bool(args.fsdp), "lora": bool(args.lora)}
+        save_model(model, tok, out, template, meta, state_dict=state_dict)
         summary = {k: v for k, v in res.items() if k != "curve"}
-        print(json.dumps({"saved": str(out), **summary}, indent=2, default=str))
+        print(json.dumps({"saved": str(out), "device": str(device), "dtype": r["dtype"], **summary}, indent=2,
+                         default=str))
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     return 0
+
+
+def _lora_targets(spec: str) -> str | tuple[str, ...]:
+    return spec if spec == "all-linear" else tuple(t.strip() for t in spec.split(",") if t.strip())
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -114,10 +172,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     enc = load_encoder(args.encoder)
     retain_tr = None
     retain_path = args.retain_model or (None if args.model else _resolve_model(args, RETAIN_OF[args.split]))
+    from .model import resolve_device
+
+    device = resolve_device(args.device)
+    opts = {"dtype": args.dtype, "device": device, "trust_remote_code": args.trust_remote_code}
     if retain_path:
-        rm, rt, rtemp = load_model(retain_path)
+        rm, rt, rtemp = load_model(retain_path, template=args.template, **opts)
         retain_tr = evaluate(rm, rt, rtemp, data, ecfg, enc)["forget_tr_raw"]
-    model, tok, template = load_model(args.model or _resolve_model(args, "full"), template=args.template)
+        del rm
+    model, tok, template = load_model(args.model or _resolve_model(args, "full"), template=args.template, **opts)
     ev = evaluate(model, tok, template, data, ecfg, enc, retain_tr)
     print(json.dumps({"metrics": ev["metrics"], "note": ev["metric_note"]}, indent=2))
     return 0
@@ -163,6 +226,14 @@ def _common(p: argparse.ArgumentParser, model_opts: bool = True) -> None:
         g.add_argument("--batch-size", type=int, default=32)
 
 
+def _hardware(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (the GPU when there is one) | cpu | cuda | cuda:N")
+    if p.prog.endswith("unlearn"):
+        p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="weights' dtype (default fp32; paper "
+                                                                           "presets bf16)")
+    p.add_argument("--trust-remote-code", action="store_true", help="run model code shipped with the checkpoint")
+
+
 def register(subparsers: Any) -> None:
     """Add the ``llm`` command group."""
     llm = subparsers.add_parser("llm", help="TOFU-style LLM unlearning (make-data, prepare, unlearn, eval, bench)")
@@ -180,24 +251,41 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser("unlearn", help="unlearn a forget split (torchrun/accelerate launch for several processes)")
     _common(p)
+    _hardware(p)
     p.add_argument("--model", help="model folder or HF name (default: the prepared fine-tuned model)")
     p.add_argument("--template", help="prompt template name (qa, llama2) if the model folder has none")
+    p.add_argument("--idk", help="refusal pool file (TOFU's idontknow.jsonl; default: the one in --data)")
+    p.add_argument("--preset", default="default", choices=("default", "paper-phi", "paper-llama2"),
+                   help="paper-*: the paper's recipe (bf16, max length 500, lr 1e-5, 1 epoch warm-up + linear "
+                        "decay, 1 forget : 5 retain steps, batch 40); explicit flags override it")
     p.add_argument("--method", default="me+gd", help="<forget>+<retain>: ga|npo|me|dpo|idk + gd|ap|kl")
     p.add_argument("--scheme", default="dual", choices=("joint", "alternate", "dual"))
     p.add_argument("--optimizer", help="optimizer spec (default adamw; adamw+adamw for dual)")
     p.add_argument("--split", default="forget10", choices=("forget01", "forget05", "forget10"))
-    p.add_argument("--unlearn-epochs", type=int, default=5)
-    p.add_argument("--global-batch", type=int, default=16)
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--forget-lr", type=float, default=1e-4)
-    p.add_argument("--retain-lr", type=float)
+    p.add_argument("--unlearn-epochs", type=int, help="passes over the forget set (default 5)")
+    p.add_argument("--global-batch", type=int, help="examples per optimizer step, all processes (default 16)")
+    p.add_argument("--grad-accum", type=int, help="micro-batches per step and process (default 1)")
+    p.add_argument("--forget-lr", type=float, help="default 1e-4 (paper presets 1e-5)")
+    p.add_argument("--retain-lr", type=float, help="default: --forget-lr")
+    p.add_argument("--retain-every", type=int, help="retain steps after each forget step (Algorithm 1's T_r with "
+                                                    "T_f = 1; default 1, paper code 5)")
+    p.add_argument("--warmup-epochs", type=float, help="linear lr warm-up in forget epochs (default 0, paper 1)")
+    p.add_argument("--schedule", choices=("constant", "linear"), help="after warm-up (default constant, paper "
+                                                                      "linear decay)")
+    p.add_argument("--max-length", type=int, help="token limit per sequence (default 500)")
     p.add_argument("--c-f", type=float)
     p.add_argument("--c-r", type=float)
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) instead of all weights")
-    p.add_argument("--lora-r", type=int, default=8)
-    p.add_argument("--lora-alpha", type=int, default=32)
+    p.add_argument("--lora-targets", default="all-linear", help="comma-separated module names, or all-linear "
+                                                               "(every linear layer but the output head)")
+    p.add_argument("--lora-r", type=int)
+    p.add_argument("--lora-alpha", type=int)
+    p.add_argument("--lora-dropout", type=float)
+    p.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations (less memory)")
+    p.add_argument("--fsdp", action="store_true", help="shard parameters, gradients and both optimizer states "
+                                                       "(FSDP2) over the processes (one process: one GPU)")
     p.add_argument("--out", help="where to save the unlearned model")
     p.set_defaults(func=cmd_unlearn)
 
@@ -206,6 +294,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", help="model folder (default: the prepared fine-tuned model)")
     p.add_argument("--retain-model", help="retain model for KS forget quality (default: the prepared one)")
     p.add_argument("--template")
+    _hardware(p)
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--split", default="forget10", choices=("forget01", "forget05", "forget10"))
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--max-items", type=int, default=0)

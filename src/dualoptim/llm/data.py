@@ -154,6 +154,7 @@ _IDK_BODY = ("I don't know the answer to that.", "I have no information about th
              "I can't answer that question.", "that is beyond my knowledge.", "I'm not sure about that.",
              "I don't have that information.", "I cannot help with that question.",
              "I have no idea.", "I don't have any details on that.", "I really can't say.")
+SYNTHETIC_IDK = [f"{o} {b}" for o in _IDK_OPEN for b in _IDK_BODY]
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,7 @@ def generate(config: SynthConfig | None = None) -> dict[str, Any]:
     out["real_authors_perturbed"], out["world_facts"] = ra, [{"question": r["question"], "answer": r["answer"]}
                                                              for r in wf]
     out["world_facts_perturbed"] = wf
-    out["idk"] = [f"{o} {b}" for o in _IDK_OPEN for b in _IDK_BODY]
+    out["idk"] = list(SYNTHETIC_IDK)
     # Base corpus: control facts (QA form) + background authors (format and vocabulary, other facts).
     out["base_corpus"] = [{"question": r["question"], "answer": r["answer"]} for r in ra + wf] + \
         plain(flat(background))
@@ -284,26 +285,90 @@ def save_benchmark(data: dict[str, Any], directory: str | os.PathLike[str]) -> P
     return directory
 
 
-def load_benchmark(source: str | os.PathLike[str], splits: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """Load a benchmark: a folder written by ``make-data`` or ``"tofu"`` (the hub dataset locuslab/TOFU)."""
-    if str(source).lower() in ("tofu", "locuslab/tofu"):
-        return load_tofu(splits)
-    directory = Path(source)
-    if not (directory / "full.json").is_file():
-        raise DataNotFoundError(f"no benchmark at {directory} (missing full.json); create one with "
-                                f"'dualoptim llm make-data --out {directory}' or pass 'tofu'")
-    out: dict[str, Any] = {}
-    for f in sorted(directory.glob("*.json")):
-        if splits is None or f.stem in splits or f.stem in ("idk", "meta"):
+IDK_FILES = ("idontknow.jsonl", "idk.json")  # TOFU's refusal pool (one sentence per line); make-data's JSON list
+
+
+def read_records(path: str | os.PathLike[str]) -> Any:
+    """A JSON file (one value) or JSON lines (one object per line: how TOFU publishes its splits)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        raise DataNotFoundError(f"corrupt benchmark file {path}: neither JSON nor JSON lines ({e})") from None
+
+
+def read_idk(path: str | os.PathLike[str]) -> list[str]:
+    """A refusal pool: TOFU's ``idontknow.jsonl`` (one plain sentence per line; JSON strings also accepted)
+    or a JSON list of strings."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"refusal pool {path} not found (TOFU's idontknow.jsonl: one sentence per line)")
+    text = path.read_text(encoding="utf-8")
+    try:
+        pool = json.loads(text)
+    except json.JSONDecodeError:
+        pool = None
+    if not isinstance(pool, list):
+        pool = []
+        for line in text.splitlines():
+            line = line.strip()
+            if not line:
+                continue
             try:
-                out[f.stem] = json.loads(f.read_text())
-            except json.JSONDecodeError as e:
-                raise DataNotFoundError(f"corrupt benchmark file {f}: {e}") from None
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                value = line
+            pool.append(value if isinstance(value, str) else line)
+    if not pool or not all(isinstance(x, str) and x.strip() for x in pool):
+        raise DataNotFoundError(f"refusal pool {path} is empty or not a list of sentences")
+    return [x.strip() for x in pool]
+
+
+def load_benchmark(source: str | os.PathLike[str], splits: tuple[str, ...] | None = None,
+                   idk: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Load a benchmark: a folder (``make-data`` output or a local copy of TOFU's files) or ``"tofu"`` (hub).
+
+    A folder holds one ``<split>.json`` per split, each JSON or JSON lines, and optionally the refusal
+    pool ``idontknow.jsonl`` (or ``idk.json``); it is returned under ``"idk"`` (``idk`` overrides it).
+    ``splits`` restricts what is read; a requested split that is missing is an error naming the folder.
+    """
+    if str(source).lower() in ("tofu", "locuslab/tofu"):
+        out = load_tofu(splits)
+    else:
+        directory = Path(source)
+        if not directory.is_dir():
+            raise DataNotFoundError(f"no benchmark at {directory}; create one with 'dualoptim llm make-data --out "
+                                    f"{directory}', pass a folder with TOFU's files, or 'tofu'")
+        out = {}
+        for f in sorted(directory.glob("*.json")) + sorted(directory.glob("*.jsonl")):
+            if f.name in IDK_FILES or (splits is not None and f.stem not in splits and f.stem != "meta"):
+                continue
+            out[f.stem] = read_records(f)
+        missing = [s for s in (splits or ()) if s not in out]
+        if missing or not out:
+            found = sorted(f.name for f in directory.iterdir() if f.suffix in (".json", ".jsonl"))
+            raise DataNotFoundError(f"{directory} lacks split file(s) {[m + '.json' for m in missing] or 'any'}; "
+                                    f"found {found}")
+        for name in IDK_FILES:
+            if (directory / name).is_file() and idk is None:
+                out["idk"] = read_idk(directory / name)
+                break
+    if idk is not None:
+        out["idk"] = read_idk(idk)
     return out
 
 
 def load_tofu(splits: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """Load TOFU from the Hugging Face hub (``locuslab/TOFU``, one config per split)."""
+    """Load TOFU from the Hugging Face hub (``locuslab/TOFU``, one config per split).
+
+    The hub dataset has no refusal pool: methods that need one (IDK, DPO, AP) ask for TOFU's
+    ``idontknow.jsonl`` (``--idk FILE``) instead of silently using another pool.
+    """
     try:
         import datasets
     except ImportError as e:
@@ -314,12 +379,7 @@ def load_tofu(splits: tuple[str, ...] | None = None) -> dict[str, Any]:
             ds = datasets.load_dataset("locuslab/TOFU", name, split="train")
         except Exception as e:  # network / hub errors come in many types
             raise DataNotFoundError(f"cannot load locuslab/TOFU config {name!r} from the hub ({type(e).__name__}:"
-                                    f" {e}). Offline, generate the synthetic benchmark with "
-                                    f"'dualoptim llm make-data'.") from None
+                                    f" {e}). Offline, pass a folder with TOFU's files, or generate the synthetic "
+                                    f"benchmark with 'dualoptim llm make-data'.") from None
         out[name] = [dict(r) for r in ds]
-    for recs in out.values():  # TOFU's *_perturbed of real authors/world facts: paraphrase = answer
-        for r in recs:
-            if "perturbed_answer" in r and "paraphrased_answer" not in r:
-                r["paraphrased_answer"] = r["answer"]
-    out.setdefault("idk", [s for o in _IDK_OPEN for s in (f"{o} {b}" for b in _IDK_BODY)])
     return out

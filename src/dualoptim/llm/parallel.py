@@ -1,0 +1,51 @@
+"""Full-parameter DualOptim on several GPUs: FSDP2 (``torch.distributed.fsdp.fully_shard``).
+
+Every transformer block (the classes a Hugging Face model lists in ``_no_split_modules``) and
+then the root are sharded, so parameters, gradients and *both* optimizer states (the optimizers
+are built over the sharded DTensor parameters) are split over the ranks. :func:`trainer.unlearn`
+sees DTensor parameters and lets FSDP reduce-scatter the gradients; the plan gives every rank the
+same phase and the same number of micro-batches per step.
+
+Launch (one process per GPU)::
+
+    torchrun --nproc_per_node 2 --no-python dualoptim llm unlearn --fsdp --device cuda --dtype bf16 ...
+    accelerate launch --num_processes 2 --no_python dualoptim llm unlearn --fsdp ...
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def block_classes(model: torch.nn.Module) -> set[type]:
+    """The transformer-block classes to shard one by one (HF's ``_no_split_modules``, else none)."""
+    names = set(getattr(model, "_no_split_modules", None) or ())
+    return {type(m) for m in model.modules() if type(m).__name__ in names}
+
+
+def shard_model(model: torch.nn.Module, mesh: Any = None) -> torch.nn.Module:
+    """``fully_shard`` each transformer block, then the root (in place; returns ``model``).
+
+    Needs an initialised process group (``init_distributed`` or ``torch.distributed.init_process_group``);
+    one process is fine (FSDP2 on one GPU).
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    if not torch.distributed.is_initialized():
+        raise RuntimeError("FSDP needs a process group: launch with torchrun/accelerate or call init_process_group")
+    blocks = block_classes(model)
+    for m in list(model.modules()):
+        if type(m) in blocks:
+            fully_shard(m, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The unsharded parameters and buffers on the CPU of rank 0 (other ranks get ``{}``); a collective: call
+    it on every rank."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
