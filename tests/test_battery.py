@@ -298,4 +298,6 @@ def test_edited_split_seed_gives_a_consistent_warning(original, tmp_path, capsys
     assert code == 0 and "Traceback" not in err
     assert "does not reproduce its stored forget indices; evaluating on the" in err
     assert "seed 2, evaluating on random:0.1 seed 2" not in err  # the old, self-contradictory message
-    assert json.loads(out.read_text())["forget_indices"] == split.forget_idx.tolist()
+    written = json.loads(out.read_text())
+    assert written["forget_indices"] == split.forget_idx.tolist()
+    assert len(written["warnings"]) == 1 and "does not reproduce" in written["warnings"][0]  # in the output too
