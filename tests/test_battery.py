@@ -202,7 +202,7 @@ def test_foreign_or_broken_checkpoints_are_refused(original, tmp_path, capsys):
     torch.save({"model.w": torch.ones(1)}, evil / "model.safetensors")
     (evil / "meta.json").write_text((original / "meta.json").read_text())
     code, err = run_cli(["eval", "--checkpoint", str(evil), "--forget", "random:0.1"], capsys)
-    assert code == 2 and "corrupt or was modified" in err  # caught by the weights digest
+    assert code == 2 and "corrupt or truncated" in err and "meta.json records" in err  # the recorded size
     meta = json.loads((original / "meta.json").read_text())
     del meta["integrity"]  # no digest to compare: the safetensors parser refuses it, nothing is unpickled
     (evil / "meta.json").write_text(json.dumps(meta))
