@@ -123,6 +123,8 @@ CASES = {
     # issue 19: output over an input, --overwrite of a user's folder
     "output is the input": (lambda o, t: unlearn(o, o, "--overwrite"), r"--out .* is the input"),
     "output contains the input": (lambda o, t: unlearn(o, o.parent, "--overwrite"), r"--out .* contains the input"),
+    "output is a link to the input": (lambda o, t: unlearn(o, _link(t / "link", o), "--overwrite"),
+                                      r"--out .*link is the input"),
     "output inside the input": (lambda o, t: unlearn(o, o / "sub"), r"--out .* lies inside the input"),
     "retrain over the original": (lambda o, t: ["retrain", "--original", str(o), "--forget", "random:0.1", "--out",
                                                 str(o), "--overwrite"], r"--out .* is the input"),
@@ -159,6 +161,11 @@ CASES = {
     "corrupt results database": (lambda o, t: ["report", str(t / "run"), "--db", junk_db(t)],
                                  r"junk.db is not a dualoptim results database"),
 }
+
+
+def _link(path: Path, target: Path) -> Path:
+    path.symlink_to(target, target_is_directory=True)
+    return path
 
 
 def _write(path: Path, text: str) -> Path:

@@ -52,7 +52,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _add_out(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="checkpoint folder to write")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint folder written by "
+                   "dualoptim (never a folder without the .dualoptim marker, never an input)")
 
 
 def _parse_options(items: list[str]) -> dict[str, Any]:
