@@ -123,6 +123,8 @@ CASES = {
     # issue 19: output over an input, --overwrite of a user's folder
     "output is the input": (lambda o, t: unlearn(o, o, "--overwrite"), r"--out .* is the input"),
     "output contains the input": (lambda o, t: unlearn(o, o.parent, "--overwrite"), r"--out .* contains the input"),
+    "output is a link to the input": (lambda o, t: unlearn(o, _link(t / "link", o), "--overwrite"),
+                                      r"--out .*link is the input"),
     "output inside the input": (lambda o, t: unlearn(o, o / "sub"), r"--out .* lies inside the input"),
     "retrain over the original": (lambda o, t: ["retrain", "--original", str(o), "--forget", "random:0.1", "--out",
                                                 str(o), "--overwrite"], r"--out .* is the input"),
@@ -159,6 +161,11 @@ CASES = {
     "corrupt results database": (lambda o, t: ["report", str(t / "run"), "--db", junk_db(t)],
                                  r"junk.db is not a dualoptim results database"),
 }
+
+
+def _link(path: Path, target: Path) -> Path:
+    path.symlink_to(target, target_is_directory=True)
+    return path
 
 
 def _write(path: Path, text: str) -> Path:
@@ -202,7 +209,7 @@ def test_foreign_or_broken_checkpoints_are_refused(original, tmp_path, capsys):
     torch.save({"model.w": torch.ones(1)}, evil / "model.safetensors")
     (evil / "meta.json").write_text((original / "meta.json").read_text())
     code, err = run_cli(["eval", "--checkpoint", str(evil), "--forget", "random:0.1"], capsys)
-    assert code == 2 and "corrupt or was modified" in err  # caught by the weights digest
+    assert code == 2 and "corrupt or truncated" in err and "meta.json records" in err  # the recorded size
     meta = json.loads((original / "meta.json").read_text())
     del meta["integrity"]  # no digest to compare: the safetensors parser refuses it, nothing is unpickled
     (evil / "meta.json").write_text(json.dumps(meta))
@@ -298,4 +305,6 @@ def test_edited_split_seed_gives_a_consistent_warning(original, tmp_path, capsys
     assert code == 0 and "Traceback" not in err
     assert "does not reproduce its stored forget indices; evaluating on the" in err
     assert "seed 2, evaluating on random:0.1 seed 2" not in err  # the old, self-contradictory message
-    assert json.loads(out.read_text())["forget_indices"] == split.forget_idx.tolist()
+    written = json.loads(out.read_text())
+    assert written["forget_indices"] == split.forget_idx.tolist()
+    assert len(written["warnings"]) == 1 and "does not reproduce" in written["warnings"][0]  # in the output too

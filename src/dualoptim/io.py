@@ -171,7 +171,11 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> tuple[dict[str, torch.
         warnings.warn(f"{directory} was written without a weights digest (an older dualoptim): its weights "
                       f"cannot be checked for corruption; save it again to add one", IntegrityWarning, stacklevel=2)
     else:
-        want = record.get(WEIGHTS, {}).get("sha256") if isinstance(record, dict) else None
+        entry = record.get(WEIGHTS) if isinstance(record, dict) else None
+        want, size = (entry.get("sha256"), entry.get("bytes")) if isinstance(entry, dict) else (None, None)
+        if size is not None and size != len(data):
+            raise ConfigError(f"{directory / WEIGHTS} is corrupt or truncated: {len(data)} bytes, {META} records "
+                              f"{size}")
         have = hashlib.sha256(data).hexdigest()
         if have != want:
             raise ConfigError(f"{directory / WEIGHTS} is corrupt or was modified: its sha256 {have[:16]}... does not "

@@ -103,9 +103,14 @@ def _is_busy(e: sqlite3.Error) -> bool:
     return "locked" in str(e) or "busy" in str(e)
 
 
-def _retry_busy(conn: sqlite3.Connection, fn, timeout: float) -> None:
+class _NotWal(sqlite3.OperationalError):
+    """``PRAGMA journal_mode=WAL`` answered another mode: it could not take the lock, or WAL is unsupported."""
+
+
+def _retry_busy(conn: sqlite3.Connection, fn, timeout: float, not_wal_tries: int = 8) -> None:
     """Run ``fn(conn)``; while SQLite reports the database busy/locked, retry with jittered backoff until
-    ``timeout`` seconds have passed (then re-raise)."""
+    ``timeout`` seconds have passed (then re-raise). A refused WAL switch is retried ``not_wal_tries`` times
+    (SQLite may answer the old mode instead of "locked"; a file system without WAL support answers it always)."""
     deadline = time.monotonic() + timeout
     delay = 0.002
     while True:
@@ -115,7 +120,13 @@ def _retry_busy(conn: sqlite3.Connection, fn, timeout: float) -> None:
         except sqlite3.OperationalError as e:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            if not _is_busy(e) or time.monotonic() + delay > deadline:
+            if isinstance(e, _NotWal):
+                not_wal_tries -= 1
+                if not_wal_tries <= 0:
+                    raise
+            elif not _is_busy(e):
+                raise
+            if time.monotonic() + delay > deadline:
                 raise
         time.sleep(delay * (0.5 + random.random()))  # jitter: racing openers do not retry in lockstep
         delay = min(delay * 2, 0.25)
@@ -125,7 +136,7 @@ def _setup(conn: sqlite3.Connection) -> None:
     if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":  # e.g. a file system without shared memory
-            raise sqlite3.OperationalError(f"cannot switch to WAL mode (journal mode stays {mode!r})")
+            raise _NotWal(f"cannot switch to WAL mode (journal mode stays {mode!r})")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.executescript(_SCHEMA)
 

@@ -32,6 +32,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from ..io import check_output
     from ..store import ResultsStore
     from .bench import write_report
 
@@ -43,6 +44,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     db = Path(args.db) if args.db else run_dir.parent / "results.db"
     if not db.is_file():
         raise ConfigError(f"results database not found: {db} (give --db)")
+    check_output(run_dir, inputs=(db,), kind="root", flag="RUN_DIR")  # tables and figures are added to it
     with ResultsStore(db) as store:
         write_report(store, f"vision/{run_dir.name}", run_dir)
     return 0

@@ -52,7 +52,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _add_out(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="checkpoint folder to write")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint folder written by "
+                   "dualoptim (never a folder without the .dualoptim marker, never an input)")
 
 
 def _parse_options(items: list[str]) -> dict[str, Any]:
@@ -282,18 +283,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else (stored.get("seed", 0) if same_spec else 0)
     data = dataset_for(meta, args.data_dir)
     split = make_forget_split(spec, data.train_y, seed)
+    warnings = []  # they change what the numbers mean: printed AND written into the JSON
     if stored and stored.get("digest") != split.digest:
         if same_spec and seed == stored.get("seed") and stored_idx is not None:
             # the stored indices (checked against their digest on load) are the truth; the spec/seed next to
             # them no longer reproduce them (edited metadata, or another version of the data)
             split = split_from_indices(stored_idx, len(data.train_y), spec, seed)
-            print(f"dualoptim: warning: {args.checkpoint}'s split metadata ({spec} seed {seed}) does not reproduce "
-                  f"its stored forget indices; evaluating on the {split.num_forget} stored indices "
-                  f"(sha256 {split.digest[:12]})", file=sys.stderr)
+            warnings.append(f"{args.checkpoint}'s split metadata ({spec} seed {seed}) does not reproduce its "
+                            f"stored forget indices; evaluating on the {split.num_forget} stored indices "
+                            f"(sha256 {split.digest[:12]})")
         else:
-            print(f"dualoptim: warning: {args.checkpoint} was made for forget set {stored.get('spec')} seed "
-                  f"{stored.get('seed')} (sha256 {str(stored.get('digest'))[:12]}), evaluating on {spec} seed "
-                  f"{seed} (sha256 {split.digest[:12]})", file=sys.stderr)
+            warnings.append(f"{args.checkpoint} was made for forget set {stored.get('spec')} seed "
+                            f"{stored.get('seed')} (sha256 {str(stored.get('digest'))[:12]}), evaluating on {spec} "
+                            f"seed {seed} (sha256 {split.digest[:12]})")
+    for w in warnings:
+        print(f"dualoptim: warning: {w}", file=sys.stderr)
     start = time.perf_counter()
     metrics = evaluate(model, data, split, batch_size=args.batch_size, mia_svc=args.mia_svc, seed=seed)
     elapsed = time.perf_counter() - start
@@ -305,7 +309,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                       "subset_seed": meta.subset_seed, "split": split.describe(),
                                       "forget_indices": split.forget_idx.tolist(), "metrics": metrics,
                                       "metric_definitions": {k: v for k, v in _descriptions().items() if k in metrics},
-                                      "eval_s": round(elapsed, 3)})
+                                      "eval_s": round(elapsed, 3), "warnings": warnings})
         print(f"wrote {args.json}")
     return 0
 
