@@ -66,7 +66,7 @@ def _load_optim_db() -> tuple[list[Any], Callable[..., list[Any]]]:
 OPTIM_DB, _ALL_INPUTS = _load_optim_db()
 DENSE = [info for info in OPTIM_DB if not info.only_supports_sparse_grads]
 SEQ = ["forget", "forget", "retain", "forget", "retain", "retain"]  # the phase of each step
-NONE_STEP = 3  # the last parameter's gradient is None in this step
+NONE_STEPS = (0, 4)  # the last parameter's gradient is None in these steps (before and after it has state)
 MID = 3  # copies and round trips happen after this many steps
 
 
@@ -120,7 +120,7 @@ def _drive(params: list[torch.Tensor], step: Callable[[str, Any], Any], start: i
                 p.grad = None
             loss = _loss(params, phase, k)
             loss.backward()
-            if k == NONE_STEP and len(params) > 1:
+            if k in NONE_STEPS and len(params) > 1:
                 params[-1].grad = None
             return loss
 
@@ -218,6 +218,8 @@ KINDS = ["dual", "adam+x", "shared"]
 def test_trajectory_equals_plain_optimizers_each_stepped_in_its_phase(info, inp):
     for dtype in _dtypes(info, inp):
         for kind in KINDS:
+            if kind == "shared" and dtype.is_complex and info.optim_cls is torch.optim.LBFGS:
+                continue  # plain LBFGS itself reaches nan on this problem when its lr switches per phase
             params, ref_params = _params(info, dtype), _params(info, dtype)
             opt = _build(info, _kw(inp), kind, params)
             ref = _reference(info, _kw(inp), kind, ref_params)
