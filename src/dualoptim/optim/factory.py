@@ -144,7 +144,9 @@ def build_optimizer(params: Iterable[Any], spec: str | OptimSpec, forget_lr: flo
     """Build the phased optimizer named by ``spec``.
 
     Args:
-        params: parameters or parameter-group dicts (as for any torch optimizer).
+        params: parameters or parameter-group dicts (as for any torch optimizer). A group's own
+            settings win in every spec: its ``lr`` is used by both phases, other keys reach each
+            optimizer that reads them; tensor values are copied per optimizer/phase.
         spec: ``"sgd"`` (shared state) or ``"adam+sgd"``-style ``forget+retain`` (DualOptim);
             ``"adam+adam:decouple=m|v|mv|none"`` for the Table-17 moment ablation.
         forget_lr: learning rate of forget steps.
