@@ -624,6 +624,21 @@ def test_banked_group_settings_reach_each_phase():
     _assert_same([w, b], [rw, rb])
 
 
+@pytest.mark.parametrize("spec", ["sgd", "adam+sgd", "banked"])
+def test_named_parameters_are_accepted(spec):
+    def make(params: Any) -> Any:
+        if spec == "banked":
+            return BankedOptimizer(params, "adam", "sgd", forget_lr=0.05, retain_lr=0.02)
+        return build_optimizer(params, spec, 0.05, 0.02)
+
+    params, named_params = _params(), _params()
+    named = make(list(zip(["w", "b"], named_params)))
+    assert all(g["param_names"] == ["w", "b"] for g in named.param_groups)
+    _drive(params, _phased_step(make(params)))
+    _drive(named_params, _phased_step(named))
+    _assert_same(named_params, params, exact=True)
+
+
 # -- 9. older state-dict formats --------------------------------------------------------------------------------------
 NEWER_FLAGS = ("differentiable", "fused", "foreach", "capturable", "maximize", "decoupled_weight_decay")
 
