@@ -1,7 +1,7 @@
 """The core of DualOptim: phase-aware optimizers and their factory."""
 
 from .banked import BankedOptimizer
-from .extra import Lion, Muon, PartiallySharedAdam
+from .extra import FastSGD, Lion, Muon, PartiallySharedAdam
 from .factory import (
     OptimizerInfo,
     build_optimizer,
@@ -16,7 +16,7 @@ from .phased import PHASES, DualOptimizer, PhasedOptimizer, SharedOptimizer
 from .spec import OptimSpec, parse_spec
 
 __all__ = [
-    "PHASES", "SGDBF16", "AdamBF16", "AdamWBF16", "BankedOptimizer", "DualOptimizer", "Lion", "Muon",
+    "PHASES", "SGDBF16", "AdamBF16", "AdamWBF16", "BankedOptimizer", "DualOptimizer", "FastSGD", "Lion", "Muon",
     "OptimSpec", "OptimizerInfo", "PartiallySharedAdam", "PhasedOptimizer", "SharedOptimizer", "state_bytes",
     "build_optimizer", "cosine_factor", "get_optimizer_info", "list_optimizers",
     "parse_spec", "phase_lambda_lr", "register_optimizer",

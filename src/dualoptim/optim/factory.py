@@ -105,7 +105,8 @@ def _fast_kwargs(info: OptimizerInfo, params: list[Any], fused: bool | None) -> 
     """``fused=True`` where torch has the kernel for these tensors, else ``foreach=True``."""
     if not info.fused or fused is False:
         return {"foreach": True} if info.fused else {}
-    tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
+    items = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
+    tensors = [p[1] if isinstance(p, tuple) else p for p in items]  # torch accepts named_parameters() too
     ok = all(t.is_floating_point() and t.device.type in ("cpu", "cuda") and not _is_dtensor(t) for t in tensors)
     if fused is True and not ok:
         raise ValueError("fused=True needs floating-point, non-DTensor parameters on CPU or CUDA")
@@ -121,9 +122,10 @@ def _params_copy(params: list[Any]) -> list[Any]:
 def _shared(inner: Optimizer, params: list[Any], forget_lr: float, retain_lr: float) -> SharedOptimizer:
     # A group's own "lr" is used by both phases, as in the DualOptim specs (the optimizers' lr= is only the default).
     opt = SharedOptimizer(inner)
+    groups = params if isinstance(params[0], dict) else [{}]  # tensors (or named tensors) make one group
     for phase, lr in (("forget", forget_lr), ("retain", retain_lr)):
-        for group, view in zip(params, opt.phase_groups(phase)):
-            if not (isinstance(group, dict) and "lr" in group):
+        for group, view in zip(groups, opt.phase_groups(phase), strict=True):
+            if "lr" not in group:
                 view["lr"] = lr
     return opt
 
@@ -144,7 +146,9 @@ def build_optimizer(params: Iterable[Any], spec: str | OptimSpec, forget_lr: flo
     """Build the phased optimizer named by ``spec``.
 
     Args:
-        params: parameters or parameter-group dicts (as for any torch optimizer).
+        params: parameters or parameter-group dicts (as for any torch optimizer). A group's own
+            settings win in every spec: its ``lr`` is used by both phases, other keys reach each
+            optimizer that reads them; tensor values are copied per optimizer/phase.
         spec: ``"sgd"`` (shared state) or ``"adam+sgd"``-style ``forget+retain`` (DualOptim);
             ``"adam+adam:decouple=m|v|mv|none"`` for the Table-17 moment ablation.
         forget_lr: learning rate of forget steps.
