@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
 import time
 
 import pytest
@@ -25,6 +24,7 @@ SCHEDULE = ["forget", "retain", "retain", "forget", "retain", "retain", "forget"
 GLOBAL_BATCH = 16
 TIMEOUT_S = 120  # a hang bound, not the expected time (~20-40 s on 2 shared cores, mostly process start-up)
 MODES = ("ddp", "fsdp2")
+LEAN = "adam-bf16+sgd-bf16"  # bf16 states with stochastic rounding: kept per shard under FSDP2
 
 
 def make_model() -> torch.nn.Module:
@@ -38,8 +38,8 @@ def global_batch(step: int, phase: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.randint(0, 3, (GLOBAL_BATCH,), generator=g)
 
 
-def train(model: torch.nn.Module, params, rank: int = 0, world: int = 1) -> None:
-    opt = build_optimizer(params, "adam+sgd", 1e-2, 3e-2)  # fused kernels, as users get them
+def train(model: torch.nn.Module, params, rank: int = 0, world: int = 1, spec: str = "adam+sgd") -> None:
+    opt = build_optimizer(params, spec, 1e-2, 3e-2)  # fused kernels, as users get them
     for i, phase in enumerate(SCHEDULE):
         x, y = global_batch(i, phase)
         x, y = x.chunk(world)[rank], y.chunk(world)[rank]
@@ -50,25 +50,27 @@ def train(model: torch.nn.Module, params, rank: int = 0, world: int = 1) -> None
             opt.zero_grad()
 
 
-def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _worker(rank: int, world: int, out_dir: str) -> None:
+    # rendezvous through a file, not a TCP port picked in advance: no port another process can take meanwhile
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=TIMEOUT_S))
+    dist.init_process_group("gloo", init_method=f"file://{os.path.join(out_dir, 'rendezvous')}", rank=rank,
+                            world_size=world, timeout=datetime.timedelta(seconds=TIMEOUT_S))
     try:
         for mode in MODES:
             _train_one(mode, rank, world, out_dir)
+        _train_one("fsdp2", rank, world, out_dir, spec=LEAN)
         _train_llm(rank, world, out_dir)
     finally:
         dist.destroy_process_group()
 
 
-def _train_one(mode: str, rank: int, world: int, out_dir: str) -> None:
+def _train_one(mode: str, rank: int, world: int, out_dir: str, spec: str = "adam+sgd") -> None:
     """Train under DDP or FSDP2 (each Linear and the root sharded; parameters are DTensors) and save
     the full parameters."""
     model = make_model()
     if mode == "ddp":
         wrapped = torch.nn.parallel.DistributedDataParallel(model)
-        train(wrapped, wrapped.parameters(), rank, world)
+        train(wrapped, wrapped.parameters(), rank, world, spec)
         flat = torch.cat([p.detach().flatten() for p in model.parameters()])
     else:
         from torch.distributed.fsdp import fully_shard
@@ -77,9 +79,9 @@ def _train_one(mode: str, rank: int, world: int, out_dir: str) -> None:
             if isinstance(layer, torch.nn.Linear):
                 fully_shard(layer)
         fully_shard(model)
-        train(model, model.parameters(), rank, world)
+        train(model, model.parameters(), rank, world, spec)
         flat = torch.cat([p.full_tensor().detach().flatten() for p in model.parameters()])
-    torch.save(flat, os.path.join(out_dir, f"{mode}_{rank}.pt"))
+    torch.save(flat, os.path.join(out_dir, f"{mode}{'_lean' if spec == LEAN else ''}_{rank}.pt"))
 
 
 def llm_setup():
@@ -119,29 +121,24 @@ def _train_llm(rank: int, world: int, out_dir: str) -> None:
     torch.save(flat, os.path.join(out_dir, f"llm_fsdp2_{rank}.pt"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory) -> dict[str, list[torch.Tensor]]:
     """Both modes trained by one pair of spawned processes (process start-up dominates the cost)."""
     out_dir = str(tmp_path_factory.mktemp("dist"))
-    ctx = mp.start_processes(_worker, args=(2, free_port(), out_dir), nprocs=2, join=False, start_method="spawn")
+    ctx = mp.start_processes(_worker, args=(2, out_dir), nprocs=2, join=False, start_method="spawn")
     deadline = time.monotonic() + TIMEOUT_S
     while not ctx.join(timeout=1):
         if time.monotonic() > deadline:
             for p in ctx.processes:
                 p.kill()
             pytest.fail(f"two-process run did not finish in {TIMEOUT_S} s")
-    return {m: [torch.load(os.path.join(out_dir, f"{m}_{r}.pt")) for r in range(2)] for m in (*MODES, "llm_fsdp2")}
+    names = (*MODES, "fsdp2_lean", "llm_fsdp2")
+    return {m: [torch.load(os.path.join(out_dir, f"{m}_{r}.pt")) for r in range(2)] for m in names}
 
 
-def reference() -> torch.Tensor:
+def reference(spec: str = "adam+sgd") -> torch.Tensor:
     model = make_model()
-    train(model, model.parameters())
+    train(model, model.parameters(), spec=spec)
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
@@ -153,6 +150,18 @@ def test_two_process_trajectory_equals_one_process(mode, two_process_results):
     assert not torch.equal(ref, torch.cat([p.detach().flatten() for p in make_model().parameters()]))
     torch.testing.assert_close(ranks[0], ranks[1], rtol=0, atol=0)  # replicas agree exactly
     torch.testing.assert_close(ranks[0], ref, rtol=0, atol=1e-12)  # float64: only summation order differs
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not built")
+def test_lean_states_under_fsdp2(two_process_results):
+    """bf16 optimizer states on DTensor parameters: each rank rounds its own shard (the rounding noise
+    then differs from one process only within bf16 resolution of the states)."""
+    ranks = two_process_results["fsdp2_lean"]
+    ref = reference(LEAN)
+    start = torch.cat([p.detach().flatten() for p in make_model().parameters()])
+    torch.testing.assert_close(ranks[0], ranks[1], rtol=0, atol=0)
+    assert (ref - start).abs().max() > 1e-2  # the steps moved the weights
+    torch.testing.assert_close(ranks[0], ref, rtol=0, atol=2e-3)
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not built")

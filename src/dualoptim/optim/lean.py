@@ -129,21 +129,22 @@ class AdamBF16(_LeanOptimizer):
         loss = run_closure(closure)
         for group in self.param_groups:
             lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
+            for param in group["params"]:
+                if param.grad is None:
                     continue
-                state = self.state[p]
+                state = self.state[param]
+                p, grad = _local(param), _local(param.grad)  # FSDP2: update this rank's shard in place
                 if not state:
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p, dtype=torch.bfloat16, memory_format=torch.contiguous_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.bfloat16,
                                                            memory_format=torch.contiguous_format)
                 state["step"] += 1
-                if _fusable(p):
-                    self._fused_update(p, state, group)
+                if _fusable(p, grad):
+                    self._fused_update(p, grad, state, group)
                     continue
                 t = state["step"]
-                g = p.grad.float()
+                g = grad.float()
                 if wd and group["decoupled"]:
                     p.mul_(1 - lr * wd)
                 elif wd:
@@ -156,7 +157,8 @@ class AdamBF16(_LeanOptimizer):
                 self._store(state["exp_avg_sq"], v)
         return loss
 
-    def _fused_update(self, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+    def _fused_update(self, p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]
+                      ) -> None:
         """torch's own fused Adam(W) kernel on fp32 copies of the moments (one tensor at a time, so the
         fp32 copies cost 8 bytes x the largest tensor, not x the model), then SR back to bf16."""
         m = torch.empty_like(p, dtype=torch.float32).copy_(state["exp_avg"])  # p's layout: the kernel needs it
@@ -164,17 +166,23 @@ class AdamBF16(_LeanOptimizer):
         step = torch.tensor(float(state["step"]), device=p.device)
         kernel = torch._fused_adamw_ if group["decoupled"] else torch._fused_adam_
         (b1, b2) = group["betas"]
-        kernel([p], [p.grad], [m], [v], [], [step], lr=group["lr"], beta1=b1, beta2=b2,
+        kernel([p], [grad], [m], [v], [], [step], lr=group["lr"], beta1=b1, beta2=b2,
                weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False, maximize=False)
         self._store(state["exp_avg"], m.contiguous())
         self._store(state["exp_avg_sq"], v.contiguous())
 
 
-def _fusable(p: torch.Tensor) -> bool:
-    """Whether torch's fused Adam kernel applies: fp32 dense param and grad on CPU/CUDA, not a DTensor."""
-    dt = sys.modules.get("torch.distributed.tensor")
-    return (p.dtype == torch.float32 and p.grad.dtype == torch.float32 and p.device.type in ("cpu", "cuda")
-            and not p.grad.is_sparse and not (dt is not None and isinstance(p, dt.DTensor)))
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """The local shard of a DTensor (an FSDP2 parameter or gradient; in-place updates reach the DTensor), else
+    ``t``. The bf16 state is kept per shard, so every rank holds only its part of it."""
+    dt = sys.modules.get("torch.distributed.tensor")  # not imported => no tensor can be a DTensor
+    return t.to_local() if dt is not None and isinstance(t, dt.DTensor) else t
+
+
+def _fusable(p: torch.Tensor, grad: torch.Tensor) -> bool:
+    """Whether torch's fused Adam kernel applies: fp32 dense (local) param and grad on CPU/CUDA."""
+    return (p.dtype == torch.float32 and grad.dtype == torch.float32 and p.device.type in ("cpu", "cuda")
+            and not grad.is_sparse)
 
 
 class AdamWBF16(AdamBF16):
@@ -207,16 +215,17 @@ class SGDBF16(_LeanOptimizer):
         loss = run_closure(closure)
         for group in self.param_groups:
             lr, mu, damp, wd = group["lr"], group["momentum"], group["dampening"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
+            for param in group["params"]:
+                if param.grad is None:
                     continue
-                g = p.grad.float()
+                p = _local(param)
+                g = _local(param.grad).float()
                 if wd:
                     g = g.add(p.float(), alpha=wd)
                 if not mu:
                     p.add_(g.to(p.dtype), alpha=-lr)
                     continue
-                state = self.state[p]
+                state = self.state[param]
                 if "momentum_buffer" not in state:  # as torch's SGD: the first buffer is the gradient
                     buf = g.clone(memory_format=torch.contiguous_format)
                     state["momentum_buffer"] = torch.empty_like(buf, dtype=torch.bfloat16)
