@@ -251,8 +251,8 @@ def test_bench_stores_rows_and_resumes(trained, digits, tmp_path):
     again = run_bench(preset, model_dir=path, db=db, out_dir=tmp_path / "b", data=digits, classifier=classifier,
                       progress=False, log=lambda *_: pytest.fail("a finished run was repeated"))
     assert len(again) == len(rows)
-    header, table = bench_table(rows)
-    assert header[-2:] == ["FA mean ± std", "FD mean ± std"] and len(table) == 3
+    table = bench_table(rows)
+    assert table.header[-2:] == ["FA mean ± std", "FD mean ± std"] and len(table.rows) == 3
 
 
 def test_cli_train_unlearn_eval(tmp_path, capsys):

@@ -25,8 +25,9 @@ import torch
 from ..engine import Schedule, run_unlearning
 from ..errors import ConfigError
 from ..optim import OptimSpec, build_optimizer
-from ..stats import mean_std
+from ..runner import Job, Outcome, Runner
 from ..store import ResultsStore, run_key
+from ..tables import Table, mean_std_cell
 from .methods import create_method, list_methods
 from .metrics import classifier_outputs, forget_accuracy, frechet_distance
 from .model import ConditionalDDPM
@@ -261,72 +262,79 @@ def run_bench(preset: str | BenchPreset, *, dataset: str = "fashion-mnist", mode
     out_dir = Path(out_dir)
     real = real_features(classifier, data, ev.fd_real_per_class)
     names = CLASS_NAMES.get(data.name)
+    # the original model: one sample set covers every forget class, drawn only if some run needs it
+    before: dict[str, Any] = {}
+
+    def original_samples() -> dict[int, torch.Tensor]:
+        if "samples" not in before:
+            t0 = time.perf_counter()
+            counts = {k: max(ev.fa_samples, ev.fd_samples_per_class) if k in p.forget_classes else
+                      ev.fd_samples_per_class for k in range(nc)}
+            before["samples"] = sample_classes(original, counts, ev, progress=progress)
+            before["sample_s"] = time.perf_counter() - t0
+        return before["samples"]
+
+    def original_job(c: int) -> Job:
+        def compute() -> Outcome:
+            metrics = evaluate_samples(classifier, original_samples(), real, c, ev)
+            return Outcome(metrics, timings={"sample_s": before["sample_s"]}, summary=_summary(metrics))
+
+        return Job(run_key(**common, method="original", optimizer="-", forget_class=c), trial=c, method="original",
+                   optimizer="-", compute=compute, params={**common, "forget_class": c}, label=f"original class {c}")
+
+    def unlearn_job(ucfg: UnlearnConfig) -> Job:
+        c = ucfg.forget_class
+
+        def compute() -> Outcome:
+            model, _ = load_ddpm(model_dir)
+            info = unlearn(model, data, ucfg, progress=progress)
+            t0 = time.perf_counter()
+            after = sample_classes(model, eval_counts(nc, c, ev), ev, progress=progress)
+            sample_s = time.perf_counter() - t0
+            metrics = evaluate_samples(classifier, after, real, c, ev)
+            grid = out_dir / f"grid_{ucfg.method}_{ucfg.optimizer.replace('+', '-')}_class{c}.png"
+            save_grid(grid, original_samples(), after, c, class_names=names,
+                      title=f"{ucfg.method} / {ucfg.optimizer}: forget class {c} ({names[c] if names else c})")
+            return Outcome(metrics, timings={"unlearn_s": info["seconds"], "sample_s": sample_s},
+                           extra={"grid": str(grid), "steps": info["steps"]}, summary=_summary(metrics))
+
+        return Job(run_key(**common, unlearn=ucfg.to_dict()), trial=c, method=ucfg.method, optimizer=ucfg.optimizer,
+                   compute=compute, params={**common, "unlearn": ucfg.to_dict(), "forget_class": c},
+                   label=f"{ucfg.method} {ucfg.optimizer} forget {c}")
+
+    runs = [UnlearnConfig(method=method, optimizer=spec, forget_class=c, iterations=p.iterations,
+                          batch_size=p.batch_size) for method in p.methods for spec in p.optimizers
+            for c in p.forget_classes]
     with ResultsStore(db) as store:
-        # the original model: one sample set covers every forget class, drawn only if some run needs it
-        cache: dict[str, Any] = {}
-
-        def original_samples() -> dict[int, torch.Tensor]:
-            if "before" not in cache:
-                t0 = time.perf_counter()
-                counts = {k: max(ev.fa_samples, ev.fd_samples_per_class) if k in p.forget_classes else
-                          ev.fd_samples_per_class for k in range(nc)}
-                cache["before"] = sample_classes(original, counts, ev, progress=progress)
-                cache["sample_s"] = time.perf_counter() - t0
-            return cache["before"]
-
+        runner = Runner(store, experiment, len(p.forget_classes) + len(runs), log)
         for c in p.forget_classes:
-            key = run_key(**common, method="original", optimizer="-", forget_class=c)
-            if not store.has(key):
-                metrics = evaluate_samples(classifier, original_samples(), real, c, ev)
-                store.put(key, experiment=experiment, trial=c, method="original", optimizer="-", metrics=metrics,
-                          params={**common, "forget_class": c}, timings={"sample_s": cache["sample_s"]})
-        for method in p.methods:
-            for spec in p.optimizers:
-                for c in p.forget_classes:
-                    ucfg = UnlearnConfig(method=method, optimizer=spec, forget_class=c, iterations=p.iterations,
-                                         batch_size=p.batch_size)
-                    key = run_key(**common, unlearn=ucfg.to_dict())
-                    if store.has(key):
-                        continue
-                    model, _ = load_ddpm(model_dir)
-                    info = unlearn(model, data, ucfg, progress=progress)
-                    t0 = time.perf_counter()
-                    after = sample_classes(model, eval_counts(nc, c, ev), ev, progress=progress)
-                    sample_s = time.perf_counter() - t0
-                    metrics = evaluate_samples(classifier, after, real, c, ev)
-                    grid = out_dir / f"grid_{method}_{spec.replace('+', '-')}_class{c}.png"
-                    save_grid(grid, original_samples(), after, c, class_names=names,
-                              title=f"{method} / {spec}: forget class {c} ({names[c] if names else c})")
-                    store.put(key, experiment=experiment, trial=c, method=method, optimizer=spec, metrics=metrics,
-                              params={**common, "unlearn": ucfg.to_dict(), "forget_class": c},
-                              timings={"unlearn_s": info["seconds"], "sample_s": sample_s},
-                              extra={"grid": str(grid), "steps": info["steps"]})
-                    log(f"{method:6s} {spec:10s} forget {c}: FA {metrics['FA']:.1f}%  FD {metrics['FD']:.2f}  "
-                        f"(unlearn {info['seconds']:.0f}s, sampling {sample_s:.0f}s)")
+            runner.run(original_job(c))
+        for ucfg in runs:
+            runner.run(unlearn_job(ucfg))
         return store.rows(experiment)
 
 
-def bench_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the Table-2/3 layout: per forgotten class ``FA / FD``, then mean ± std over classes."""
+def _summary(metrics: dict[str, float]) -> str:
+    return f"FA {metrics['FA']:.1f}%  FD {metrics['FD']:.2f}"
+
+
+def bench_table(rows: list[dict[str, Any]]) -> Table:
+    """The Table-2/3 layout: per forgotten class ``FA / FD``, then mean ± std over classes (diverged runs: "diverged",
+    left out of the means)."""
     classes = sorted({r["trial"] for r in rows})
     groups: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["optimizer"]), {})[r["trial"]] = r["metrics"]
     header = ["method", "optimizer"] + [f"class {c} FA / FD" for c in classes] + ["FA mean ± std", "FD mean ± std"]
-    out = []
+    table = Table(header)
     for (method, spec), per in groups.items():
-        cells = [f"{per[c]['FA']:.1f} / {per[c]['FD']:.2f}" if c in per else "-" for c in classes]
-        fa, fd = ([per[c][m] for c in classes if c in per] for m in ("FA", "FD"))
-        label = OptimSpec.parse(spec).label() if spec != "-" else "-"
-        out.append([method, f"{spec} ({label})" if spec != "-" else "-"] + cells +
-                   ["{:.1f} ± {:.1f}".format(*mean_std(fa)), "{:.2f} ± {:.2f}".format(*mean_std(fd))])
-    return header, out
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+        cells = [("diverged" if not per[c] else f"{per[c]['FA']:.1f} / {per[c]['FD']:.2f}") if c in per else "-"
+                 for c in classes]
+        fa, fd = ([per[c][m] for c in classes if per.get(c)] for m in ("FA", "FD"))
+        label = f"{spec} ({OptimSpec.parse(spec).label()})" if spec != "-" else "-"
+        table.rows.append([method, label] + cells + [mean_std_cell(fa, ".1f"), mean_std_cell(fd, ".2f")])
+    return table
 
 
 __all__ = ["PRESETS", "BenchPreset", "EvalConfig", "UnlearnConfig", "bench_table", "evaluate_samples",
-           "markdown_table", "real_features", "run_bench", "sample_classes", "save_grid", "unlearn"]
+           "real_features", "run_bench", "sample_classes", "save_grid", "unlearn"]

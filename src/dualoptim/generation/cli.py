@@ -152,11 +152,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
     from ..io import atomic_write_text, check_output
-    from .bench import bench_table, markdown_table, run_bench
+    from .bench import bench_table, run_bench
 
     out = check_output(args.out or Path(args.root) / f"bench-{args.preset}", inputs=(args.checkpoint, args.data_dir),
                        kind="root")  # grids and table.md are added; nothing is deleted
@@ -164,14 +161,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     del model
     rows = run_bench(args.preset, model_dir=path, db=args.db, out_dir=out, data=data,
                      progress=not args.no_progress)
-    header, table_rows = bench_table(rows)
-    table = Table(title=f"gen/{args.preset}: FA (%) / FD-classifier per forgotten class")
-    for h in header:
-        table.add_column(h)
-    for r in table_rows:
-        table.add_row(*r)
-    Console().print(table)
-    atomic_write_text(out / "table.md", markdown_table(header, table_rows))
+    table = bench_table(rows)
+    table.title = f"gen/{args.preset}: FA (%) / FD-classifier per forgotten class"
+    table.print()
+    atomic_write_text(out / "table.md", table.markdown())
     print(f"table: {out / 'table.md'}  grids: {out}/grid_*.png  database: {args.db} (experiment gen/{args.preset})")
     return 0
 
