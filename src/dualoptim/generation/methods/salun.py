@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ...engine import Method, StepInfo, UnlearnContext
-from . import accumulate_grads, register_method
+from ...engine import Method, StepInfo, UnlearnContext, accumulate_grads
+from . import register_method
 
 REMAPS = ("next", "random")
 

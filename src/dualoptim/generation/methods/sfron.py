@@ -18,8 +18,8 @@ import math
 
 import torch
 
-from ...engine import Method, StepInfo, UnlearnContext
-from . import accumulate_grads, register_method
+from ...engine import Method, StepInfo, UnlearnContext, accumulate_grads
+from . import register_method
 
 
 @register_method("sfron")
