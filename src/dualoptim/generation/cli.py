@@ -174,16 +174,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen = subparsers.add_parser("gen", help="class-wise unlearning in image generation (conditional DDPM)")
     sub = gen.add_subparsers(dest="gen_command", metavar="GEN_COMMAND", required=True)
 
-    p = sub.add_parser("train", help="train (or find cached) the class-conditional DDPM")
-    _add_common(p)
-    _add_model(p)
+    def parser(name: str, text: str) -> argparse.ArgumentParser:  # every sub-command: data, runtime and model flags
+        p = sub.add_parser(name, help=text)
+        _add_common(p)
+        _add_model(p)
+        return p
+
+    p = parser("train", "train (or find cached) the class-conditional DDPM")
     p.set_defaults(func=_cmd_train)
 
     from .methods import list_methods
 
-    p = sub.add_parser("unlearn", help="forget one class of the DDPM")
-    _add_common(p)
-    _add_model(p)
+    p = parser("unlearn", "forget one class of the DDPM")
     p.add_argument("--forget-class", type=int, required=True)
     p.add_argument("--method", default="salun", choices=list_methods())
     p.add_argument("--optim", default="adam+adam", help="'adam' (shared state) or 'adam+adam' (DualOptim), ...")
@@ -195,9 +197,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output checkpoint folder")
     p.set_defaults(func=_cmd_unlearn)
 
-    p = sub.add_parser("eval", help="FA and FD-classifier of a DDPM checkpoint for one forgotten class")
-    _add_common(p)
-    _add_model(p)
+    p = parser("eval", "FA and FD-classifier of a DDPM checkpoint for one forgotten class")
     _add_sampler(p)
     p.add_argument("--forget-class", type=int, required=True)
     p.add_argument("--fa-samples", type=int, default=100)
@@ -209,9 +209,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", default=None, help="write the result as JSON here")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("bench", help="Table-2/3 style benchmark: FA/FD per forgotten class, methods x optimizers")
-    _add_common(p)
-    _add_model(p)
+    p = parser("bench", "Table-2/3 style benchmark: FA/FD per forgotten class, methods x optimizers")
     p.add_argument("--preset", default="quick", choices=("quick", "full"))
     p.add_argument("--db", default="runs/results.db", help="results database")
     p.add_argument("--out", default=None, help="folder for grids and table.md (default ROOT/bench-PRESET)")

@@ -250,7 +250,8 @@ def register(subparsers: Any) -> None:
                         "decay, 1 forget : 5 retain steps, batch 40); explicit flags override it")
     p.add_argument("--method", default="me+gd", help="<forget>+<retain>: ga|npo|me|dpo|idk + gd|ap|kl")
     p.add_argument("--scheme", default="dual", choices=("joint", "alternate", "dual"))
-    p.add_argument("--optimizer", help="optimizer spec (default adamw; adamw+adamw for dual)")
+    p.add_argument("--optim", "--optimizer", dest="optimizer", help="optimizer spec (default adamw; adamw+adamw for "
+                   "dual); --optimizer is the old name")
     p.add_argument("--split", default="forget10", choices=("forget01", "forget05", "forget10"))
     p.add_argument("--unlearn-epochs", type=int, help="passes over the forget set (default 5)")
     p.add_argument("--global-batch", type=int, help="examples per optimizer step, all processes (default 16)")
