@@ -255,6 +255,31 @@ def test_bench_stores_rows_and_resumes(trained, digits, tmp_path):
     assert table.header[-2:] == ["FA mean ± std", "FD mean ± std"] and len(table.rows) == 3
 
 
+def test_bench_stores_a_diverged_run_and_goes_on(trained, digits, tmp_path, monkeypatch):
+    import dualoptim.generation.bench as gen_bench
+    from dualoptim.errors import DivergenceError
+
+    _, path, classifier, _ = trained
+    real_unlearn = gen_bench.unlearn
+
+    def unlearn(model, data, cfg, progress=True):
+        if cfg.optimizer == "adam":
+            raise DivergenceError("forget loss became nan at step 1")
+        return real_unlearn(model, data, cfg, progress)
+
+    monkeypatch.setattr(gen_bench, "unlearn", unlearn)
+    preset = BenchPreset(forget_classes=(1,), methods=("salun",), optimizers=("adam", "adam+adam"), iterations=1,
+                         batch_size=16, eval=EvalConfig(fa_samples=4, fd_samples_per_class=2, fd_real_per_class=4,
+                                                        sampler=SamplerConfig(steps=2)))
+    rows = run_bench(preset, model_dir=path, db=tmp_path / "r.db", out_dir=tmp_path / "b", data=digits,
+                     classifier=classifier, progress=False, log=lambda *_: None)
+    by_spec = {r["optimizer"]: r for r in rows}
+    assert by_spec["adam"]["metrics"] == {} and "nan" in by_spec["adam"]["extra"]["diverged"]
+    assert set(by_spec["adam+adam"]["metrics"]) == {"FA", "FD"}  # the run after the diverged one went on
+    table = bench_table(rows)
+    assert [r[2] for r in table.rows if r[1].startswith("adam (")] == ["diverged"]
+
+
 def test_cli_train_unlearn_eval(tmp_path, capsys):
     common = ["--dataset", "digits", "--image-size", "8", "--channels", "16,32", "--attention", "none",
               "--steps", "3", "--root", str(tmp_path), "--no-progress"]

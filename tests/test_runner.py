@@ -66,6 +66,7 @@ def test_runner_stores_skips_and_survives_divergence(tmp_path):
         assert store.series("a") == [{"step": 0}] and store.series("a:evals") == [{"FA": 1.0}]
         assert rows["b"]["metrics"] == {} and "step 3" in rows["b"]["extra"]["diverged"]
         assert rows["b"]["forget_hash"] == "h" and rows["b"]["extra"]["label"] == "m+DO"
+        assert set(rows["b"]["timings"]) == {"unlearn_s"}
         assert "FA" in rows["c"]["extra"]["diverged"] and rows["c"]["metrics"] == {}
         assert "DIVERGED" in lines[1] and "4/4" in lines[-1] and "FA 2.0" in lines[-1]
         again = Runner(store, "exp", total=4, log=lambda _: pytest.fail("a stored job was logged"))

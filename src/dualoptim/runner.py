@@ -103,7 +103,7 @@ class Runner:
                 raise DivergenceError(f"metrics {', '.join(bad)} are not finite")
         except DivergenceError as e:  # a result, not a crash: the row counts it and the benchmark goes on
             self.store.put(job.key, **row, metrics={}, extra={**job.extra, "diverged": str(e)},
-                           timings={"seconds": time.perf_counter() - t0})
+                           timings={"unlearn_s": time.perf_counter() - t0})  # as vision's diverged rows
             self._finished(t0, f"{label} DIVERGED: {e}")
             return True
         for suffix, rows in out.series.items():
