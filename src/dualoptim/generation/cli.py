@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..runtime import add_runtime_args
 
 
@@ -58,7 +59,7 @@ def _configs(args: argparse.Namespace):
     try:
         channels = tuple(int(c) for c in args.channels.split(","))
     except ValueError:
-        raise ValueError(f"--channels must be comma-separated integers, got {args.channels!r}") from None
+        raise ConfigError(f"--channels must be comma-separated integers, got {args.channels!r}") from None
     model_cfg = DDPMConfig(image_size=args.image_size, block_out_channels=channels, attention=args.attention,
                            arch=args.arch)
     train_cfg = DDPMTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
