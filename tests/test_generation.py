@@ -13,14 +13,7 @@ pytest.importorskip("diffusers")
 from dualoptim.cli import main  # noqa: E402
 from dualoptim.engine import Schedule, run_unlearning  # noqa: E402
 from dualoptim.errors import ConfigError, DataNotFoundError  # noqa: E402
-from dualoptim.generation.bench import (  # noqa: E402
-    BenchPreset,
-    EvalConfig,
-    UnlearnConfig,
-    bench_table,
-    run_bench,
-    unlearn,
-)
+from dualoptim.generation.bench import BenchPreset, EvalConfig, bench_table, run_bench  # noqa: E402
 from dualoptim.generation.methods import create_method, list_methods  # noqa: E402
 from dualoptim.generation.metrics import (  # noqa: E402
     classifier_outputs,
@@ -37,6 +30,7 @@ from dualoptim.generation.train import (  # noqa: E402
     load_ddpm,
     save_ddpm,
 )
+from dualoptim.generation.unlearn import UnlearnConfig, unlearn  # noqa: E402
 from dualoptim.optim import build_optimizer  # noqa: E402
 from dualoptim.vision.data import TensorLoader  # noqa: E402
 

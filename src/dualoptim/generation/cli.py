@@ -93,8 +93,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_unlearn(args: argparse.Namespace) -> int:
     from ..io import check_output
-    from .bench import UnlearnConfig, unlearn
     from .train import save_ddpm
+    from .unlearn import UnlearnConfig, unlearn
 
     options = json.loads(args.method_options) if args.method_options else {}
     cfg = UnlearnConfig(method=args.method, optimizer=args.optim, forget_class=args.forget_class,
@@ -192,7 +192,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--optim", default="adam+adam", help="'adam' (shared state) or 'adam+adam' (DualOptim), ...")
     p.add_argument("--iterations", type=int, default=100, help="outer iterations (1 forget + 1 retain step each)")
     p.add_argument("--unlearn-batch-size", type=int, default=32)
-    p.add_argument("--forget-lr", type=float, default=None, help="default: the method's (see bench.METHOD_DEFAULTS)")
+    p.add_argument("--forget-lr", type=float, default=None, help="default: the method's (see unlearn.METHOD_DEFAULTS)")
     p.add_argument("--retain-lr", type=float, default=None)
     p.add_argument("--method-options", default=None, help='JSON, e.g. \'{"mask_ratio": 0.5}\'')
     p.add_argument("--out", default=None, help="output checkpoint folder")
