@@ -88,3 +88,22 @@ def test_table_cells_and_markdown():
     assert mean_std_cell([]) == "-" and mean_cell([]) == "-" and mean_cell([1.0, 2.0], ".1f") == "1.5"
     table = Table(["a", "b"], [["1", "2"]])
     assert table.markdown() == "| a | b |\n|---|---|\n| 1 | 2 |\n"
+
+
+def test_llm_table_reads_the_scheme_from_params_and_counts_diverged_runs():
+    from dualoptim.llm.bench import format_table
+
+    def row(seed, spec, scheme, metrics, extra=None):
+        return {"experiment": "llm/quick/forget10", "method": "me+gd", "optimizer": spec, "trial": seed,
+                "metrics": metrics, "extra": extra or {}, "timings": {"unlearn_s": 10.0 + seed},
+                "params": {"unlearn": {"scheme": scheme, "forget_lr": 1e-4}}}
+
+    rows = [row(0, "adamw+adamw", "dual", {"MC*": 0.5, "FE*": 0.25, "Avg*": 0.375, "FQ_ks": 0.01}),
+            row(1, "adamw+adamw", "dual", {"MC*": 0.7, "FE*": 0.25, "Avg*": 0.475, "FQ_ks": 0.03}),
+            row(2, "adamw+adamw", "dual", {}, {"diverged": "forget loss became nan"}),
+            row(0, "adamw", "alternate", {"MC*": 0.5, "FE*": 0.5, "Avg*": 0.5, "FQ_ks": None})]
+    table = format_table(rows)
+    assert table.rows[0] == ["forget10", "me+gd", "dual", "0.0001", "3 (1 diverged)", "0.600 ± 0.141",
+                             "0.250 ± 0.000", "0.425 ± 0.071", "2.0e-02 ± 1.4e-02", "11", "-"]
+    assert table.rows[1][2:5] == ["alternate", "0.0001", "1"] and table.rows[1][5] == "0.500"
+    assert table.rows[1][8] == "-"  # no FQ without a retain model
