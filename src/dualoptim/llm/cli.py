@@ -191,7 +191,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                      eval_cfg=EvalConfig(max_new_tokens=args.max_new_tokens, encoder=args.encoder,
                                          max_items=args.max_items), log=_log,
                      **overrides)
-    print(format_table(rows).markdown())
+    print(format_table(rows).markdown(), end="")
     note = next((r["extra"].get("note") for r in rows if r["extra"].get("note")), "")
     print(f"\n{note}\nFQ_ks = KS-test p-value of forget truth ratios vs the retain model; unlearn s = wall time of"
           f" unlearning; opt. state MiB = optimizer state size (CPU has no peak-allocator counter)")
