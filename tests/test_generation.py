@@ -13,14 +13,7 @@ pytest.importorskip("diffusers")
 from dualoptim.cli import main  # noqa: E402
 from dualoptim.engine import Schedule, run_unlearning  # noqa: E402
 from dualoptim.errors import ConfigError, DataNotFoundError  # noqa: E402
-from dualoptim.generation.bench import (  # noqa: E402
-    BenchPreset,
-    EvalConfig,
-    UnlearnConfig,
-    bench_table,
-    run_bench,
-    unlearn,
-)
+from dualoptim.generation.bench import BenchPreset, EvalConfig, bench_table, run_bench  # noqa: E402
 from dualoptim.generation.methods import create_method, list_methods  # noqa: E402
 from dualoptim.generation.metrics import (  # noqa: E402
     classifier_outputs,
@@ -37,6 +30,7 @@ from dualoptim.generation.train import (  # noqa: E402
     load_ddpm,
     save_ddpm,
 )
+from dualoptim.generation.unlearn import UnlearnConfig, unlearn  # noqa: E402
 from dualoptim.optim import build_optimizer  # noqa: E402
 from dualoptim.vision.data import TensorLoader  # noqa: E402
 
@@ -251,8 +245,33 @@ def test_bench_stores_rows_and_resumes(trained, digits, tmp_path):
     again = run_bench(preset, model_dir=path, db=db, out_dir=tmp_path / "b", data=digits, classifier=classifier,
                       progress=False, log=lambda *_: pytest.fail("a finished run was repeated"))
     assert len(again) == len(rows)
-    header, table = bench_table(rows)
-    assert header[-2:] == ["FA mean ± std", "FD mean ± std"] and len(table) == 3
+    table = bench_table(rows)
+    assert table.header[-2:] == ["FA mean ± std", "FD mean ± std"] and len(table.rows) == 3
+
+
+def test_bench_stores_a_diverged_run_and_goes_on(trained, digits, tmp_path, monkeypatch):
+    import dualoptim.generation.bench as gen_bench
+    from dualoptim.errors import DivergenceError
+
+    _, path, classifier, _ = trained
+    real_unlearn = gen_bench.unlearn
+
+    def unlearn(model, data, cfg, progress=True):
+        if cfg.optimizer == "adam":
+            raise DivergenceError("forget loss became nan at step 1")
+        return real_unlearn(model, data, cfg, progress)
+
+    monkeypatch.setattr(gen_bench, "unlearn", unlearn)
+    preset = BenchPreset(forget_classes=(1,), methods=("salun",), optimizers=("adam", "adam+adam"), iterations=1,
+                         batch_size=16, eval=EvalConfig(fa_samples=4, fd_samples_per_class=2, fd_real_per_class=4,
+                                                        sampler=SamplerConfig(steps=2)))
+    rows = run_bench(preset, model_dir=path, db=tmp_path / "r.db", out_dir=tmp_path / "b", data=digits,
+                     classifier=classifier, progress=False, log=lambda *_: None)
+    by_spec = {r["optimizer"]: r for r in rows}
+    assert by_spec["adam"]["metrics"] == {} and "nan" in by_spec["adam"]["extra"]["diverged"]
+    assert set(by_spec["adam+adam"]["metrics"]) == {"FA", "FD"}  # the run after the diverged one went on
+    table = bench_table(rows)
+    assert [r[2] for r in table.rows if r[1].startswith("adam (")] == ["diverged"]
 
 
 def test_cli_train_unlearn_eval(tmp_path, capsys):

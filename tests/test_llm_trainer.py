@@ -228,3 +228,30 @@ def test_hf_trainer_refuses_a_batch_mismatch(setup, tmp_path):
     with pytest.raises(ConfigError, match="per_device_train_batch_size=4 x gradient_accumulation_steps=2"):
         DualOptimTrainer(model=build_model(TINY, tok, seed=0), args=args, forget=forget, retain=retain,
                          unlearn_config=UnlearnConfig(method="me+gd", batch_size=16, grad_accum=1))
+
+
+def test_divergence_is_reported_by_the_core_check(setup):
+    """A NaN loss stops the loop with the engine's DivergenceError (the benchmark stores it as a diverged row)."""
+    from dualoptim.errors import DivergenceError
+
+    tok, forget, retain = setup
+    model = build_model(TINY, tok, seed=0)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    with pytest.raises(DivergenceError, match="forget loss at step 0 .* became nan; lower the learning rate"):
+        unlearn(model, forget, retain, UnlearnConfig(method="ga+gd", scheme="dual", epochs=1), progress=False)
+
+
+def test_core_finite_checks():
+    from dualoptim.engine import check_finite, check_parameters
+    from dualoptim.errors import DivergenceError
+
+    assert check_finite(1.5, "x") == 1.5
+    with pytest.raises(DivergenceError, match="^retain loss became inf; lower it$"):
+        check_finite(float("inf"), "retain loss", "lower it")
+    model = torch.nn.Linear(2, 2)
+    check_parameters(model, 3)
+    with torch.no_grad():
+        model.bias[0] = float("nan")
+    with pytest.raises(DivergenceError, match="parameters bias became NaN/inf by step 3"):
+        check_parameters(model, 3)

@@ -196,6 +196,44 @@ def _flat_grad(model: nn.Module) -> torch.Tensor:
     return torch.cat(grads).float() if grads else torch.zeros(1)
 
 
+def check_finite(value: float, what: str, hint: str = "") -> float:
+    """``value`` if it is finite, else :class:`DivergenceError` ``"<what> became <value>; <hint>"``."""
+    if not math.isfinite(value):
+        raise DivergenceError(f"{what} became {value}" + (f"; {hint}" if hint else ""))
+    return value
+
+
+def check_parameters(model: nn.Module, steps: int) -> None:
+    """Raise :class:`DivergenceError` when a parameter of ``model`` holds NaN/inf after ``steps`` steps (finite
+    losses can still leave inf/NaN weights after the last step)."""
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p.detach()).all()]
+    if bad:
+        raise DivergenceError(f"parameters {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} became NaN/inf "
+                              f"by step {steps}; lower the learning rates")
+
+
+def accumulate_grads(model: nn.Module, batches: Iterable[Any], loss_fn: Callable[[Any], torch.Tensor],
+                     limit: int | None, square: bool) -> dict[nn.Parameter, torch.Tensor]:
+    """Mean over up to ``limit`` batches of each trainable parameter's gradient magnitude (``|g|``) or square
+    (``g^2``, a diagonal Fisher estimate): the saliency/importance statistic of SalUn/SFRon-style masks."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    acc = {p: torch.zeros_like(p) for p in params}
+    n = 0
+    for batch in batches:
+        if limit is not None and n >= limit:
+            break
+        model.zero_grad(set_to_none=True)
+        loss_fn(batch).backward()
+        for p in params:
+            if p.grad is not None:
+                acc[p] += p.grad.pow(2) if square else p.grad.abs()
+        n += 1
+    model.zero_grad(set_to_none=True)
+    if n == 0:
+        raise ConfigError("no batches to estimate the saliency mask from")
+    return {p: a / n for p, a in acc.items()}
+
+
 def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer, forget_batches: Iterable[Any],
                    retain_batches: Iterable[Any], schedule: Schedule | None = None, *,
                    callbacks: Sequence[Callback] = (), eval_every: int | None = None, track_grads: bool = False,

@@ -1,9 +1,4 @@
-"""Class-wise generative unlearning: one run, its evaluation, and the Table-2/3 style benchmark.
-
-``unlearn(model, data, cfg)`` forgets one class with a registered method and an optimizer spec
-(``"adam"`` = shared state, ``"adam+adam"`` = DualOptim) through :func:`dualoptim.engine.run_unlearning`
-(iteration mode: one forget step then one retain step per iteration, as Algorithm 1). Shared and
-DualOptim rows use the same schedule, learning rates and masks, so they differ only in optimizer state.
+"""Class-wise generative unlearning: the evaluation of a run and the Table-2/3 style benchmark.
 
 ``run_bench(preset)`` evaluates the original model and every (method, optimizer, forget class):
 FA on images generated for the forgotten class, FD-classifier on images generated for the remaining
@@ -16,88 +11,23 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..engine import Schedule, run_unlearning
 from ..errors import ConfigError
-from ..optim import OptimSpec, build_optimizer
-from ..stats import mean_std
+from ..optim import OptimSpec
+from ..runner import Job, Outcome, Runner
 from ..store import ResultsStore, run_key
-from .methods import create_method, list_methods
+from ..tables import Table, mean_std_cell
 from .metrics import classifier_outputs, forget_accuracy, frechet_distance
-from .model import ConditionalDDPM
 from .sample import SamplerConfig, sample
+from .unlearn import UnlearnConfig, unlearn
 
 CLASS_NAMES = {"fashion-mnist": ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                                  "Bag", "Ankle boot")}
-
-# Learning rates per method (forget, retain) and method options; the same for shared and DualOptim rows.
-# The paper's DDPM values (SalUn+DO 4e-5 / 1e-4, SFRon+DO 1e-4 / 1e-4) are for 150 iterations on a CIFAR-10
-# U-Net trained at lr 2e-4. Our default DDPM is trained at a peak lr of 1e-3 and unlearned in 50 iterations,
-# so the rates are scaled up (one pilot on class 1: both methods bring its FA near 0; docs/benchmarks.md).
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "salun": {"forget_lr": 3e-4, "retain_lr": 5e-4, "options": {"mask_ratio": 0.5}},
-    "sfron": {"forget_lr": 3e-4, "retain_lr": 5e-4, "options": {"alpha": 1.0, "lam": 0.5, "clip": 1.0}},
-}
-
-
-@dataclass
-class UnlearnConfig:
-    """One forgetting run: method, optimizer spec, forgotten class, schedule and learning rates."""
-
-    method: str = "salun"
-    optimizer: str = "adam+adam"
-    forget_class: int = 0
-    iterations: int = 100
-    batch_size: int = 32
-    forget_lr: float | None = None  # None: METHOD_DEFAULTS
-    retain_lr: float | None = None
-    seed: int = 0
-    method_options: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.method = self.method.lower()
-        if self.method not in list_methods():
-            raise ConfigError(f"unknown generation method {self.method!r}; valid: {', '.join(list_methods())}")
-        if self.iterations < 1 or self.batch_size < 1:
-            raise ConfigError("iterations and batch_size must be >= 1")
-        defaults = METHOD_DEFAULTS.get(self.method, {})
-        self.forget_lr = self.forget_lr if self.forget_lr is not None else defaults.get("forget_lr", 1e-4)
-        self.retain_lr = self.retain_lr if self.retain_lr is not None else defaults.get("retain_lr", 1e-4)
-        self.method_options = {**defaults.get("options", {}), **self.method_options}
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def unlearn(model: ConditionalDDPM, data, cfg: UnlearnConfig, progress: bool = True) -> dict[str, Any]:
-    """Make ``model`` forget ``cfg.forget_class`` in place; returns ``{"seconds", "steps", "history"}``."""
-    from ..vision.data import TensorLoader
-
-    nc = model.config.num_classes
-    if not 0 <= cfg.forget_class < nc:
-        raise ConfigError(f"forget class must be in [0, {nc - 1}], got {cfg.forget_class}")
-    is_f = data.train_y == cfg.forget_class
-    torch.manual_seed(cfg.seed)
-    model.net.to(memory_format=torch.channels_last)
-    forget = TensorLoader(data.train_x[is_f], data.train_y[is_f], cfg.batch_size, shuffle=True, seed=cfg.seed,
-                          channels_last=True)
-    retain = TensorLoader(data.train_x[~is_f], data.train_y[~is_f], cfg.batch_size, shuffle=True,
-                          seed=cfg.seed + 1, channels_last=True)
-    options = dict(cfg.method_options)
-    if cfg.method == "salun":
-        options.setdefault("num_classes", nc)
-    options.setdefault("cond_drop", model.config.cond_drop)
-    method = create_method(cfg.method, **options)
-    opt = build_optimizer(model.parameters(), cfg.optimizer, cfg.forget_lr, cfg.retain_lr)
-    result = run_unlearning(model, method, opt, forget, retain, Schedule(mode="iteration", iterations=cfg.iterations),
-                            progress=progress, desc=f"{cfg.method}/{cfg.optimizer} forget {cfg.forget_class}")
-    return {"seconds": result.seconds, "steps": result.steps, "history": result.history}
-
 
 # ----------------------------------------------------------------------------------- evaluation
 
@@ -261,72 +191,79 @@ def run_bench(preset: str | BenchPreset, *, dataset: str = "fashion-mnist", mode
     out_dir = Path(out_dir)
     real = real_features(classifier, data, ev.fd_real_per_class)
     names = CLASS_NAMES.get(data.name)
+    # the original model: one sample set covers every forget class, drawn only if some run needs it
+    before: dict[str, Any] = {}
+
+    def original_samples() -> dict[int, torch.Tensor]:
+        if "samples" not in before:
+            t0 = time.perf_counter()
+            counts = {k: max(ev.fa_samples, ev.fd_samples_per_class) if k in p.forget_classes else
+                      ev.fd_samples_per_class for k in range(nc)}
+            before["samples"] = sample_classes(original, counts, ev, progress=progress)
+            before["sample_s"] = time.perf_counter() - t0
+        return before["samples"]
+
+    def original_job(c: int) -> Job:
+        def compute() -> Outcome:
+            metrics = evaluate_samples(classifier, original_samples(), real, c, ev)
+            return Outcome(metrics, timings={"sample_s": before["sample_s"]}, summary=_summary(metrics))
+
+        return Job(run_key(**common, method="original", optimizer="-", forget_class=c), trial=c, method="original",
+                   optimizer="-", compute=compute, params={**common, "forget_class": c}, label=f"original class {c}")
+
+    def unlearn_job(ucfg: UnlearnConfig) -> Job:
+        c = ucfg.forget_class
+
+        def compute() -> Outcome:
+            model, _ = load_ddpm(model_dir)
+            info = unlearn(model, data, ucfg, progress=progress)
+            t0 = time.perf_counter()
+            after = sample_classes(model, eval_counts(nc, c, ev), ev, progress=progress)
+            sample_s = time.perf_counter() - t0
+            metrics = evaluate_samples(classifier, after, real, c, ev)
+            grid = out_dir / f"grid_{ucfg.method}_{ucfg.optimizer.replace('+', '-')}_class{c}.png"
+            save_grid(grid, original_samples(), after, c, class_names=names,
+                      title=f"{ucfg.method} / {ucfg.optimizer}: forget class {c} ({names[c] if names else c})")
+            return Outcome(metrics, timings={"unlearn_s": info["seconds"], "sample_s": sample_s},
+                           extra={"grid": str(grid), "steps": info["steps"]}, summary=_summary(metrics))
+
+        return Job(run_key(**common, unlearn=ucfg.to_dict()), trial=c, method=ucfg.method, optimizer=ucfg.optimizer,
+                   compute=compute, params={**common, "unlearn": ucfg.to_dict(), "forget_class": c},
+                   label=f"{ucfg.method} {ucfg.optimizer} forget {c}")
+
+    runs = [UnlearnConfig(method=method, optimizer=spec, forget_class=c, iterations=p.iterations,
+                          batch_size=p.batch_size) for method in p.methods for spec in p.optimizers
+            for c in p.forget_classes]
     with ResultsStore(db) as store:
-        # the original model: one sample set covers every forget class, drawn only if some run needs it
-        cache: dict[str, Any] = {}
-
-        def original_samples() -> dict[int, torch.Tensor]:
-            if "before" not in cache:
-                t0 = time.perf_counter()
-                counts = {k: max(ev.fa_samples, ev.fd_samples_per_class) if k in p.forget_classes else
-                          ev.fd_samples_per_class for k in range(nc)}
-                cache["before"] = sample_classes(original, counts, ev, progress=progress)
-                cache["sample_s"] = time.perf_counter() - t0
-            return cache["before"]
-
+        runner = Runner(store, experiment, len(p.forget_classes) + len(runs), log)
         for c in p.forget_classes:
-            key = run_key(**common, method="original", optimizer="-", forget_class=c)
-            if not store.has(key):
-                metrics = evaluate_samples(classifier, original_samples(), real, c, ev)
-                store.put(key, experiment=experiment, trial=c, method="original", optimizer="-", metrics=metrics,
-                          params={**common, "forget_class": c}, timings={"sample_s": cache["sample_s"]})
-        for method in p.methods:
-            for spec in p.optimizers:
-                for c in p.forget_classes:
-                    ucfg = UnlearnConfig(method=method, optimizer=spec, forget_class=c, iterations=p.iterations,
-                                         batch_size=p.batch_size)
-                    key = run_key(**common, unlearn=ucfg.to_dict())
-                    if store.has(key):
-                        continue
-                    model, _ = load_ddpm(model_dir)
-                    info = unlearn(model, data, ucfg, progress=progress)
-                    t0 = time.perf_counter()
-                    after = sample_classes(model, eval_counts(nc, c, ev), ev, progress=progress)
-                    sample_s = time.perf_counter() - t0
-                    metrics = evaluate_samples(classifier, after, real, c, ev)
-                    grid = out_dir / f"grid_{method}_{spec.replace('+', '-')}_class{c}.png"
-                    save_grid(grid, original_samples(), after, c, class_names=names,
-                              title=f"{method} / {spec}: forget class {c} ({names[c] if names else c})")
-                    store.put(key, experiment=experiment, trial=c, method=method, optimizer=spec, metrics=metrics,
-                              params={**common, "unlearn": ucfg.to_dict(), "forget_class": c},
-                              timings={"unlearn_s": info["seconds"], "sample_s": sample_s},
-                              extra={"grid": str(grid), "steps": info["steps"]})
-                    log(f"{method:6s} {spec:10s} forget {c}: FA {metrics['FA']:.1f}%  FD {metrics['FD']:.2f}  "
-                        f"(unlearn {info['seconds']:.0f}s, sampling {sample_s:.0f}s)")
+            runner.run(original_job(c))
+        for ucfg in runs:
+            runner.run(unlearn_job(ucfg))
         return store.rows(experiment)
 
 
-def bench_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the Table-2/3 layout: per forgotten class ``FA / FD``, then mean ± std over classes."""
+def _summary(metrics: dict[str, float]) -> str:
+    return f"FA {metrics['FA']:.1f}%  FD {metrics['FD']:.2f}"
+
+
+def bench_table(rows: list[dict[str, Any]]) -> Table:
+    """The Table-2/3 layout: per forgotten class ``FA / FD``, then mean ± std over classes (diverged runs: "diverged",
+    left out of the means)."""
     classes = sorted({r["trial"] for r in rows})
     groups: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["optimizer"]), {})[r["trial"]] = r["metrics"]
     header = ["method", "optimizer"] + [f"class {c} FA / FD" for c in classes] + ["FA mean ± std", "FD mean ± std"]
-    out = []
+    table = Table(header)
     for (method, spec), per in groups.items():
-        cells = [f"{per[c]['FA']:.1f} / {per[c]['FD']:.2f}" if c in per else "-" for c in classes]
-        fa, fd = ([per[c][m] for c in classes if c in per] for m in ("FA", "FD"))
-        label = OptimSpec.parse(spec).label() if spec != "-" else "-"
-        out.append([method, f"{spec} ({label})" if spec != "-" else "-"] + cells +
-                   ["{:.1f} ± {:.1f}".format(*mean_std(fa)), "{:.2f} ± {:.2f}".format(*mean_std(fd))])
-    return header, out
+        cells = [("diverged" if not per[c] else f"{per[c]['FA']:.1f} / {per[c]['FD']:.2f}") if c in per else "-"
+                 for c in classes]
+        fa, fd = ([per[c][m] for c in classes if per.get(c)] for m in ("FA", "FD"))
+        label = f"{spec} ({OptimSpec.parse(spec).label()})" if spec != "-" else "-"
+        table.rows.append([method, label] + cells + [mean_std_cell(fa, ".1f"), mean_std_cell(fd, ".2f")])
+    return table
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
-
-
-__all__ = ["PRESETS", "BenchPreset", "EvalConfig", "UnlearnConfig", "bench_table", "evaluate_samples",
-           "markdown_table", "real_features", "run_bench", "sample_classes", "save_grid", "unlearn"]
+__all__ = ["PRESETS", "BenchPreset", "EvalConfig", "bench_table", "evaluate_samples", "real_features", "run_bench",
+           "sample_classes", "save_grid"]

@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..runtime import add_runtime_args
 
 
@@ -58,7 +59,7 @@ def _configs(args: argparse.Namespace):
     try:
         channels = tuple(int(c) for c in args.channels.split(","))
     except ValueError:
-        raise ValueError(f"--channels must be comma-separated integers, got {args.channels!r}") from None
+        raise ConfigError(f"--channels must be comma-separated integers, got {args.channels!r}") from None
     model_cfg = DDPMConfig(image_size=args.image_size, block_out_channels=channels, attention=args.attention,
                            arch=args.arch)
     train_cfg = DDPMTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
@@ -92,8 +93,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_unlearn(args: argparse.Namespace) -> int:
     from ..io import check_output
-    from .bench import UnlearnConfig, unlearn
     from .train import save_ddpm
+    from .unlearn import UnlearnConfig, unlearn
 
     options = json.loads(args.method_options) if args.method_options else {}
     cfg = UnlearnConfig(method=args.method, optimizer=args.optim, forget_class=args.forget_class,
@@ -152,11 +153,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
     from ..io import atomic_write_text, check_output
-    from .bench import bench_table, markdown_table, run_bench
+    from .bench import bench_table, run_bench
 
     out = check_output(args.out or Path(args.root) / f"bench-{args.preset}", inputs=(args.checkpoint, args.data_dir),
                        kind="root")  # grids and table.md are added; nothing is deleted
@@ -164,14 +162,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     del model
     rows = run_bench(args.preset, model_dir=path, db=args.db, out_dir=out, data=data,
                      progress=not args.no_progress)
-    header, table_rows = bench_table(rows)
-    table = Table(title=f"gen/{args.preset}: FA (%) / FD-classifier per forgotten class")
-    for h in header:
-        table.add_column(h)
-    for r in table_rows:
-        table.add_row(*r)
-    Console().print(table)
-    atomic_write_text(out / "table.md", markdown_table(header, table_rows))
+    table = bench_table(rows)
+    table.title = f"gen/{args.preset}: FA (%) / FD-classifier per forgotten class"
+    table.print()
+    atomic_write_text(out / "table.md", table.markdown())
     print(f"table: {out / 'table.md'}  grids: {out}/grid_*.png  database: {args.db} (experiment gen/{args.preset})")
     return 0
 
@@ -181,30 +175,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen = subparsers.add_parser("gen", help="class-wise unlearning in image generation (conditional DDPM)")
     sub = gen.add_subparsers(dest="gen_command", metavar="GEN_COMMAND", required=True)
 
-    p = sub.add_parser("train", help="train (or find cached) the class-conditional DDPM")
-    _add_common(p)
-    _add_model(p)
+    def parser(name: str, text: str) -> argparse.ArgumentParser:  # every sub-command: data, runtime and model flags
+        p = sub.add_parser(name, help=text)
+        _add_common(p)
+        _add_model(p)
+        return p
+
+    p = parser("train", "train (or find cached) the class-conditional DDPM")
     p.set_defaults(func=_cmd_train)
 
     from .methods import list_methods
 
-    p = sub.add_parser("unlearn", help="forget one class of the DDPM")
-    _add_common(p)
-    _add_model(p)
+    p = parser("unlearn", "forget one class of the DDPM")
     p.add_argument("--forget-class", type=int, required=True)
     p.add_argument("--method", default="salun", choices=list_methods())
     p.add_argument("--optim", default="adam+adam", help="'adam' (shared state) or 'adam+adam' (DualOptim), ...")
     p.add_argument("--iterations", type=int, default=100, help="outer iterations (1 forget + 1 retain step each)")
     p.add_argument("--unlearn-batch-size", type=int, default=32)
-    p.add_argument("--forget-lr", type=float, default=None, help="default: the method's (see bench.METHOD_DEFAULTS)")
+    p.add_argument("--forget-lr", type=float, default=None, help="default: the method's (see unlearn.METHOD_DEFAULTS)")
     p.add_argument("--retain-lr", type=float, default=None)
     p.add_argument("--method-options", default=None, help='JSON, e.g. \'{"mask_ratio": 0.5}\'')
     p.add_argument("--out", default=None, help="output checkpoint folder")
     p.set_defaults(func=_cmd_unlearn)
 
-    p = sub.add_parser("eval", help="FA and FD-classifier of a DDPM checkpoint for one forgotten class")
-    _add_common(p)
-    _add_model(p)
+    p = parser("eval", "FA and FD-classifier of a DDPM checkpoint for one forgotten class")
     _add_sampler(p)
     p.add_argument("--forget-class", type=int, required=True)
     p.add_argument("--fa-samples", type=int, default=100)
@@ -216,9 +210,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", default=None, help="write the result as JSON here")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("bench", help="Table-2/3 style benchmark: FA/FD per forgotten class, methods x optimizers")
-    _add_common(p)
-    _add_model(p)
+    p = parser("bench", "Table-2/3 style benchmark: FA/FD per forgotten class, methods x optimizers")
     p.add_argument("--preset", default="quick", choices=("quick", "full"))
     p.add_argument("--db", default="runs/results.db", help="results database")
     p.add_argument("--out", default=None, help="folder for grids and table.md (default ROOT/bench-PRESET)")

@@ -87,11 +87,6 @@ def frechet_distance(features1: torch.Tensor, features2: torch.Tensor) -> float:
     return frechet_distance_stats(*gaussian_stats(features1), *gaussian_stats(features2))
 
 
-def fd_classifier(classifier: nn.Module, generated: torch.Tensor, real: torch.Tensor) -> float:
-    """FD-classifier: Fréchet distance of the classifier's penultimate features (generated vs real)."""
-    return frechet_distance(classifier_outputs(classifier, generated)[1], classifier_outputs(classifier, real)[1])
-
-
 def inception_fid(generated: torch.Tensor, real: torch.Tensor, weights_path: str | os.PathLike,
                   batch_size: int = 256) -> float:
     """The real FID (Inception-v3 pool features, torchmetrics) from a local weights file.

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..cache import get_or_build
 from ..errors import ConfigError, DivergenceError
 from ..io import load_checkpoint, save_checkpoint
 from ..store import run_key, versions
@@ -141,23 +142,26 @@ def get_or_train_ddpm(dataset: str = "fashion-mnist", model_cfg: DDPMConfig | No
     """
     model_cfg = model_cfg or DDPMConfig()
     train_cfg = train_cfg or DDPMTrainConfig()
-    directory = Path(root) / f"ddpm-{ddpm_key(dataset, model_cfg, train_cfg, train_subset)}"
-    if directory.is_dir():
-        model, meta = load_ddpm(directory)
-        return model, {**meta, "cached": True}, directory
-    if data is None:
-        data = load_generation_data(dataset, model_cfg.image_size, data_dir, train_subset)
-    if data.num_classes != model_cfg.num_classes or data.in_channels != model_cfg.in_channels:
-        raise ConfigError(f"{dataset} has {data.num_classes} classes and {data.in_channels} channels; the model "
-                          f"config says {model_cfg.num_classes} and {model_cfg.in_channels}")
-    torch.manual_seed(train_cfg.seed)
-    model = ConditionalDDPM(model_cfg)
-    info = train_ddpm(model, data.train_x, data.train_y, train_cfg, progress=progress)
-    meta = {"dataset": dataset, "train_subset": train_subset, "train_config": asdict(train_cfg),
-            "time_s": info["time_s"], "images_per_s": info["images_per_s"], "history": info["history"],
-            "threads": torch.get_num_threads()}
-    save_ddpm(directory, model, meta)
-    return model, {**meta, "cached": False}, directory
+
+    def build(folder: Path) -> tuple[ConditionalDDPM, dict[str, Any]]:
+        nonlocal data
+        if data is None:
+            data = load_generation_data(dataset, model_cfg.image_size, data_dir, train_subset)
+        if data.num_classes != model_cfg.num_classes or data.in_channels != model_cfg.in_channels:
+            raise ConfigError(f"{dataset} has {data.num_classes} classes and {data.in_channels} channels; the model "
+                              f"config says {model_cfg.num_classes} and {model_cfg.in_channels}")
+        torch.manual_seed(train_cfg.seed)
+        model = ConditionalDDPM(model_cfg)
+        info = train_ddpm(model, data.train_x, data.train_y, train_cfg, progress=progress)
+        meta = {"dataset": dataset, "train_subset": train_subset, "train_config": asdict(train_cfg),
+                "time_s": info["time_s"], "images_per_s": info["images_per_s"], "history": info["history"],
+                "threads": torch.get_num_threads()}
+        save_ddpm(folder, model, meta)
+        return model, meta
+
+    got = get_or_build(Path(root) / f"ddpm-{ddpm_key(dataset, model_cfg, train_cfg, train_subset)}", load_ddpm, build)
+    model, meta = got.value
+    return model, {**meta, "cached": got.hit}, got.folder
 
 
 # ------------------------------------------------------------------------------ the classifier
@@ -180,21 +184,25 @@ def get_or_train_classifier(data, *, model_name: str = CLASSIFIER_MODEL, epochs:
     cfg = TrainConfig(epochs=epochs, seed=seed, augment="none")
     key = run_key(kind="gen-classifier", dataset=data.name, image_size=data.image_size, model=model_name,
                   recipe=cfg.to_dict(), n_train=len(data.train_y), train_subset=data.train_subset)
-    directory = Path(root) / f"classifier-{key}"
     shape = dict(num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size)
-    if directory.is_dir():
-        tensors, meta = load_checkpoint(directory)
+
+    def load(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
+        tensors, meta = load_checkpoint(folder)
         model = create_model(meta["model"], **shape)
         model.load_state_dict(tensors)
         return model.eval(), meta
-    seed_everything(seed)
-    model = create_model(model_name, **shape)
-    info = train_classifier(model, data, None, cfg, progress=progress, desc="train classifier")
-    model.eval()
-    test = stratified_subset(data.test_y, min(len(data.test_y), 5000), 0)
-    with torch.no_grad():
-        acc = (model(data.test_x[test]).argmax(1) == data.test_y[test]).float().mean().item() * 100
-    meta = {"kind": "gen-classifier", "model": model_name, "dataset": data.name, "image_size": data.image_size,
-            "recipe": cfg.to_dict(), "test_acc": acc, "time_s": info["time_s"], "versions": versions()}
-    save_checkpoint(directory, {k: v for k, v in model.state_dict().items()}, meta)
-    return model, meta
+
+    def build(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
+        seed_everything(seed)
+        model = create_model(model_name, **shape)
+        info = train_classifier(model, data, None, cfg, progress=progress, desc="train classifier")
+        model.eval()
+        test = stratified_subset(data.test_y, min(len(data.test_y), 5000), 0)
+        with torch.no_grad():
+            acc = (model(data.test_x[test]).argmax(1) == data.test_y[test]).float().mean().item() * 100
+        meta = {"kind": "gen-classifier", "model": model_name, "dataset": data.name, "image_size": data.image_size,
+                "recipe": cfg.to_dict(), "test_acc": acc, "time_s": info["time_s"], "versions": versions()}
+        save_checkpoint(folder, dict(model.state_dict()), meta)
+        return model, meta
+
+    return get_or_build(Path(root) / f"classifier-{key}", load, build).value

@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from ..errors import ConfigError
-from ..stats import mean_std
+from ..runner import Job, Outcome, Runner
 from ..store import ResultsStore, run_key
+from ..tables import Table, mean_cell, mean_std_cell
 from .data import RETAIN_OF, load_benchmark
 from .evaluate import EvalConfig, evaluate, load_encoder
 from .model import load_model
@@ -65,90 +66,77 @@ def run_bench(preset: str | BenchPreset, prep: PrepareConfig, db: str = "runs/re
     paths = model_paths(replace(prep, forget_splits=preset.splits))
     data = load_benchmark(prep.data)
     encoder = load_encoder((eval_cfg or EvalConfig()).encoder)
-    store = ResultsStore(db)
-    rows: list[dict[str, Any]] = []
-    for split in preset.splits:
+    runs = [UnlearnConfig(method=method, scheme=scheme, epochs=preset.epochs, batch_size=preset.batch_size,
+                          forget_lr=dict(preset.method_lr).get(method) or preset.forget_lr,
+                          retain_lr=dict(preset.method_lr).get(method) or preset.retain_lr, seed=seed)
+            for method in preset.methods for scheme in preset.schemes for seed in preset.seeds]
+
+    def run_split(store: ResultsStore, split: str) -> list[dict[str, Any]]:
         ecfg = replace(eval_cfg or EvalConfig(), forget_split=split)
         experiment = f"llm/{name}/{split}"
         base = {"v": BENCH_VERSION, "experiment": experiment, "models": str(paths["full"]), "split": split,
                 "eval": asdict(ecfg), "encoder": encoder.label if encoder else "none"}
         forget_hash = _hash(data[split])
 
-        def evaluate_model(path: Any, retain_tr: list[float] | None, ecfg: EvalConfig = ecfg) -> dict[str, Any]:
-            model, tok, template = load_model(path)
-            t0 = time.perf_counter()
-            ev = evaluate(model, tok, template, data, ecfg, encoder, retain_tr)
-            ev["eval_seconds"] = time.perf_counter() - t0
-            return ev
+        def reference(row: str, path: Any, retain_tr: list[float] | None) -> Job:
+            def compute() -> Outcome:
+                model, tok, template = load_model(path)
+                t0 = time.perf_counter()
+                ev = evaluate(model, tok, template, data, ecfg, encoder, retain_tr)
+                extra = {"forget_tr_raw": ev["forget_tr_raw"]} if retain_tr is None else {}
+                return Outcome(ev["metrics"], timings={"eval_s": time.perf_counter() - t0},
+                               extra={**extra, "note": ev["metric_note"]})
 
-        ref_key = run_key(**base, row="Retain")
-        if not store.has(ref_key):
-            log(f"[bench] {split}: evaluating the retain model")
-            ev = evaluate_model(paths[RETAIN_OF[split]], None)
-            store.put(ref_key, experiment=experiment, trial=0, method="Retain", optimizer="-", metrics=ev["metrics"],
-                      params=base, forget_hash=forget_hash, timings={"eval_s": ev["eval_seconds"]},
-                      extra={"forget_tr_raw": ev["forget_tr_raw"], "note": ev["metric_note"]})
-        retain_tr = store.get(ref_key)["extra"]["forget_tr_raw"]
-        orig_key = run_key(**base, row="Original")
-        if not store.has(orig_key):
-            log(f"[bench] {split}: evaluating the original (fine-tuned) model")
-            ev = evaluate_model(paths["full"], retain_tr)
-            store.put(orig_key, experiment=experiment, trial=0, method="Original", optimizer="-",
-                      metrics=ev["metrics"], params=base, forget_hash=forget_hash,
-                      timings={"eval_s": ev["eval_seconds"]}, extra={"note": ev["metric_note"]})
-        for method in preset.methods:
-            for scheme in preset.schemes:
-                for seed in preset.seeds:
-                    lr = dict(preset.method_lr).get(method)
-                    cfg = UnlearnConfig(method=method, scheme=scheme, epochs=preset.epochs,
-                                        batch_size=preset.batch_size, forget_lr=lr or preset.forget_lr,
-                                        retain_lr=lr or preset.retain_lr, seed=seed)
-                    key = run_key(**base, unlearn=asdict(cfg))
-                    if store.has(key):
-                        continue
-                    log(f"[bench] {split} {method} {scheme} seed {seed}")
-                    model, tok, template = load_model(paths["full"])
-                    forget = QAData(tok, data[split], data.get("idk"), template, seed=seed)
-                    retain = QAData(tok, data[RETAIN_OF[split]], data.get("idk"), template, seed=seed + 1)
-                    res = unlearn(model, forget, retain, cfg)
-                    t0 = time.perf_counter()
-                    ev = evaluate(model, tok, template, data, ecfg, encoder, retain_tr)
-                    timings = {"unlearn_s": res["seconds"], "eval_s": time.perf_counter() - t0,
-                               "optimizer_state_mib": res["optimizer_state_mib"], "param_mib": res["param_mib"],
-                               "max_rss_mib": res["max_rss_mib"], **({"peak_cuda_mib": res["peak_cuda_mib"]}
-                                                                     if "peak_cuda_mib" in res else {})}
-                    store.put(key, experiment=experiment, trial=seed, method=method, optimizer=scheme,
-                              metrics=ev["metrics"], params={**base, "unlearn": asdict(cfg), "spec": cfg.spec},
-                              forget_hash=forget_hash, timings=timings,
-                              extra={"note": ev["metric_note"], "samples": ev["samples"]})
-                    store.put_series(key, res["curve"])
-        rows += store.rows(experiment)
-    store.close()
-    return rows
+            return Job(run_key(**base, row=row), trial=0, method=row, optimizer="-", compute=compute, params=base,
+                       forget_hash=forget_hash, label=f"{split} {row} model")
+
+        def unlearn_job(cfg: UnlearnConfig, retain_tr: list[float] | None) -> Job:
+            def compute() -> Outcome:
+                model, tok, template = load_model(paths["full"])
+                forget = QAData(tok, data[split], data.get("idk"), template, seed=cfg.seed)
+                retain = QAData(tok, data[RETAIN_OF[split]], data.get("idk"), template, seed=cfg.seed + 1)
+                res = unlearn(model, forget, retain, cfg)
+                t0 = time.perf_counter()
+                ev = evaluate(model, tok, template, data, ecfg, encoder, retain_tr)
+                timings = {"unlearn_s": res["seconds"], "eval_s": time.perf_counter() - t0,
+                           **{k: res[k] for k in ("optimizer_state_mib", "param_mib", "max_rss_mib", "peak_cuda_mib")
+                              if k in res}}
+                return Outcome(ev["metrics"], timings=timings, series={"": res["curve"]},
+                               extra={"note": ev["metric_note"], "samples": ev["samples"]})
+
+            return Job(run_key(**base, unlearn=asdict(cfg)), trial=cfg.seed, method=cfg.method, optimizer=cfg.spec,
+                       compute=compute, params={**base, "unlearn": asdict(cfg), "spec": cfg.spec},
+                       forget_hash=forget_hash, label=f"{split} {cfg.method} {cfg.scheme} seed {cfg.seed}")
+
+        runner = Runner(store, experiment, 2 + len(runs), log, name="bench")
+        retain = reference("Retain", paths[RETAIN_OF[split]], None)
+        runner.run(retain)
+        retain_tr = store.get(retain.key)["extra"].get("forget_tr_raw")  # None if the Retain model diverged
+        runner.run(reference("Original", paths["full"], retain_tr))
+        for cfg in runs:
+            runner.run(unlearn_job(cfg, retain_tr))
+        return store.rows(experiment)
+
+    with ResultsStore(db) as store:
+        return [row for split in preset.splits for row in run_split(store, split)]
 
 
-def format_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = ("MC*", "FE*", "Avg*", "FQ_ks")) -> str:
-    """Markdown table: one row per (split, method, scheme), mean ± std over seeds, time and optimizer memory."""
+def format_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = ("MC*", "FE*", "Avg*", "FQ_ks")) -> Table:
+    """One row per (split, method, scheme, lr): mean ± std over seeds, time and optimizer memory (diverged runs
+    counted in ``n``, left out of the means)."""
     groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        lr = r["params"].get("unlearn", {}).get("forget_lr")
-        groups.setdefault((r["experiment"].split("/")[-1], r["method"], r["optimizer"], f"{lr:g}" if lr else "-"),
-                          []).append(r)
-    head = "| split | method | scheme | lr | n | " + " | ".join(metrics) + " | unlearn s | opt. state MiB |"
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+        u = r["params"].get("unlearn", {})
+        lr = u.get("forget_lr")
+        groups.setdefault((r["experiment"].split("/")[-1], r["method"], u.get("scheme", "-"),
+                           f"{lr:g}" if lr else "-"), []).append(r)
+    table = Table(["split", "method", "scheme", "lr", "n", *metrics, "unlearn s", "opt. state MiB"])
     for (split, method, scheme, lr), rs in groups.items():
-        cells = []
-        for m in metrics:
-            vals = [r["metrics"][m] for r in rs if r["metrics"].get(m) is not None]
-            if not vals:
-                cells.append("-")
-                continue
-            mu, sd = mean_std(vals)
-            fmt = ".1e" if m.startswith("FQ") else ".3f"  # KS p-values span many orders of magnitude
-            cells.append(f"{mu:{fmt}}" + (f" ± {sd:{fmt}}" if len(vals) > 1 else ""))
-        secs = [r["timings"]["unlearn_s"] for r in rs if "unlearn_s" in r["timings"]]
-        mem = [r["timings"]["optimizer_state_mib"] for r in rs if "optimizer_state_mib" in r["timings"]]
-        t = f"{mean_std(secs)[0]:.0f}" if secs else "-"
-        mm = f"{mean_std(mem)[0]:.1f}" if mem else "-"
-        lines.append(f"| {split} | {method} | {scheme} | {lr} | {len(rs)} | " + " | ".join(cells) + f" | {t} | {mm} |")
-    return "\n".join(lines)
+        n = f"{len(rs)}" + (f" ({d} diverged)" if (d := sum("diverged" in r["extra"] for r in rs)) else "")
+        cells = [mean_std_cell([r["metrics"][m] for r in rs if r["metrics"].get(m) is not None],
+                               ".1e" if m.startswith("FQ") else ".3f", std_of_one=False)  # KS p-values span decades
+                 for m in metrics]
+        times = [mean_cell([r["timings"][k] for r in rs if k in r["timings"]], fmt)
+                 for k, fmt in (("unlearn_s", ".0f"), ("optimizer_state_mib", ".1f"))]
+        table.rows.append([split, method, scheme, lr, n, *cells, *times])
+    return table

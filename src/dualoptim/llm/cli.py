@@ -11,19 +11,14 @@ import json
 import sys
 from typing import Any
 
+from ..runtime import add_runtime_args
+
 DATA = "runs/llm/data/synthetic"
 CACHE = "runs/llm/models"
 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _threads(args: argparse.Namespace) -> None:
-    if getattr(args, "threads", 0):
-        import torch
-
-        torch.set_num_threads(args.threads)
 
 
 def _prep_cfg(args: argparse.Namespace) -> Any:
@@ -53,7 +48,6 @@ def cmd_make_data(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from .prepare import prepare
 
-    _threads(args)
     report = prepare(_prep_cfg(args), log=_log)
     print(json.dumps({"models": report["models"], "timings": report["timings"]}, indent=2, default=str))
     return 0
@@ -92,7 +86,6 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from .recipes import resolve
     from .trainer import QAData, UnlearnConfig, init_distributed, unlearn
 
-    _threads(args)
     out = check_output(args.out or f"runs/llm/unlearned/{args.split}-{args.method}-{args.scheme}-s{args.seed}",
                        inputs=(args.data, args.model), overwrite=True)  # before any work
     r = resolve(args.preset, vars(args))
@@ -165,7 +158,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import EvalConfig, evaluate, load_encoder
     from .model import load_model
 
-    _threads(args)
     ecfg = EvalConfig(forget_split=args.split, max_new_tokens=args.max_new_tokens, encoder=args.encoder,
                       max_items=args.max_items)
     data = load_benchmark(args.data)
@@ -190,7 +182,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import format_table, run_bench
     from .evaluate import EvalConfig
 
-    _threads(args)
     overrides: dict[str, Any] = {}
     if args.seeds:
         overrides["seeds"] = tuple(int(s) for s in args.seeds.split(","))
@@ -200,7 +191,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                      eval_cfg=EvalConfig(max_new_tokens=args.max_new_tokens, encoder=args.encoder,
                                          max_items=args.max_items), log=_log,
                      **overrides)
-    print(format_table(rows))
+    print(format_table(rows).markdown(), end="")
     note = next((r["extra"].get("note") for r in rows if r["extra"].get("note")), "")
     print(f"\n{note}\nFQ_ks = KS-test p-value of forget truth ratios vs the retain model; unlearn s = wall time of"
           f" unlearning; opt. state MiB = optimizer state size (CPU has no peak-allocator counter)")
@@ -209,8 +200,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser, model_opts: bool = True) -> None:
     p.add_argument("--data", default=DATA, help=f"benchmark folder from make-data, or 'tofu' (default {DATA})")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default; use 1 on a "
-                                                           "shared, oversubscribed machine)")
+    add_runtime_args(p, progress=False)  # --threads: applied by dualoptim.cli.main
     if model_opts:
         g = p.add_argument_group("prepared models (must match 'llm prepare')")
         g.add_argument("--cache", default=CACHE)
@@ -260,7 +250,8 @@ def register(subparsers: Any) -> None:
                         "decay, 1 forget : 5 retain steps, batch 40); explicit flags override it")
     p.add_argument("--method", default="me+gd", help="<forget>+<retain>: ga|npo|me|dpo|idk + gd|ap|kl")
     p.add_argument("--scheme", default="dual", choices=("joint", "alternate", "dual"))
-    p.add_argument("--optimizer", help="optimizer spec (default adamw; adamw+adamw for dual)")
+    p.add_argument("--optim", "--optimizer", dest="optimizer", help="optimizer spec (default adamw; adamw+adamw for "
+                   "dual); --optimizer is the old name")
     p.add_argument("--split", default="forget10", choices=("forget01", "forget05", "forget10"))
     p.add_argument("--unlearn-epochs", type=int, help="passes over the forget set (default 5)")
     p.add_argument("--global-batch", type=int, help="examples per optimizer step, all processes (default 16)")

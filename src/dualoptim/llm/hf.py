@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from ..engine import check_finite
 from ..errors import ConfigError
 from ..optim import build_optimizer
 from .methods import get_loss
@@ -179,6 +180,8 @@ def _make_trainer_class() -> type:
                 if inputs.get(kind) is not None:
                     per_sample = self.losses[kind].fn(model, _to(inputs[kind], device), self.ref_model, cfg.beta)
                     total = total + inputs["weights"][kind] * per_sample.sum()
+            check_finite(float(total), f"{phase} loss at step {self.state.global_step} (method {cfg.method}, scheme "
+                         f"{cfg.scheme})", "lower the learning rate")  # as the own loop: a result, not NaN weights
             if not total.requires_grad:  # this rank got no sample in this micro-batch: a zero gradient
                 total = total + 0.0 * sum(p.sum() for p in model.parameters() if p.requires_grad)
             total = total * self.args.world_size  # DDP averages gradients over ranks; we want their sum

@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -279,8 +279,3 @@ def reference_model(model: torch.nn.Module) -> Any:
     import copy
 
     return copy.deepcopy(model).eval().requires_grad_(False)
-
-
-def model_meta(cfg: ModelConfig) -> dict[str, Any]:
-    """What to store about the architecture."""
-    return {"model_config": asdict(cfg)}

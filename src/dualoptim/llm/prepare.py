@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cache import get_or_build
 from ..errors import ConfigError, DataNotFoundError
 from ..io import atomic_write_json
 from .data import FORGET_SPLITS, RETAIN_OF, load_benchmark
@@ -80,16 +81,11 @@ def prepare(cfg: PrepareConfig, log: Any = print) -> dict[str, Any]:
     report: dict[str, Any] = {"root": str(root), "timings": {}}
     mcfg = cfg.model
 
-    def enc(records: list[dict[str, Any]]) -> dict:
+    def enc(tok: Any, records: list[dict[str, Any]]) -> dict:
         return encode_qa(tok, [r["question"] for r in records], [r["answer"] for r in records], template,
                          mcfg.max_len)
 
-    def done(name: str) -> bool:
-        return (root / name / "config.json").is_file()
-
-    if (base_dir / "config.json").is_file():
-        _, tok, _ = load_model(base_dir)
-    else:
+    def build_base(folder: Path) -> None:
         t0 = time.perf_counter()
         texts = [template["prompt"].format(question=r["question"]) + template["answer"].format(answer=r["answer"])
                  for split in ("full", "base_corpus", "holdout10", "real_authors", "world_facts")
@@ -103,27 +99,30 @@ def prepare(cfg: PrepareConfig, log: Any = print) -> dict[str, Any]:
         model = build_model(mcfg, tok, seed=cfg.base.seed)
         log(f"[prepare] base model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
             f"{len(data['base_corpus'])} base-corpus items x {cfg.base.epochs} epochs")
-        stats = train_lm(model, enc(data["base_corpus"]), cfg.base, desc="base")
+        stats = train_lm(model, enc(tok, data["base_corpus"]), cfg.base, desc="base")
         report["timings"]["base"] = stats
-        save_model(model, tok, base_dir, template, {"stage": "base", "train": asdict(cfg.base),
-                                                          "model_config": asdict(mcfg), "stats": stats})
+        save_model(model, tok, folder, template, {"stage": "base", "train": asdict(cfg.base),
+                                                  "model_config": asdict(mcfg), "stats": stats})
+
+    get_or_build(base_dir, lambda folder: None, build_base)
     targets = [("full", "full")] + [(RETAIN_OF[f], RETAIN_OF[f]) for f in cfg.forget_splits]
     for name, split in targets:
-        if done(name):
+        def build(folder: Path, name: str = name, split: str = split) -> None:
+            model, tok, _ = load_model(base_dir)
+            # A from-scratch model forgets the control facts when fine-tuned on authors only (measured: world-fact
+            # probability 6e-5 after 6 epochs); a pretrained LM keeps them. Replaying them keeps MC meaningful.
+            records = data[split] + (data["real_authors"] + data["world_facts"] if cfg.replay_control else [])
+            log(f"[prepare] fine-tune base on {split} ({len(data[split])} items"
+                f"{' + control replay' if cfg.replay_control else ''} x {cfg.finetune.epochs} epochs)")
+            stats = train_lm(model, enc(tok, records), cfg.finetune, desc=name)
+            report["timings"][name] = stats
+            save_model(model, tok, folder, template, {"stage": name, "train_split": split,
+                                                      "train": asdict(cfg.finetune), "stats": stats})
+            log(f"[prepare] {name}: {stats['seconds']:.0f} s, {stats['tokens_per_s']:.0f} tokens/s, "
+                f"final loss {stats['final_loss']:.3f}")
+
+        if get_or_build(root / name, lambda folder: None, build).hit:
             log(f"[prepare] {name}: cached at {root / name}")
-            continue
-        model, tok, _ = load_model(base_dir)
-        # A from-scratch model forgets the control facts when fine-tuned on authors only (measured: world-fact
-        # probability 6e-5 after 6 epochs); a pretrained LM keeps them. Replaying them keeps MC meaningful.
-        records = data[split] + (data["real_authors"] + data["world_facts"] if cfg.replay_control else [])
-        log(f"[prepare] fine-tune base on {split} ({len(data[split])} items"
-            f"{' + control replay' if cfg.replay_control else ''} x {cfg.finetune.epochs} epochs)")
-        stats = train_lm(model, enc(records), cfg.finetune, desc=name)
-        report["timings"][name] = stats
-        save_model(model, tok, root / name, template, {"stage": name, "train_split": split,
-                                                        "train": asdict(cfg.finetune), "stats": stats})
-        log(f"[prepare] {name}: {stats['seconds']:.0f} s, {stats['tokens_per_s']:.0f} tokens/s, "
-            f"final loss {stats['final_loss']:.3f}")
     if report["timings"]:
         old = json.loads((root / "prepare.json").read_text()) if (root / "prepare.json").is_file() else {}
         atomic_write_json(root / "prepare.json", {**old, **report["timings"], "config": json.loads(

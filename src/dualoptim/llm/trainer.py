@@ -5,7 +5,7 @@ step has a phase (``forget``/``retain``/``joint``) and a global batch of example
 A step's global batch is sharded over ranks, each shard split into ``grad_accum``
 micro-batches, so every micro-batch of one optimizer step has that step's phase on every
 rank: the phase follows the batch (the reference code switched by a global step counter,
-which drifts out of phase under accumulation/sharding: bug 4).
+which drifts out of phase under accumulation/sharding).
 
 Schemes (``UnlearnConfig.scheme``):
 
@@ -36,8 +36,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from ..errors import ConfigError, DivergenceError
-from ..optim import build_optimizer
+from ..engine import check_finite, check_parameters
+from ..errors import ConfigError
+from ..optim import build_optimizer, state_bytes
 from .methods import DEFAULT_COEFS, LossInfo, get_loss
 from .methods.base import token_counts
 from .tokenizer import encode_qa
@@ -244,18 +245,6 @@ def _allreduce_grads(params: list[torch.Tensor]) -> None:
         off += n
 
 
-def _state_bytes(opt: Any) -> int:
-    seen, total = set(), 0
-    inner = [opt.forget, opt.retain] if hasattr(opt, "forget") else [opt.optimizer]
-    for o in inner:
-        for st in o.state.values():
-            for v in st.values():
-                if isinstance(v, torch.Tensor) and id(v) not in seen:
-                    seen.add(id(v))
-                    total += v.numel() * v.element_size()
-    return total
-
-
 def check_losses(losses: list[LossInfo], *datasets: QAData) -> None:
     """Each loss must find the encodings it reads (IDK/DPO/AP need a refusal pool)."""
     for loss in losses:
@@ -350,9 +339,8 @@ def unlearn(model: torch.nn.Module, forget: QAData, retain: QAData, cfg: Unlearn
                 mb, weight = idx[:1], 0.0
             per_sample = loss.fn(model, data.batch(mb, device), ref_model, cfg.beta)
             value = weight * per_sample.sum()
-            if not torch.isfinite(value):
-                raise DivergenceError(f"{kind} loss is {value.item()} at step {s} (phase {step.phase}, "
-                                      f"method {cfg.method}, scheme {cfg.scheme}); lower the learning rate")
+            check_finite(float(value), f"{kind} loss at step {s} (phase {step.phase}, method {cfg.method}, scheme "
+                         f"{cfg.scheme})", "lower the learning rate")
             value.backward()
             total += value.detach() / (world if sharded else 1)
         if world > 1:
@@ -371,7 +359,9 @@ def unlearn(model: torch.nn.Module, forget: QAData, retain: QAData, cfg: Unlearn
     bar.close()
     model.eval()
     secs = time.perf_counter() - t0
-    out = {"seconds": secs, "steps": len(plan), "optimizer": cfg.spec, "optimizer_state_mib": _state_bytes(opt) / 2**20,
+    if not sharded:  # a sharded model's DTensors would need a collective; its losses were checked
+        check_parameters(model, len(plan))
+    out = {"seconds": secs, "steps": len(plan), "optimizer": cfg.spec, "optimizer_state_mib": state_bytes(opt) / 2**20,
            "param_mib": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20,
            "trainable_params": sum(p.numel() for p in params), "curve": curve,
            "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "config": asdict(cfg)}

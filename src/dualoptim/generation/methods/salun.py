@@ -15,8 +15,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ...engine import Method, StepInfo, UnlearnContext
-from . import accumulate_grads, register_method
+from ...engine import Method, StepInfo, UnlearnContext, accumulate_grads
+from ...errors import ConfigError
+from . import register_method
 
 REMAPS = ("next", "random")
 
@@ -26,9 +27,9 @@ class SalUn(Method):
     def __init__(self, num_classes: int, mask_ratio: float = 0.5, remap: str = "next", mask_batches: int | None = 8,
                  cond_drop: float = 0.1) -> None:
         if not 0 < mask_ratio <= 1:
-            raise ValueError(f"mask_ratio must be in (0, 1], got {mask_ratio}")
+            raise ConfigError(f"mask_ratio must be in (0, 1], got {mask_ratio}")
         if remap not in REMAPS:
-            raise ValueError(f"remap must be one of {REMAPS}, got {remap!r}")
+            raise ConfigError(f"remap must be one of {REMAPS}, got {remap!r}")
         self.num_classes, self.mask_ratio, self.remap = num_classes, mask_ratio, remap
         self.mask_batches, self.cond_drop = mask_batches, cond_drop
         self.mask: dict[torch.nn.Parameter, torch.Tensor] = {}

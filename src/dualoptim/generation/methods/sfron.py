@@ -18,8 +18,9 @@ import math
 
 import torch
 
-from ...engine import Method, StepInfo, UnlearnContext
-from . import accumulate_grads, register_method
+from ...engine import Method, StepInfo, UnlearnContext, accumulate_grads
+from ...errors import ConfigError
+from . import register_method
 
 
 @register_method("sfron")
@@ -27,9 +28,9 @@ class SFRon(Method):
     def __init__(self, alpha: float = 1.0, lam: float = 0.5, clip: float = 1.0, alpha_schedule: str = "cosine",
                  fisher_batches: int | None = 8, cond_drop: float = 0.1) -> None:
         if alpha <= 0 or lam < 0 or clip <= 0:
-            raise ValueError(f"need alpha > 0, lam >= 0, clip > 0; got {alpha}, {lam}, {clip}")
+            raise ConfigError(f"need alpha > 0, lam >= 0, clip > 0; got {alpha}, {lam}, {clip}")
         if alpha_schedule not in ("constant", "cosine"):
-            raise ValueError(f"alpha_schedule must be 'constant' or 'cosine', got {alpha_schedule!r}")
+            raise ConfigError(f"alpha_schedule must be 'constant' or 'cosine', got {alpha_schedule!r}")
         self.alpha, self.lam, self.clip, self.alpha_schedule = alpha, lam, clip, alpha_schedule
         self.fisher_batches, self.cond_drop = fisher_batches, cond_drop
         self.mask: dict[torch.nn.Parameter, torch.Tensor] = {}

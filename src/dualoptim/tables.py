@@ -1,0 +1,55 @@
+"""Result tables over :mod:`dualoptim.stats`: mean ± std cells, Markdown and terminal output.
+
+A modality builds the header and the cells of its table (which rows, which columns); this module
+formats the numbers the same way everywhere and writes the two outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .stats import mean_std
+
+
+def mean_std_cell(values: Sequence[float], fmt: str = ".2f", std_of_one: bool = True) -> str:
+    """``mean ± std`` of ``values`` (``-`` when there are none; only the mean for one value unless
+    ``std_of_one``)."""
+    if not values:
+        return "-"
+    mu, sd = mean_std(values)
+    return f"{mu:{fmt}}" + (f" ± {sd:{fmt}}" if len(values) > 1 or std_of_one else "")
+
+
+def mean_cell(values: Sequence[float], fmt: str = ".2f") -> str:
+    """The mean of ``values`` (``-`` when there are none)."""
+    return f"{mean_std(values)[0]:{fmt}}" if values else "-"
+
+
+@dataclass
+class Table:
+    """A header and rows of cells, written as Markdown or printed to the terminal."""
+
+    header: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    title: str = ""
+
+    def markdown(self) -> str:
+        """A Markdown table (no title)."""
+        lines = ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in self.rows]) + "\n"
+
+    def print(self) -> None:
+        """Print to the terminal (rich), with the title."""
+        from rich.console import Console
+        from rich.table import Table as RichTable
+
+        table = RichTable(title=self.title or None)
+        for h in self.header:
+            table.add_column(h)
+        for r in self.rows:
+            table.add_row(*r)
+        Console().print(table)
+
+
+__all__ = ["Table", "mean_cell", "mean_std_cell"]
