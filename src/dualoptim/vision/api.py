@@ -40,12 +40,11 @@ from .calibrate import (
     RETAIN_FRACTION_PER_EPOCH,
     RETAIN_PASSES,
     Monitor,
-    assess,
+    final_verdict,
     forget_kind,
     ladder,
     probe_forget_lr,
     subsample,
-    verdict_text,
 )
 from .methods import get_method, get_method_info
 from .presets import resolve_preset
@@ -401,12 +400,6 @@ def _metrics(net: nn.Module, sets: _Sets, seed: int, outputs: Outputs | None = N
     return compute_metrics(pf, yf, pr, yr, pt, yt, seed=seed)
 
 
-def _assess(outputs: Outputs, kind: str, classes: list[int], kept_before: float | None, k: float
-            ) -> dict[str, Any]:
-    f, r, t = outputs
-    return assess(f, t, kind, classes, kept_before, k, retain=r)
-
-
 def calibrated_schedule(schedule: Schedule, forget_batches: int, retain_batches: int) -> Schedule:
     """The method's schedule capped to about :data:`RETAIN_PASSES` passes over the retain set (docs/defaults.md)."""
     if schedule.mode == "iteration":
@@ -598,9 +591,7 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
     t0 = time.perf_counter()
     unlearned_out = _outputs(net, sets)
     unlearned_metrics = _metrics(net, sets, seed, unlearned_out)
-    before = _assess(original_out, kind, classes, None, 2.0)
-    final = _assess(unlearned_out, kind, classes, before.get("kept"), 2.0)
-    status, verdict = verdict_text(final, "held-out")
+    verdict, verdict_details = final_verdict(original_out, unlearned_out)
     eval_s += time.perf_counter() - t0
     num_classes = original_out[0][0].shape[1]
     warnings = (degenerate_warnings("original", original_metrics, num_classes)
@@ -642,8 +633,7 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
                         sizes={"forget": sets.forget.num_samples, "retain": sets.retain.num_samples,
                                "test": sets.test.num_samples if sets.test is not None else 0},
                         timings=timings, process=[dict(r) for r in result.evals] if eval_every else [],
-                        verdict=verdict, verdict_details={**final, "target": final["status"], "status": status,
-                                                                  "before": before},
+                        verdict=verdict, verdict_details=verdict_details,
                         calibration=calibration, warnings=warnings)
     model.eval()
     return UnlearnOutcome(model=model, audit=audit, result=result, retrain_model=retrain_model)
