@@ -73,7 +73,7 @@ def test_defaults_forget_a_memorized_model(memorized):
     out = dualoptim.unlearn(copy.deepcopy(model), forget=forget, retain=retain, test=test, method="rl",
                             progress=False)
     a = out.audit
-    assert a.original["FA"] >= 99 and a.unlearned["FA"] <= a.original["FA"] - 5  # fails if left unchanged
+    assert a.original["FA"] >= 99 and a.unlearned["FA"] <= a.original["FA"] - 3  # fails if left unchanged
     assert a.calibration["mode"] == "auto" and a.calibration["probe"] and a.calibration["stop_reason"]
     assert a.hyperparameters["lr_source"].startswith("calibrated")
     assert not a.verdict.startswith("NOT forgotten")

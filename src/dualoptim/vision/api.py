@@ -36,8 +36,8 @@ from ..errors import ConfigError, DivergenceError
 from ..optim import OptimSpec, build_optimizer
 from .audit import Audit, compute_metrics, degenerate_warnings
 from .calibrate import (
+    MAX_EPOCHS,
     MONITOR_SAMPLES,
-    RETAIN_FRACTION_PER_EPOCH,
     RETAIN_PASSES,
     Monitor,
     final_verdict,
@@ -401,16 +401,12 @@ def _metrics(net: nn.Module, sets: _Sets, seed: int, outputs: Outputs | None = N
 
 
 def calibrated_schedule(schedule: Schedule, forget_batches: int, retain_batches: int) -> Schedule:
-    """The method's schedule capped to about :data:`RETAIN_PASSES` passes over the retain set (docs/defaults.md)."""
+    """The method's schedule with its forget:retain balance (docs/defaults.md, rule v2): at most ``MAX_EPOCHS``
+    epochs, or ``RETAIN_PASSES`` passes over the retain set of iterations (SFRon's 1500 overfit small sets)."""
     if schedule.mode == "iteration":
         cap = max(schedule.forget_every, RETAIN_PASSES * retain_batches)
         return Schedule(**{**schedule.__dict__, "iterations": min(schedule.iterations, cap)})
-    if schedule.mode == "epoch":
-        per_epoch = max(1, -(-retain_batches // RETAIN_FRACTION_PER_EPOCH))
-        if schedule.retain_batches_per_epoch is not None:
-            per_epoch = min(per_epoch, schedule.retain_batches_per_epoch)
-        return Schedule(**{**schedule.__dict__, "retain_batches_per_epoch": per_epoch})
-    return schedule
+    return Schedule(**{**schedule.__dict__, "epochs": min(schedule.epochs, MAX_EPOCHS)})
 
 
 def _curve_callback(net: nn.Module, sets: _Sets, samples: int, seed: int) -> Callback:
