@@ -13,9 +13,12 @@
    how the run was calibrated and the verdict ("forgotten: ..." / "NOT forgotten: ..." / "utility lost: ...").
 4. The audit is written as ``audit.json`` and one self-contained ``audit.html``.
 
-Before calibration this took about 25 s of CPU time with ``--threads 1`` (2 shared CPU cores); calibrated runs
-stop early and add a short probe. No GPU needed; on a CUDA machine move the model to "cuda" and the data
-follows it.
+Measured with ``--threads 1`` on 2 CPU cores shared with other jobs: 15 s CPU (user + sys), 31 s wall, all
+of it (training, calibrated unlearning, Retrain, audit). There the verdict is "NOT forgotten" (forget accuracy
+99.3 % vs 95.3 % on the test split; the utility guard stopped the run): this Dataset's test split (the last 297
+digits) is harder than its training images, so even the Retrain scores 99.3 % on the forget set — the rule
+needs held-out data drawn like the training data (docs/defaults.md). No GPU needed; on a CUDA machine move the
+model to "cuda" and the data follows it.
 """
 
 from __future__ import annotations
