@@ -109,6 +109,7 @@ def test_nan_guard_exits_2_and_leaves_no_output(original, tmp_path, capsys):
     (["--method", "scrub", "--optim", "adam+sgd"], "retain_lr"),
     (["--method", "rl", "--preset", "nope"], "unknown preset"),
     (["--method", "rl", "--forget-lr", "-1"], "forget_lr"),
+    (["--method", "rl", "--bf16"], "--bf16 only apply to the preset path"),
 ])
 def test_bad_options_exit_2_before_any_work(original, tmp_path, capsys, args, message):
     assert _unlearn(original, tmp_path / "x", *args) == 2

@@ -134,6 +134,14 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     if meta.role != "original":
         raise ConfigError(f"{args.original} is a {meta.role!r} checkpoint; --original needs the original model")
     cfg = config_from_args(args, meta.dataset)  # every option is checked before data is loaded
+    if args.calibrate == "auto" and args.forget_lr is None:
+        preset_only = [flag for flag, value in (("--augment", args.augment), ("--bf16", args.bf16 or None),
+                                                ("--channels-last", args.channels_last),
+                                                ("--retain-batches-per-epoch", args.retain_batches_per_epoch))
+                       if value is not None]
+        if preset_only:
+            raise ConfigError(f"{', '.join(preset_only)} only apply to the preset path: pass --forget-lr (or "
+                              "--calibrate off), or drop them for the calibrated run")
     data = dataset_for(meta, args.data_dir)
     split = make_forget_split(args.forget, data.train_y, args.seed)
     original = {"path": str(args.original), "weights_sha256": weights_digest(model.state_dict())}
