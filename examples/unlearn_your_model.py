@@ -6,13 +6,19 @@
    and a user's own ``torch.utils.data.Dataset`` (scikit-learn's bundled digits, upsampled to 16x16).
 2. The user's usual training loop trains the original model on the whole training set.
 3. ``dualoptim.unlearn`` removes 10% of the training samples with SalUn + DualOptim (Adam for forget
-   steps, SGD for retain steps; untuned defaults), trains a Retrain reference with the same recipe, and
-   returns the unlearned model and an audit (FA/UA/RA/TA, both MIA variants, Gap to Retrain, timings).
+   steps, SGD for retain steps). No learning rate is given, so the run calibrates itself without a Retrain
+   (the test set shows how unseen data scores; a short probe picks the forget lr; unlearning stops when the
+   forget set scores like unseen data: docs/defaults.md). For the report only, it also trains a Retrain
+   reference with the same recipe; the audit has FA/UA/RA/TA, both MIA variants, Gap to Retrain, timings,
+   how the run was calibrated and the verdict ("forgotten: ..." / "NOT forgotten: ..." / "utility lost: ...").
 4. The audit is written as ``audit.json`` and one self-contained ``audit.html``.
 
-About 25 s of CPU time (53 s and 82 s wall measured with ``--threads 1`` on 2 CPU cores shared with other jobs; with
-two threads on those busy cores it was over 10 minutes: intra-op threads then wait on each other). No GPU
-needed; on a CUDA machine move the model to "cuda" and the data follows it.
+Measured with ``--threads 1`` on 2 CPU cores shared with other jobs: 15 s CPU (user + sys), 31 s wall, all
+of it (training, calibrated unlearning, Retrain, audit). There the verdict is "NOT forgotten" (forget accuracy
+99.3 % vs 95.3 % on the test split; the utility guard stopped the run): this Dataset's test split (the last 297
+digits) is harder than its training images, so even the Retrain scores 99.3 % on the forget set — the rule
+needs held-out data drawn like the training data (docs/defaults.md). No GPU needed; on a CUDA machine move the
+model to "cuda" and the data follows it.
 """
 
 from __future__ import annotations
@@ -135,7 +141,7 @@ def main() -> None:
                             optim=args.optim, retrain=lambda: SmallVGG(num_classes=10),
                             retrain_recipe={**RECIPE, "seed": args.seed},
                             seed=args.seed, eval_every=25, progress=False)
-    print(out.audit.summary())
+    print(out.audit.summary())  # ends with the verdict and any warning
     folder = Path(args.out)
     out.audit.write_json(folder / "audit.json")
     out.audit.write_html(folder / "audit.html")

@@ -67,6 +67,24 @@ def test_audit_command_writes_json_and_html(checkpoints, capsys):
     assert a["gap"]["Unlearned"] == pytest.approx(gap)
     html = (root / "a.html").read_text()
     assert "data:image/png;base64," in html and "http" not in html
+    assert a["verdict"].split(":")[0] in ("forgotten", "NOT forgotten", "utility lost")
+    assert f"Verdict: {a['verdict_details']['status']}" in html and "Gap to Retrain = mean" in html
+
+
+def test_audit_warnings_reach_json_html_and_stdout(checkpoints, capsys):
+    root, *_ = checkpoints
+    # audited on another forget set than the unlearned and Retrain checkpoints were made for
+    rc = main(["audit", "--original", str(root / "orig"), "--unlearned", str(root / "un"), "--retrain",
+               str(root / "re"), "--forget", "random:0.1", "--seed", "5", "--json", str(root / "w.json"),
+               "--html", str(root / "w.html"), "--no-svc", "--threads", "1"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    warnings = json.loads((root / "w.json").read_text())["warnings"]
+    assert any("retrain checkpoint was made for forget set random:0.1 seed 4" in w for w in warnings)
+    assert any("unlearned checkpoint was made for forget set" in w for w in warnings)
+    html = (root / "w.html").read_text()
+    assert all(w.split(":")[0] in html for w in warnings) and "Warning:" in html
+    assert "warning: the retrain checkpoint was made for forget set" in out and "verdict: " in out
 
 
 def test_audit_command_errors_are_one_line(checkpoints, capsys):

@@ -73,7 +73,7 @@ def test_defaults_forget_a_memorized_model(memorized):
     out = dualoptim.unlearn(copy.deepcopy(model), forget=forget, retain=retain, test=test, method="rl",
                             progress=False)
     a = out.audit
-    assert a.original["FA"] >= 99 and a.unlearned["FA"] <= a.original["FA"] - 5  # fails if left unchanged
+    assert a.original["FA"] >= 99 and a.unlearned["FA"] <= a.original["FA"] - 3  # fails if left unchanged
     assert a.calibration["mode"] == "auto" and a.calibration["probe"] and a.calibration["stop_reason"]
     assert a.hyperparameters["lr_source"].startswith("calibrated")
     assert not a.verdict.startswith("NOT forgotten")
@@ -177,3 +177,30 @@ def test_verdict_wording():
     assert status == "forgotten" and "forget accuracy 86.9% vs held-out 87.3%" in text and "AUC" in text
     assert verdict_text({**base, "status": "not met"})[0] == "NOT forgotten"
     assert verdict_text({**base, "status": "target met", "utility_drop": True})[1].startswith("utility lost")
+
+
+def test_engine_stop_hook_ends_the_run_and_may_scale_the_forget_lr():
+    from dualoptim.engine import Schedule, run_unlearning
+    from dualoptim.optim import build_optimizer
+    from dualoptim.vision.methods import get_method
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    batches = [(torch.randn(8, 4), torch.randint(0, 3, (8,))) for _ in range(2)]
+    seen = []
+
+    def stop(event):
+        seen.append((event.step, event.phase))
+        if event.step == 2:
+            event.lr_scale["forget"] = 10.0  # from the next step on
+        return "enough" if event.step == 5 else None
+
+    opt = build_optimizer(model.parameters(), "sgd", 0.1, 0.01)
+    res = run_unlearning(model, get_method("rl"), opt, batches, batches, Schedule(epochs=5), progress=False, stop=stop)
+    assert res.steps == 5 and res.stop_reason == "enough" and seen[0] == (0, "start")
+    forget_lrs = [h["lr"] for h in res.history if h["phase"] == "forget"]
+    assert forget_lrs == [pytest.approx(0.1), pytest.approx(0.1), pytest.approx(1.0)]
+    assert opt.phase_groups("forget")[0]["lr"] == pytest.approx(0.1)  # restored afterwards
+    res = run_unlearning(model, get_method("rl"), opt, batches, batches, Schedule(epochs=1), progress=False,
+                         stop=lambda e: "at once")
+    assert res.steps == 0 and res.stop_reason == "at once"

@@ -188,7 +188,8 @@ class Audit:
             lines.append("  (Gap = mean |model - Retrain| over FA, RA, TA, MIA in points; Original = doing nothing)")
         cal = self.calibration
         if cal.get("mode") == "auto":
-            lines.append(f"calibrated: forget lr {cal.get('forget_lr', 0):.3g} from the probe, stopped: "
+            source = "from the probe" if cal.get("probe") else "(probe skipped: the target was met already)"
+            lines.append(f"calibrated: forget lr {cal.get('forget_lr', 0):.3g} {source}, stopped: "
                          f"{cal.get('stop_reason', '?')} after {self.timings.get('unlearn_steps', '?')} steps")
         elif cal:
             lines.append(f"not calibrated ({cal.get('reason', 'off')})")

@@ -4,9 +4,11 @@
         --retrain runs/fm/retrain-1 --json audit.json --html audit.html
 
 All checkpoints are evaluated on the forget set drawn from the original model's training set (FA, UA, RA,
-TA and both MIA variants, see ``dualoptim.vision.audit``). Method, optimizer, hyper-parameters, timings
-and the process curve come from the unlearned checkpoint's ``metrics.json`` when ``dualoptim unlearn``
-wrote one.
+TA and both MIA variants, see ``dualoptim.vision.audit``), with the retrain-free verdict (the dataset's test
+split as held-out data). Warnings that change what the numbers mean (a Retrain or unlearned checkpoint made
+for another forget set or another original, a degenerate model) go into the JSON, the HTML and the output.
+Method, optimizer, hyper-parameters, timings, calibration and the process curve come from the unlearned
+checkpoint's ``metrics.json`` when ``dualoptim unlearn`` wrote one.
 """
 
 from __future__ import annotations
@@ -51,10 +53,17 @@ def _same_data(name: str, meta: Any, ref: Any) -> None:
 @_with_threads
 def cmd_audit(args: argparse.Namespace) -> int:
     from ..io import check_output
-    from .audit import Audit
+    from .audit import Audit, degenerate_warnings
+    from .calibrate import final_verdict
     from .checkpoint import dataset_for, load_classifier, weights_digest
     from .forget import make_forget_split
-    from .metrics import evaluate
+    from .metrics import compute_outputs, metrics_from_outputs
+
+    warnings: list[str] = []  # every warning that changes what the numbers mean: JSON, HTML and stdout
+
+    def warn(text: str) -> None:
+        warnings.append(text)
+        print(f"dualoptim: warning: {text}", file=sys.stderr)
 
     for flag, path in (("--json", args.json), ("--html", args.html)):  # before any work (issue 19)
         if path:
@@ -68,8 +77,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         retrain, rmeta, _ = load_classifier(args.retrain)
         _same_data("retrain", rmeta, ometa)
         if rmeta.role != "retrain":
-            print(f"dualoptim: warning: {args.retrain} is a {rmeta.role!r} checkpoint, not a Retrain model",
-                  file=sys.stderr)
+            warn(f"{args.retrain} is a {rmeta.role!r} checkpoint, not a Retrain model")
     stored = umeta.split or {}
     spec = args.forget or stored.get("spec")
     if spec is None:
@@ -80,19 +88,31 @@ def cmd_audit(args: argparse.Namespace) -> int:
     for name, meta in (("unlearned", umeta), ("retrain", rmeta)):
         have = (meta.split or {}).get("digest") if meta is not None else None
         if have is not None and have != split.digest:
-            print(f"dualoptim: warning: the {name} checkpoint was made for forget set {meta.split.get('spec')} seed "
-                  f"{meta.split.get('seed')}, auditing on {spec} seed {seed}", file=sys.stderr)
+            warn(f"the {name} checkpoint was made for forget set {meta.split.get('spec')} seed "
+                 f"{meta.split.get('seed')}, but this audit uses {spec} seed {seed}: "
+                 + ("its Gap is not a comparison with retraining without this forget set" if name == "retrain"
+                    else "it did not unlearn this forget set"))
     odigest = weights_digest(original.state_dict())
     recorded = (umeta.original or {}).get("weights_sha256")
     if recorded is not None and recorded != odigest:
-        print(f"dualoptim: warning: {args.unlearned} was unlearned from another original model "
-              f"(weights sha256 {recorded[:12]} != {odigest[:12]})", file=sys.stderr)
+        warn(f"{args.unlearned} was unlearned from another original model (weights sha256 {recorded[:12]} != "
+             f"{odigest[:12]}): the Original row is not what it started from")
 
     start = time.perf_counter()
     kw = dict(mia_svc=args.mia_svc, seed=seed)
-    results = {"original": evaluate(original, data, split, **kw), "unlearned": evaluate(unlearned, data, split, **kw)}
-    if retrain is not None:
-        results["retrain"] = evaluate(retrain, data, split, **kw)
+    outs = {name: compute_outputs(m, data, split) for name, m in (("original", original), ("unlearned", unlearned),
+                                                                   ("retrain", retrain)) if m is not None}
+    results = {name: metrics_from_outputs(o, data, split, **kw) for name, o in outs.items()}
+    yf, yr = data.train_y[split.forget_idx], data.train_y[split.retain_idx]
+
+    def triple(o):
+        return (o.forget, yf), (o.retain, yr), (o.test, data.test_y)
+
+    verdict, details = final_verdict(triple(outs["original"]), triple(outs["unlearned"]))
+    for name, m in (("original", original), ("unlearned", unlearned), ("Retrain", retrain)):
+        if m is not None:
+            for w in degenerate_warnings(name, results[name.lower()], data.num_classes, m):
+                warn(w)
     info: dict[str, Any] = {}
     metrics_file = Path(args.unlearned) / "metrics.json"
     if metrics_file.is_file():
@@ -112,7 +132,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         timings=timings, process=[r for r in info.get("evals", []) if "step" in r],
         source={"original": str(args.original), "original_weights_sha256": odigest, "unlearned": str(args.unlearned),
                 "retrain": args.retrain, "dataset": ometa.dataset, "train_subset": ometa.train_subset,
-                "model": ometa.model, "split": split.describe()})
+                "model": ometa.model, "split": split.describe()},
+        verdict=verdict, verdict_details=details, calibration=info.get("calibration", {}), warnings=warnings)
     print(audit.summary())
     if args.json:
         audit.write_json(args.json)

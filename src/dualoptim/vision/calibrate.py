@@ -33,8 +33,8 @@ PROBE_RATIO = math.sqrt(10.0)
 PROBE_LADDER = {"adam": (1e-4, 1e-2), "sgd": (1e-3, 1.0)}  # first and last candidate per optimizer family
 CLASS_TARGET = 2.0  # %: forgotten-class accuracy of a model that never saw the class (~0)
 MIN_TOL_ACC, MIN_TOL_AUC, MIN_TOL_UTIL = 2.0, 0.02, 2.0
-RETAIN_FRACTION_PER_EPOCH = 5  # epoch mode: at most ceil(retain batches / 5) retain batches per epoch
-RETAIN_PASSES = 2  # iteration mode (SFRon): about 2 passes over the retain set
+MAX_EPOCHS = 10  # rule v2: epoch mode keeps the method's (paper's) 10 epochs with full retain passes
+RETAIN_PASSES = 5  # rule v2: iteration mode (SFRon): ~5 passes over the retain set (paper: 1500 / 316 = 4.7)
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -189,6 +189,20 @@ def verdict_text(a: dict[str, Any], heldout_name: str = "held-out") -> tuple[str
         f"; {util}" if util else "")
 
 
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+def final_verdict(original: tuple[Pair, Pair, Pair | None], unlearned: tuple[Pair, Pair, Pair | None]
+                  ) -> tuple[str, dict[str, Any]]:
+    """The audit's verdict from ``(forget, retain, held-out or None)`` softmax outputs and labels of the
+    original and the unlearned model (full sets, k = 2 standard errors): ``(sentence, details)``."""
+    kind, classes = forget_kind(original[0][1], original[1][1])
+    before = assess(original[0], original[2], kind, classes, None, 2.0, retain=original[1])
+    final = assess(unlearned[0], unlearned[2], kind, classes, before.get("kept"), 2.0, retain=unlearned[1])
+    status, text = verdict_text(final)
+    return text, {**final, "target": final["status"], "status": status, "classes": list(classes), "before": before}
+
+
 # --------------------------------------------------------------------------------------------- subsets
 
 def subsample(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], cap: int, seed: int,
@@ -247,9 +261,11 @@ class Monitor:
     every: int = 1
     checks: list[dict[str, Any]] = field(default_factory=list)
     kept_before: float | None = None
+    restore: bool = True  # rule v2: a utility drop restores the last state that passed the utility test
     max_scale: float = 1.0  # escalation: the forget lr may grow by PROBE_RATIO per check up to this factor
     _last: int = -1
     _prev: dict[str, Any] | None = None
+    _good: tuple[int, dict[str, torch.Tensor]] | None = None
 
     def measure(self, k: float = 1.0) -> dict[str, Any]:
         f = (probs_of(self.net, self.forget[0]), self.forget[1].cpu())
@@ -271,7 +287,12 @@ class Monitor:
         self.checks.append({"step": event.step, **{k: a.get(k) for k in ("FA", "HA", "HA_forgotten", "AUC", "kept",
                                                                          "status", "utility_drop")}})
         if a["utility_drop"]:
+            if self.restore and self._good is not None:
+                self.net.load_state_dict(self._good[1])
+                return f"utility drop: restored step {self._good[0]}"
             return "utility drop"
+        if self.restore:
+            self._good = (event.step, {k: v.detach().clone() for k, v in self.net.state_dict().items()})
         if a["status"] in ("target met", "overshot"):
             return "target already met before unlearning" if event.phase == "start" else a["status"]
         prev, self._prev = self._prev, a

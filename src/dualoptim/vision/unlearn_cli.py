@@ -7,10 +7,15 @@
 
 ``unlearn`` loads the original checkpoint and the exact data it was trained on, draws the forget set with
 ``--seed`` from that training set, runs the method and writes the unlearned checkpoint (``--out``) plus
-``<out>/metrics.json`` (config, FA/UA/RA/TA/MIA/MIA_SVC, timings, per-step history). Values not given on the
-command line come from the preset for the original's dataset (``--preset``; see ``dualoptim methods
---presets``). Nothing is written unless the run finishes: a NaN/inf loss stops it with one message naming the
-step and phase (exit status 2).
+``<out>/metrics.json`` (config, FA/UA/RA/TA/MIA/MIA_SVC, timings, per-step history, verdict). Without
+``--forget-lr`` the run is calibrated without a Retrain (``--calibrate auto``, docs/defaults.md): the held-out
+data (``--heldout test``: the dataset's test split) define how unseen data scores, a short probe picks the
+forget lr and unlearning stops once the forget set scores like held-out data (class-wise: its class is no
+longer predicted) or held-out accuracy drops; it runs through ``dualoptim.unlearn`` on the in-memory tensors
+(no augmentation). ``--forget-lr`` (or ``--calibrate off``) runs the preset path: values not given on the command
+line come from the preset for the original's dataset (``--preset``; see ``dualoptim methods --presets``).
+Both print a verdict: "forgotten: ..." / "NOT forgotten: ..." / "utility lost: ...". Nothing is written
+unless the run finishes: a NaN/inf loss stops it with one message naming the step and phase (exit status 2).
 """
 
 from __future__ import annotations
@@ -42,6 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="method option (repeatable), e.g. --opt ratio=0.5; see `dualoptim methods`")
     p.add_argument("--preset", default="auto", help=f"hyper-parameter preset: auto (by dataset) | "
                    f"{' | '.join(list_presets())}")
+    p.add_argument("--calibrate", choices=("auto", "off"), default="auto",
+                   help="auto: calibrate without a Retrain unless --forget-lr is given (docs/defaults.md); off: the "
+                        "preset's values")
+    p.add_argument("--heldout", choices=("test", "none"), default="test",
+                   help="held-out data that define 'never seen' for calibration and the verdict: the dataset's "
+                        "test split (default) or none (the verdict is then 'unknown' for sample-wise forgetting)")
     g = p.add_argument_group("overrides (default: the preset's value)")
     g.add_argument("--forget-lr", type=float, default=None)
     g.add_argument("--retain-lr", type=float, default=None)
@@ -103,6 +114,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     import torch
 
     from ..io import atomic_write_json, check_output
+    from .audit import degenerate_warnings
+    from .calibrate import final_verdict
     from .checkpoint import dataset_for, load_classifier, save_classifier, weights_digest
     from .cli import _print_metrics, forget_file
     from .forget import make_forget_split
@@ -119,30 +132,92 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     if meta.role != "original":
         raise ConfigError(f"{args.original} is a {meta.role!r} checkpoint; --original needs the original model")
     cfg = config_from_args(args, meta.dataset)  # every option is checked before data is loaded
+    if args.calibrate == "auto" and args.forget_lr is None:
+        preset_only = [flag for flag, value in (("--augment", args.augment), ("--bf16", args.bf16 or None),
+                                                ("--channels-last", args.channels_last),
+                                                ("--retain-batches-per-epoch", args.retain_batches_per_epoch))
+                       if value is not None]
+        if preset_only:
+            raise ConfigError(f"{', '.join(preset_only)} only apply to the preset path: pass --forget-lr (or "
+                              "--calibrate off), or drop them for the calibrated run")
     data = dataset_for(meta, args.data_dir)
     split = make_forget_split(args.forget, data.train_y, args.seed)
     original = {"path": str(args.original), "weights_sha256": weights_digest(model.state_dict())}
 
-    model, result = unlearn_classifier(model, data, split, cfg, progress=args.progress)
+    heldout = (data.test_x, data.test_y) if args.heldout == "test" else None
+    before = _outputs(model, data, split, heldout)
+    if args.calibrate == "auto" and args.forget_lr is None:
+        model, report, line = _calibrated(model, data, split, cfg, args, heldout)
+    else:
+        model, result = unlearn_classifier(model, data, split, cfg, progress=args.progress)
+        report = {**result.summary(), "evals": result.evals, "history": result.history,
+                  "calibration": {"mode": "off", "reason": "--forget-lr given" if args.forget_lr is not None
+                                  else "--calibrate off"}}
+        report["timings"] = {"unlearn_s": round(result.seconds, 3), "prepare_s": round(result.prepare_seconds, 3),
+                             "total_s": round(result.total_seconds, 3)}
+        line = (f"{cfg.method} with {cfg.optim} ({result.optimizer} optimizer state; forget lr {cfg.forget_lr:g}, "
+                f"retain lr {cfg.retain_lr:g}, preset {cfg.preset}): {result.forget_steps} forget + "
+                f"{result.retain_steps} retain steps in {result.seconds:.1f} s (+{result.prepare_seconds:.1f} s "
+                f"preparation)")
     start = time.perf_counter()
     metrics = evaluate(model, data, split, mia_svc=args.mia_svc, seed=args.seed)
-    eval_s = time.perf_counter() - start
+    verdict, details = final_verdict(before, _outputs(model, data, split, heldout))
+    report["timings"]["eval_s"] = round(time.perf_counter() - start, 3)
+    warnings = degenerate_warnings("unlearned", metrics, data.num_classes, model)
 
     meta.role, meta.original, meta.metrics, meta.versions = "unlearned", original, metrics, {}
-    meta.timings = {"unlearn_s": round(result.seconds, 3), "prepare_s": round(result.prepare_seconds, 3),
-                    "total_s": round(result.total_seconds, 3), "eval_s": round(eval_s, 3)}
+    meta.timings = dict(report["timings"])
     # written only now: a failed run (e.g. DivergenceError) leaves nothing behind
     save_classifier(out, model, meta, split)
     atomic_write_json(out / "metrics.json", {
         "original": original, "dataset": meta.dataset, "train_subset": meta.train_subset, "model": meta.model,
-        "split": split.describe(), "metrics": metrics, "timings": meta.timings, **result.summary(),
-        "evals": result.evals, "history": result.history})
-    print(f"{cfg.method} with {cfg.optim} ({result.optimizer} optimizer state; forget lr {cfg.forget_lr:g}, "
-          f"retain lr {cfg.retain_lr:g}, preset {cfg.preset}): {result.forget_steps} forget + "
-          f"{result.retain_steps} retain steps in {result.seconds:.1f} s (+{result.prepare_seconds:.1f} s "
-          f"preparation) -> {out}")
+        "split": split.describe(), "metrics": metrics, "verdict": verdict, "verdict_details": details,
+        "warnings": warnings, "heldout": args.heldout, **report})
+    print(f"{line} -> {out}")
     _print_metrics(f"{cfg.method} {cfg.optim} on {data.name}, forget {split.spec} seed {split.seed}", metrics)
+    print(f"verdict: {verdict}")
+    for w in warnings:
+        print(f"warning: {w}")
     return 0
+
+
+def _outputs(model: Any, data: Any, split: Any, heldout: Any) -> tuple:
+    """((forget probs, labels), (retain probs, labels), (held-out probs, labels) or None) for the verdict."""
+    from .metrics import predict_probs
+
+    f, r = split.forget_idx, split.retain_idx
+    out = [(predict_probs(model, data.train_x[f]), data.train_y[f]), (predict_probs(model, data.train_x[r]),
+                                                                      data.train_y[r])]
+    return out[0], out[1], (None if heldout is None else (predict_probs(model, heldout[0]), heldout[1]))
+
+
+def _calibrated(model: Any, data: Any, split: Any, cfg: Any, args: argparse.Namespace, heldout: Any
+                ) -> tuple[Any, dict[str, Any], str]:
+    """Run ``dualoptim.unlearn`` (calibrated) on the split's tensors: the model, the report fields, a summary line."""
+    from ..optim import OptimSpec
+    from .api import unlearn
+
+    f, r = split.forget_idx, split.retain_idx
+    res = unlearn(model, forget=(data.train_x[f], data.train_y[f]), retain=(data.train_x[r], data.train_y[r]),
+                  test=heldout, method=cfg.method, optim=cfg.optim, retain_lr=cfg.retain_lr, epochs=args.epochs,
+                  iterations=args.iterations, batch_size=args.batch_size or 128, method_options=cfg.options,
+                  optim_options=cfg.optim_options or None, seed=cfg.seed, eval_every=args.eval_every,
+                  track_grads=args.track_grads, progress=args.progress)
+    a, hist = res.audit, res.result.history
+    config = {**cfg.to_dict(), "forget_lr": a.hyperparameters["forget_lr"], "augment": "none",
+              "lr_source": a.hyperparameters["lr_source"], "schedule": a.hyperparameters["schedule"]}
+    n_f = sum(1 for h in hist if h["phase"] == "forget")
+    report = {"config": config, "optimizer": OptimSpec.parse(cfg.optim).mode, "steps": res.result.steps,
+              "forget_steps": n_f, "retain_steps": res.result.steps - n_f, "calibration": a.calibration,
+              "timings": {k: round(float(v), 3) for k, v in a.timings.items() if k in
+                          ("unlearn_s", "calibrate_s", "unlearn_total_s")},
+              "evals": res.result.evals, "history": hist}
+    cal = a.calibration
+    line = (f"{cfg.method} with {cfg.optim} ({report['optimizer']} optimizer state; calibrated forget lr "
+            f"{config['forget_lr']:.3g} (probe), retain lr {cfg.retain_lr:g}; stopped: "
+            f"{cal.get('stop_reason', cal.get('reason'))}): {n_f} forget + {report['retain_steps']} retain steps in "
+            f"{a.timings['unlearn_total_s']:.1f} s with the probe")
+    return res.model, report, line
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
