@@ -20,7 +20,7 @@ def add_runtime_args(p: argparse.ArgumentParser, progress: bool = True) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (1 is often fastest when other jobs share the CPU)")
     if progress:
-        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
 
 @contextmanager

@@ -79,7 +79,7 @@ def _model(args: argparse.Namespace):
     model_cfg, train_cfg = _configs(args)
     data = load_generation_data(args.dataset, model_cfg.image_size, args.data_dir)
     model, meta, path = get_or_train_ddpm(args.dataset, model_cfg, train_cfg, root=args.root, data=data,
-                                          progress=not args.no_progress)
+                                          progress=args.progress)
     return model, meta, path, data
 
 
@@ -103,7 +103,7 @@ def _cmd_unlearn(args: argparse.Namespace) -> int:
     out = check_output(args.out or Path(args.root) / f"unlearned-{cfg.method}-{cfg.optimizer.replace('+', '-')}-"
                        f"class{cfg.forget_class}", inputs=(args.checkpoint, args.data_dir), overwrite=True)
     model, meta, path, data = _model(args)
-    info = unlearn(model, data, cfg, progress=not args.no_progress)
+    info = unlearn(model, data, cfg, progress=args.progress)
     keep = {k: meta[k] for k in ("dataset", "train_subset", "train_config") if k in meta}
     save_ddpm(out, model, {**keep, "source": str(path), "unlearn": cfg.to_dict(), "unlearn_s": info["seconds"]})
     print(f"forgot class {cfg.forget_class} with {cfg.method}/{cfg.optimizer} in {info['seconds']:.0f} s "
@@ -124,12 +124,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if file:
             check_output(file, inputs=(args.checkpoint, args.data_dir), kind="file", flag=flag)
     model, meta, path, data = _model(args)
-    classifier, cmeta = get_or_train_classifier(data, root=args.root, progress=not args.no_progress)
+    classifier, cmeta = get_or_train_classifier(data, root=args.root, progress=args.progress)
     ev = EvalConfig(fa_samples=args.fa_samples, fd_samples_per_class=args.fd_samples,
                     fd_real_per_class=args.fd_real, sampler=SamplerConfig(steps=args.sample_steps,
                                                                            guidance=args.guidance))
     c = args.forget_class
-    samples = sample_classes(model, eval_counts(model.config.num_classes, c, ev), ev, progress=not args.no_progress)
+    samples = sample_classes(model, eval_counts(model.config.num_classes, c, ev), ev, progress=args.progress)
     metrics = evaluate_samples(classifier, samples, real_features(classifier, data, ev.fd_real_per_class), c, ev)
     if args.inception_weights:
         others = [k for k in range(model.config.num_classes) if k != c]
@@ -161,7 +161,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     model, meta, path, data = _model(args)
     del model
     rows = run_bench(args.preset, model_dir=path, db=args.db, out_dir=out, data=data,
-                     progress=not args.no_progress)
+                     progress=args.progress)
     table = bench_table(rows)
     table.title = f"gen/{args.preset}: FA (%) / FD-classifier per forgotten class"
     table.print()

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .cli import _with_threads, forget_file
+from ..runtime import add_runtime_args
+from .cli import forget_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--html", default=None, metavar="FILE", help="write the self-contained HTML report")
     p.add_argument("--data-dir", default=None, help="folder with the dataset files")
     p.add_argument("--no-svc", dest="mia_svc", action="store_false", help="skip the SVC-confidence MIA")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_runtime_args(p, progress=False)
     p.set_defaults(func=cmd_audit)
 
 
@@ -50,7 +51,6 @@ def _same_data(name: str, meta: Any, ref: Any) -> None:
                               f"{getattr(ref, key)!r}: it was not made from the same training set")
 
 
-@_with_threads
 def cmd_audit(args: argparse.Namespace) -> int:
     from ..io import check_output
     from .audit import Audit, degenerate_warnings

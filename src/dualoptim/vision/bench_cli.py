@@ -6,10 +6,9 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError
-from .cli import _with_threads
+from ..runtime import add_runtime_args
 
 
-@_with_threads
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ..io import check_output
     from .bench import BenchConfig, BenchContext, run_bench
@@ -26,7 +25,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         cfg.__post_init__()
     check_output(args.root, inputs=(args.config, args.data_dir), kind="root", flag="--root")  # before any work
     ctx = BenchContext(root=Path(args.root), db=Path(args.db) if args.db else None, data_dir=args.data_dir,
-                       progress=not args.no_progress)
+                       progress=args.progress)
     run_bench(cfg, ctx)
     return 0
 
@@ -62,8 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", default="runs", help="folder for the database, model cache and outputs (default: runs)")
     p.add_argument("--db", help="results database (default: ROOT/results.db)")
     p.add_argument("--data-dir", help="dataset folder (default: $DUALOPTIM_DATA_DIR or the system location)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (results are bit-identical for equal counts)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_runtime_args(p)  # --threads: results are bit-identical for equal thread counts
     p.set_defaults(func=_cmd_bench)
     p = sub.add_parser("report", help="regenerate a benchmark's tables and figures from the database alone")
     p.add_argument("run_dir", help="the benchmark's output folder, e.g. runs/quick")

@@ -12,14 +12,12 @@ initialised and shuffled with ``--train-seed`` (default: ``--seed``, so trials d
 from __future__ import annotations
 
 import argparse
-import functools
-import json
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError
+from ..runtime import add_runtime_args, parse_key_values
 
 RECIPE_FLAGS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "warmup_epochs", "augment",
                 "label_smoothing", "bf16", "channels_last")
@@ -46,27 +44,13 @@ def _add_recipe_flags(p: argparse.ArgumentParser, defaults: bool) -> None:
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="folder searched first for the dataset files (else "
                    "$DUALOPTIM_DATA_DIR); then the system location and ~/.cache/dualoptim")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    add_runtime_args(p)
 
 
 def _add_out(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="checkpoint folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint folder written by "
                    "dualoptim (never a folder without the .dualoptim marker, never an input)")
-
-
-def _parse_options(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--model-option expects KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -114,26 +98,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # ------------------------------------------------------------------------------------ helpers
-
-def _with_threads(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Run a command with ``--threads`` torch threads, restoring the previous count afterwards (so in-process
-    calls of ``dualoptim.cli.main`` do not change the caller's threading)."""
-    @functools.wraps(fn)
-    def run(args: argparse.Namespace) -> int:
-        import torch
-
-        if args.threads is None:
-            return fn(args)
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-        before = torch.get_num_threads()
-        torch.set_num_threads(args.threads)
-        try:
-            return fn(args)
-        finally:
-            torch.set_num_threads(before)
-    return run
-
 
 def forget_file(spec: str | None) -> str | None:
     """The index file a forget spec reads (``file:PATH`` or a bare path), else None: an input of the command."""
@@ -199,7 +163,6 @@ def _timings(result: dict[str, Any]) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------------- commands
 
-@_with_threads
 def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import ClassifierMeta, save_classifier
     from .data import get_dataset_info, load_dataset
@@ -209,7 +172,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     info = get_dataset_info(args.dataset)
     model_name = args.model or info.default_model
     options = dict(info.default_model_options) if model_name == info.default_model else {}
-    options.update(_parse_options(args.model_option))
+    options.update(parse_key_values(args.model_option, "--model-option"))
     if args.width is not None:
         options["width"] = args.width
     if args.epochs is None:
@@ -231,7 +194,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-@_with_threads
 def cmd_retrain(args: argparse.Namespace) -> int:
     from .checkpoint import dataset_for, load_classifier, save_classifier, weights_digest
     from .forget import make_forget_split
@@ -262,7 +224,6 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
-@_with_threads
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..io import atomic_write_json, check_output
     from .checkpoint import dataset_for, load_classifier

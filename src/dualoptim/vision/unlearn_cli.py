@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 from ..errors import ConfigError
+from ..runtime import add_runtime_args, parse_key_values
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,8 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=int, default=None, help="record FA/RA/TA/MIA every K steps")
     p.add_argument("--no-svc", dest="mia_svc", action="store_false", help="skip the SVC MIA in the final eval")
     p.add_argument("--data-dir", default=None, help="dataset folder (else $DUALOPTIM_DATA_DIR, then the system's)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    add_runtime_args(p)
     p.add_argument("--out", required=True, help="checkpoint folder to write (plus OUT/metrics.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=cmd_unlearn)
@@ -78,21 +78,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("methods", help="list unlearning methods, their options and presets")
     p.add_argument("--presets", action="store_true", help="also print every preset table")
     p.set_defaults(func=cmd_methods)
-
-
-def _key_values(items: list[str], flag: str) -> dict[str, Any]:
-    import json
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
 
 
 def config_from_args(args: argparse.Namespace, dataset: str):
@@ -105,13 +90,12 @@ def config_from_args(args: argparse.Namespace, dataset: str):
         args.method, args.optim, dataset=dataset, preset=args.preset, options=parse_options(args.opt),
         forget_lr=args.forget_lr, retain_lr=args.retain_lr, epochs=args.epochs, iterations=args.iterations,
         forget_batch_size=batch, retain_batch_size=batch, retain_batches_per_epoch=args.retain_batches_per_epoch,
-        optim_options=_key_values(args.optim_option, "--optim-option") or None, augment=args.augment,
+        optim_options=parse_key_values(args.optim_option, "--optim-option") or None, augment=args.augment,
         seed=args.seed if args.unlearn_seed is None else args.unlearn_seed, autocast="bf16" if args.bf16 else None,
         channels_last=args.channels_last, track_grads=args.track_grads, eval_every=args.eval_every)
 
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
-    import torch
 
     from ..io import atomic_write_json, check_output
     from .audit import degenerate_warnings
@@ -122,10 +106,6 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from .metrics import evaluate
     from .unlearn import unlearn_classifier
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
     out = check_output(args.out, inputs=(args.original, args.data_dir, forget_file(args.forget)),
                        overwrite=args.overwrite)  # before any work: not over an input, writable, ours to replace
     model, meta, _ = load_classifier(args.original)
