@@ -308,3 +308,15 @@ def test_edited_split_seed_gives_a_consistent_warning(original, tmp_path, capsys
     written = json.loads(out.read_text())
     assert written["forget_indices"] == split.forget_idx.tolist()
     assert len(written["warnings"]) == 1 and "does not reproduce" in written["warnings"][0]  # in the output too
+
+
+def test_a_diverged_but_finite_unlearning_run_is_flagged(original, tmp_path, capsys):
+    """Reliability issue, item 5: a GA run at a huge lr used to save a chance-level model with huge weights and no
+    word about it. It is still saved (the user asked for it), but stdout and metrics.json say what it is."""
+    out = tmp_path / "ga-huge"
+    assert main(["unlearn", "--original", str(original), "--forget", "random:0.1", "--method", "ga", "--optim", "sgd",
+                 "--forget-lr", "100", "--retain-lr", "0.01", "--epochs", "1", "--no-svc", "--no-progress",
+                 "--out", str(out)]) == 0
+    warnings = json.loads((out / "metrics.json").read_text())["warnings"]
+    assert any("near chance accuracy" in w for w in warnings), warnings
+    assert "warning: the unlearned model is near chance" in capsys.readouterr().out
