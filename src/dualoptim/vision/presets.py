@@ -62,21 +62,21 @@ PRESETS: dict[str, dict[str, dict[str, Preset]]] = {
     # lowest Gap to Retrain on validation seeds 100-102 with the quick bench's model (cnn width 16, 10 epochs on the
     # 10k subset; benchmarks/tune_vision.py, docs/tuning.md); retain lrs are the paper's.
     "fashion-mnist-quick": {
-        "ft": {"shared": _p("sgd", 0.01, 0.01, epochs=2, source="paper lr, budget scaled"),
-               "dual": _p("adam+sgd", 1e-4, 0.01, epochs=2, source="FT has no forget step: same as shared")},
-        "ga": {"shared": _p("sgd", 5e-4, 5e-4, epochs=2, source="paper lr, budget scaled; not searched"),
-               "dual": _p("adam+sgd", 1e-5, 5e-4, epochs=2, source="not searched")},
-        "rl": {"shared": _p("sgd", 3e-4, 0.01, epochs=2, source="SalUn's searched lr (same losses, no mask)"),
-               "dual": _p("adam+sgd", 1.3e-3, 0.01, epochs=2, source="SalUn's searched lr (same losses, no mask)")},
-        "scrub": {"shared": _p("adam", 1e-3, 1e-4, epochs=2, source="searched (Gap 1.73; 1.90 at the paper's 1e-4)"),
-                  "dual": _p("adam+adam", 5e-4, 1e-4, epochs=2, source="searched (Gap 1.83; 1.91 at the paper's "
+        "ft": {"shared": _p("sgd", 0.01, 0.01, epochs=10, source="paper lr, budget scaled"),
+               "dual": _p("adam+sgd", 1e-4, 0.01, epochs=10, source="FT has no forget step: same as shared")},
+        "ga": {"shared": _p("sgd", 5e-4, 5e-4, epochs=10, source="paper lr, budget scaled; not searched"),
+               "dual": _p("adam+sgd", 1e-5, 5e-4, epochs=10, source="not searched")},
+        "rl": {"shared": _p("sgd", 3e-4, 0.01, epochs=10, source="SalUn's searched lr (same losses, no mask)"),
+               "dual": _p("adam+sgd", 1.3e-3, 0.01, epochs=10, source="SalUn's searched lr (same losses, no mask)")},
+        "scrub": {"shared": _p("adam", 1e-3, 1e-4, epochs=10, source="searched (Gap 1.73; 1.90 at the paper's 1e-4)"),
+                  "dual": _p("adam+adam", 5e-4, 1e-4, epochs=10, source="searched (Gap 1.83; 1.91 at the paper's "
                                                                        "1.5e-4)")},
-        "salun": {"shared": _p("sgd", 3e-4, 0.01, epochs=2, options={"ratio": 0.5},
+        "salun": {"shared": _p("sgd", 3e-4, 0.01, epochs=10, options={"ratio": 0.5},
                                source="searched (1e-5..1e-3: every value damages RA, Gap 9.5-10.3)"),
-                  "dual": _p("adam+sgd", 1.3e-3, 0.01, epochs=2, options={"ratio": 0.5}, source="searched")},
-        "sfron": {"shared": _p("sgd", 0.3, 0.01, iterations=200, options={"alpha": 31.0, "t_in": 5},
+                  "dual": _p("adam+sgd", 1.3e-3, 0.01, epochs=10, options={"ratio": 0.5}, source="searched")},
+        "sfron": {"shared": _p("sgd", 0.3, 0.01, iterations=300, options={"alpha": 31.0, "t_in": 5},
                                source="searched (1.0 collapses the model)"),
-                  "dual": _p("adam+sgd", 3e-3, 0.01, iterations=200, options={"alpha": 1.0, "t_in": 5},
+                  "dual": _p("adam+sgd", 3e-3, 0.01, iterations=300, options={"alpha": 1.0, "t_in": 5},
                              source="searched")},
     },
 }
