@@ -37,7 +37,7 @@ REPORTED_SEEDS = range(5)
 GRID: tuple[tuple[str, str, str, tuple[float, ...]], ...] = (
     ("salun", "sgd", "forget_lr", (3e-4, 2e-3, 6e-3, 0.018)),  # paper CIFAR-10: 0.018 with eta_r = 0.01
     ("salun", "adam+sgd", "forget_lr", (1.3e-4, 4e-4, 1.3e-3, 4e-3)),  # paper: 1.3e-4
-    ("sfron", "sgd", "alpha", (3.0, 10.0, 31.0, 100.0)),  # paper: eta_f = eta_r = 0.01, alpha 31
+    ("sfron", "sgd", "alpha", (1.0, 10.0, 100.0, 1000.0)),  # paper: eta_f = eta_r = 0.01, alpha 31
     ("sfron", "adam+sgd", "forget_lr", (3e-4, 1e-3, 3e-3, 1e-2)),  # paper: alpha 1, eta_f 1e-4 .. 4.1e-4
     ("scrub", "adam", "forget_lr", (1e-4, 3e-4, 1e-3)),  # paper: 1e-4
     ("scrub", "adam+adam", "forget_lr", (1.5e-4, 5e-4, 1.5e-3)),  # paper: 1.5e-4
