@@ -220,7 +220,7 @@ def _train_or_load(kind: str, key: str, cfg: BenchConfig, ctx: BenchContext, dat
                           train_subset=data.train_subset, subset_seed=data.subset_seed, recipe=recipe.to_dict(),
                           role="original" if split is None else "retrain",
                           init_seed=cfg.init_seed if seed is None else seed,
-                          timings={"train_s": out["time_s"]})
+                          timings={"train_s": out["time_s"], "train_cpu_s": out["cpu_s"]})
     save_classifier(folder, model, meta, split)
     return model, meta.timings, False
 
@@ -305,7 +305,7 @@ def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str)
             if store.has(key):
                 continue
             _log(f"[bench {cfg.name}] trial {trial + 1}/{len(cfg.seeds)} {run.row} ({where(starting=True)})")
-            t_job = time.perf_counter()
+            t_job, cpu_job = time.perf_counter(), time.process_time()
             model, _, _ = load_classifier(ctx.cache / f"original-{okey}")
             callbacks = [_curve_callback(data, split, cfg.curve_samples, seed)] if cfg.eval_every else []
             try:
@@ -326,7 +326,8 @@ def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str)
             store.put(key, experiment=exp, trial=trial, method=run.method, optimizer=run.optim, metrics=metrics,
                       params=params, forget_hash=split.digest, extra={"label": run.row},
                       timings={"unlearn_s": result.seconds, "prepare_s": result.prepare_seconds,
-                               "eval_s": time.perf_counter() - t0, "steps": result.steps,
+                               "eval_s": time.perf_counter() - t0, "job_cpu_s": time.process_time() - cpu_job,
+                               "steps": result.steps,
                                "state_bytes": result.state_bytes})
             computed, spent = computed + 1, spent + time.perf_counter() - t_job
     _log(f"[bench {cfg.name}] finished in {(time.perf_counter() - start) / 60:.1f} min")

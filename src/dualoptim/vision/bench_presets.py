@@ -80,7 +80,7 @@ def _fmnist(name: str, description: str, **kw) -> BenchConfig:
 def quick() -> BenchConfig:
     return _fmnist("quick", "Fashion-MNIST 5k subset, cnn trained to memorize (40 epochs), 10% random forget, "
                    "5 trials: SFRon/SalUn/SCRUB x {shared, DualOptim} + sgd+sgd controls",
-                   **QUICK_REGIME, runs=_pairs(QUICK_METHODS, CONTROL_METHODS), eval_every=40, track_grads=True,
+                   **QUICK_REGIME, runs=_pairs(QUICK_METHODS, CONTROL_METHODS), eval_every=60, track_grads=True,
                    curve_samples=1000, svc_samples=2000)
 
 
