@@ -91,8 +91,10 @@ def search_table(rows: list[dict]) -> str:
         per_seed = trial_gaps(runs, [ref[t] for t in trials], METRICS)
         lines.append(f"| {label} | " + " | ".join(f"{row[m]['mean']:.2f}" for m in METRICS)
                      + f" | {', '.join(f'{g:.2f}' for g in per_seed)} | {row['Gap']:.2f} |")
-        side = label.rsplit(" ", 1)[0] if label != report.ORIGINAL else label
-        if side not in best or row["Gap"] < best[side][0]:
+        if label == report.ORIGINAL:  # the "do nothing" reference, not a candidate
+            continue
+        side = label.rsplit(" ", 1)[0]
+        if side not in best or row["Gap"] < best[side][0]:  # ties keep the first (smallest) value
             best[side] = (row["Gap"], label)
     rr = gap_table({"Retrain": [ref[t] for t in trials]}, metrics=METRICS)[0]
     lines.append("| Retrain | " + " | ".join(f"{rr[m]['mean']:.2f}" for m in METRICS) + " | | 0 |")
