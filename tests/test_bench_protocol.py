@@ -61,6 +61,14 @@ def test_retrain_seeds_differ_across_trials_and_are_recorded(finished):
     assert retrain_seed(0, 1) != retrain_seed(1, 1)  # another original seed, other Retrains
 
 
+def test_a_fixed_forget_set_still_gets_one_row_per_trial(tmp_path):
+    """Class-wise forgetting draws the same set in every trial: Retrain (own seed) and Original still count 3."""
+    cfg = BenchConfig(**{**TINY, "name": "cls", "forget": "class:1", "runs": TINY["runs"][1:]})
+    table = run_bench(cfg, BenchContext(root=tmp_path, progress=False))
+    assert [(r["name"], r["trials"]) for r in table] == [("Retrain", 3), ("Original", 3), ("salun+DO [adam+sgd]", 3)]
+    assert table[0]["FA"]["mean"] == 0  # a Retrain never saw the class
+
+
 def test_paired_column_in_every_output(finished):
     root, table = finished
     do = next(r for r in table if r["optimizer"] == "adam+sgd")

@@ -289,7 +289,8 @@ def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str)
             computed, spent = computed + 1, spent + time.perf_counter() - t_job
             _log(f"[bench {cfg.name}] trial {trial + 1}/{len(cfg.seeds)} Retrain {'from cache' if hit else 'trained'} "
                  f"({rtime.get('train_s', 0):.0f} s; {where()})")
-        orow = run_key(kind="original-row", experiment=exp, original=okey, forget=split.digest,
+        # one row per trial even when every trial forgets the same set (class-wise): the trial seed is in the key
+        orow = run_key(kind="original-row", experiment=exp, original=okey, forget=split.digest, seed=seed,
                        svc_samples=cfg.svc_samples, eval_split=cfg.eval_split)
         if not store.has(orow):  # the "do nothing" baseline on this forget set
             metrics = evaluate(original, data, split, seed=seed, svc_max_samples=cfg.svc_samples)
