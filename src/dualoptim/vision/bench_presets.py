@@ -112,7 +112,9 @@ def ablation_optimizers() -> BenchConfig:
 
 def ablation_moments() -> BenchConfig:
     """Paper Table 17: which Adam moments are kept per phase (``decouple=none`` is one shared Adam state)."""
-    runs = [_run(m, f"adam+adam:decouple={d}") for m in ("scrub", "salun") for d in ("none", "m", "v", "mv")]
+    # one forget lr per method (its DualOptim preset's) for all four variants: only the decoupling changes
+    runs = [_run(m, f"adam+adam:decouple={d}", forget_lr=PRESETS["fashion-mnist-quick"][m]["dual"].forget_lr)
+            for m in ("scrub", "salun") for d in ("none", "m", "v", "mv")]
     return _fmnist("ablation-moments", "adam+adam with decoupled m / v / both / neither (paper Table 17), SCRUB "
                    "and SalUn, quick regime, 3 trials", **QUICK_REGIME, runs=runs, seeds=[0, 1, 2],
                    svc_samples=2000)
