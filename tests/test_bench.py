@@ -184,7 +184,7 @@ def test_killed_run_resumes_to_the_same_table(finished, tmp_path):
 def test_presets_and_config_errors(tmp_path):
     assert {"quick", "offline-full", "paper-cifar10", "sensitivity"} <= set(list_bench_presets())
     quick = get_bench_preset("quick")
-    assert quick.train_subset == 10_000 and quick.seeds == [0, 1, 2, 3, 4]
+    assert quick.train_subset == 5000 and quick.seeds == [0, 1, 2, 3, 4]
     assert {(r.method, "+" in r.optim) for r in quick.runs} == {(m, d) for m in ("sfron", "salun", "scrub")
                                                                 for d in (False, True)}
     grids: dict[tuple[str, str], list[float]] = {}

@@ -2,8 +2,13 @@
 
 Gap (DualOptim paper, Table 1) = mean over metrics of |mean_trials(method) - mean_trials(Retrain)|;
 Std = mean over the same metrics of the standard deviation across trials (sample std,
-ddof=1; 0 for a single trial). Retrain's numbers always come from Retrain models of the
-same trials (the reference code hard-coded them: bug 5).
+ddof=1; 0 for a single trial; the paper's parser uses the population std, ddof=0). Retrain's
+numbers always come from Retrain models of the same trials (the reference code hard-coded them: bug 5).
+
+Whether one row beats another is a paired question: both ran on the same forget sets, so
+:func:`trial_gaps` gives each trial's Gap (mean over metrics of |run - that trial's Retrain|) and
+:func:`paired_difference` the mean difference over trials with a two-sided Student-t interval;
+a difference "holds" when its interval excludes 0.
 """
 
 from __future__ import annotations
@@ -59,6 +64,42 @@ def gap_table(per_trial: Mapping[str, Sequence[Mapping[str, float]]], reference:
         row["Std"] = sum(row[m]["std"] for m in metrics) / len(metrics)
         rows.append(row)
     return rows
+
+
+def trial_gaps(trials: Sequence[Mapping[str, float]], reference: Sequence[Mapping[str, float]],
+               metrics: Sequence[str] = DEFAULT_METRICS) -> list[float]:
+    """Per-trial Gap: for trial i, mean over ``metrics`` of |trials[i][m] - reference[i][m]| (same forget set)."""
+    if len(trials) != len(reference):
+        raise ValueError(f"{len(trials)} trials but {len(reference)} reference trials: they must be paired")
+    return [sum(abs(float(t[m]) - float(r[m])) for m in metrics) / len(metrics) for t, r in zip(trials, reference)]
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile of Student's t with ``df`` degrees of freedom."""
+    from scipy.stats import t  # scipy comes with scikit-learn (the MIA); imported only when needed
+
+    return float(t.ppf(p, df))
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
+    """Mean of ``a[i] - b[i]`` over pairs with its two-sided Student-t ``confidence`` interval.
+
+    Returns:
+        ``{"n", "mean", "std" (ddof=1), "lo", "hi", "holds"}``; ``holds`` is True when the interval excludes 0.
+        With fewer than 2 pairs there is no interval (``lo``/``hi`` None, ``holds`` False).
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    diffs = [float(x) - float(y) for x, y in zip(a, b)]
+    mean, std = mean_std(diffs)
+    n = len(diffs)
+    if n < 2:
+        return {"n": n, "mean": mean, "std": std, "lo": None, "hi": None, "holds": False}
+    half = t_quantile(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)
+    lo, hi = mean - half, mean + half
+    return {"n": n, "mean": mean, "std": std, "lo": lo, "hi": hi, "holds": lo > 0 or hi < 0}
 
 
 def format_cell(cell: Mapping[str, float], digits: int = 2) -> str:

@@ -4,8 +4,9 @@
 
 1. trains the original model once (cached by content: dataset, subset, model, recipe, seed);
 2. per trial seed draws the forget set from the SAME training set, trains Retrain on the
-   retain set with the original recipe (cached by content + forget-index digest) and
-   evaluates it, and evaluates the original on the same split (the "do nothing" row);
+   retain set with the original recipe and its own init/shuffle seed derived from the trial seed
+   (:func:`retrain_seed`; cached by content + forget-index digest + that seed, both stored with the
+   row) and evaluates it, and evaluates the original on the same split (the "do nothing" row);
 3. runs every method with the shared optimizer and with DualOptim from the original
    model, evaluates, and stores each result in the results database -- a run whose key
    is already stored is skipped, so a killed benchmark resumes where it stopped;
@@ -13,12 +14,18 @@
 
 Everything the table shows is read back from the database (``dualoptim report`` does
 only that step).
+
+Validation mode (``BenchConfig.validation``, used by ``benchmarks/tune_vision.py``): the training set is
+the same subset (so the same cached original model), but "TA" and the MIA's non-member set come from a
+validation split carved from training images the subset does not use; the test set is dropped as soon as
+it is read from disk and never evaluated, and every stored row says ``eval_split: "validation"``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +35,7 @@ from ..errors import ConfigError, DivergenceError
 from ..store import ResultsStore, run_key
 from . import report
 from .checkpoint import ClassifierMeta, load_classifier, save_classifier
-from .data import ImageData, load_dataset
+from .data import ImageData, load_dataset, stratified_subset
 from .forget import ForgetSplit, make_forget_split
 from .metrics import compute_outputs, evaluate, metrics_from_outputs
 from .models import create_model
@@ -81,11 +88,16 @@ class BenchConfig:
     # MIA_SVC (stored, not in the table) fits an RBF SVC on n retain + n test points; n = |test| as in SalUn
     # when None. The SVC fit dominates evaluation time (tens of seconds for n = 10k), so fast presets cap n.
     svc_samples: int | None = None
+    # Validation mode (tuning): TA / MIA non-members from `validation_size` training images outside the
+    # subset (stratified, seeded by subset_seed); the test set is never evaluated. Needs train_subset.
+    validation: bool = False
+    validation_size: int = 5000
     description: str = ""
 
     def __post_init__(self) -> None:
-        if not self.name or "/" in self.name:
-            raise ConfigError(f"benchmark name must be non-empty without '/', got {self.name!r}")
+        from ..config import check_name
+
+        check_name(self.name, "name")  # ROOT/<name> is written: never '..' or a path
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds must be distinct and non-empty, got {self.seeds}")
         if not self.runs:
@@ -94,6 +106,16 @@ class BenchConfig:
         TrainConfig.from_dict(self.recipe)  # validate early
         if self.eval_every is not None and self.eval_every < 1:
             raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
+        if self.validation and self.train_subset is None:
+            raise ConfigError("validation mode carves its split from training images the benchmark does not use: "
+                              "it needs train_subset")
+        if self.validation_size < 1:
+            raise ConfigError(f"validation_size must be >= 1, got {self.validation_size}")
+
+    @property
+    def eval_split(self) -> str:
+        """Where TA and the MIA's non-members come from: ``"validation"`` or ``"test"``."""
+        return "validation" if self.validation else "test"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,7 +126,7 @@ class BenchConfig:
         (type, range, unknown keys: :mod:`dualoptim.config`); the one error names the file and the path of the
         bad value, e.g. ``bench.json: runs[2].config.forget_lr must be a finite number, got 'fast'``."""
         from ..config import check_fields, check_name, field_types, from_dict, load_json, located
-        from ..optim import build_optimizer
+        from ..optim import OptimSpec, get_optimizer_info
         from .methods import get_method_info
         from .presets import PRESETS
 
@@ -122,7 +144,8 @@ class BenchConfig:
                 except ConfigError as e:
                     raise located(e, f"runs[{i}].method") from None
                 try:
-                    build_optimizer([torch.zeros(1, requires_grad=True)], run.optim, 1e-3, 1e-3)
+                    for name in OptimSpec.parse(run.optim).names:
+                        get_optimizer_info(name)
                 except ValueError as e:
                     raise located(e, f"runs[{i}].optim") from None
                 where = f"runs[{i}].config"
@@ -159,7 +182,40 @@ def _log(msg: str) -> None:
 
 
 def _data(cfg: BenchConfig, ctx: BenchContext) -> ImageData:
-    return load_dataset(cfg.dataset, ctx.data_dir, train_subset=cfg.train_subset, subset_seed=cfg.subset_seed)
+    if not cfg.validation:
+        return load_dataset(cfg.dataset, ctx.data_dir, train_subset=cfg.train_subset, subset_seed=cfg.subset_seed)
+    return validation_data(load_dataset(cfg.dataset, ctx.data_dir), cfg.train_subset, cfg.subset_seed,
+                           cfg.validation_size)
+
+
+def validation_data(full: ImageData, train_subset: int, subset_seed: int, size: int) -> ImageData:
+    """``full`` restricted to the benchmark's training subset, with its test set REPLACED by ``size`` training
+    images outside that subset (stratified, seeded): the split tuning evaluates on.
+
+    The training tensors equal ``full.subset(train_subset, subset_seed)``'s, so the original model (and its cache
+    entry) is the one the reported benchmark uses; the test tensors are dropped.
+    """
+    if full.train_subset is not None:
+        raise ConfigError(f"{full.name} is already a subset: validation needs the full training set")
+    sub = stratified_subset(full.train_y, train_subset, subset_seed)
+    unused = torch.ones(full.num_train, dtype=torch.bool)
+    unused[sub] = False
+    pool = torch.nonzero(unused).reshape(-1)
+    if size > len(pool):
+        raise ConfigError(f"validation_size {size} exceeds the {len(pool)} training images outside the "
+                          f"{train_subset}-image subset")
+    val = pool[stratified_subset(full.train_y[pool], size, subset_seed + 1)]
+    return replace(full, train_x=full.train_x[sub].contiguous(), train_y=full.train_y[sub].contiguous(),
+                   test_x=full.train_x[val].contiguous(), test_y=full.train_y[val].contiguous(),
+                   train_subset=train_subset, subset_seed=subset_seed)
+
+
+def retrain_seed(init_seed: int, trial_seed: int) -> int:
+    """The init/shuffle seed of trial ``trial_seed``'s Retrain: derived from both seeds (sha256), so each trial's
+    Retrain is an independent training run, none reuses the original's seed, and a trial seed always gets the
+    same Retrain (cacheable)."""
+    digest = hashlib.sha256(f"retrain/{init_seed}/{trial_seed}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def _original_key(cfg: BenchConfig) -> str:
@@ -169,22 +225,27 @@ def _original_key(cfg: BenchConfig) -> str:
 
 
 def _train_or_load(kind: str, key: str, cfg: BenchConfig, ctx: BenchContext, data: ImageData,
-                   split: ForgetSplit | None) -> tuple[torch.nn.Module, dict[str, float], bool]:
-    """A cached model (trained on the retain set of ``split`` when given); returns (model, timings, cache_hit)."""
+                   split: ForgetSplit | None, seed: int | None = None
+                   ) -> tuple[torch.nn.Module, dict[str, float], bool]:
+    """A cached model (trained on the retain set of ``split`` when given); returns (model, timings, cache_hit).
+
+    ``seed`` (Retrain) seeds initialisation and shuffling; None (the original): ``cfg.init_seed`` and the recipe's.
+    """
     folder = ctx.cache / f"{kind}-{key}"
     if folder.is_dir():
         model, meta, _ = load_classifier(folder)
         return model, meta.timings, True
-    recipe = TrainConfig.from_dict(cfg.recipe)
-    seed_everything(cfg.init_seed)
+    recipe = TrainConfig.from_dict(cfg.recipe if seed is None else {**cfg.recipe, "seed": seed})
+    seed_everything(cfg.init_seed if seed is None else seed)
     model = create_model(cfg.model, data.num_classes, data.in_channels, data.image_size, **cfg.model_options)
     idx = None if split is None else split.retain_idx
     out = train_classifier(model, data, idx, recipe, progress=ctx.progress, desc=kind)
     meta = ClassifierMeta(dataset=data.name, model=cfg.model, num_classes=data.num_classes,
                           in_channels=data.in_channels, image_size=data.image_size, model_options=cfg.model_options,
                           train_subset=data.train_subset, subset_seed=data.subset_seed, recipe=recipe.to_dict(),
-                          role="original" if split is None else "retrain", init_seed=cfg.init_seed,
-                          timings={"train_s": out["time_s"]})
+                          role="original" if split is None else "retrain",
+                          init_seed=cfg.init_seed if seed is None else seed,
+                          timings={"train_s": out["time_s"], "train_cpu_s": out["cpu_s"]})
     save_classifier(folder, model, meta, split)
     return model, meta.timings, False
 
@@ -222,7 +283,7 @@ def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str)
     start = time.perf_counter()
     data = _data(cfg, ctx)
     okey = _original_key(cfg)
-    _log(f"[bench {cfg.name}] {data.name}: {data.num_train} train / {len(data.test_y)} test images, model "
+    _log(f"[bench {cfg.name}] {data.name}: {data.num_train} train / {len(data.test_y)} {cfg.eval_split} images, model "
          f"{cfg.model} {cfg.model_options or ''}, forget {cfg.forget}, seeds {cfg.seeds}, {len(cfg.runs)} runs")
     original, otime, hit = _train_or_load("original", okey, cfg, ctx, data, None)
     _log(f"[bench {cfg.name}] original model {'from cache' if hit else 'trained'} ({otime.get('train_s', 0):.0f} s)")
@@ -235,37 +296,42 @@ def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str)
 
     for trial, seed in enumerate(cfg.seeds):
         split = make_forget_split(cfg.forget, data.train_y, seed)
-        mkey = run_key(kind="retrain", original=okey, forget=split.digest)  # model cache: content only
+        rseed = retrain_seed(cfg.init_seed, seed)
+        # model cache: content only (the original's key covers data, model and recipe)
+        mkey = run_key(kind="retrain", original=okey, forget=split.digest, seed=rseed)
         # Result rows are per experiment: two benchmarks sharing a database and a Retrain model both get its row.
-        rkey = run_key(kind="retrain-row", experiment=exp, model=mkey, svc_samples=cfg.svc_samples)
+        rkey = run_key(kind="retrain-row", experiment=exp, model=mkey, svc_samples=cfg.svc_samples,
+                       eval_split=cfg.eval_split)
+        base_params = {"recipe": cfg.recipe, "seed": seed, "forget": cfg.forget, "retrain_seed": rseed,
+                       "eval_split": cfg.eval_split}
         done += 1
         if not store.has(rkey):
             t_job = time.perf_counter()
-            retrain, rtime, hit = _train_or_load("retrain", mkey, cfg, ctx, data, split)
+            retrain, rtime, hit = _train_or_load("retrain", mkey, cfg, ctx, data, split, seed=rseed)
             metrics = evaluate(retrain, data, split, seed=seed, svc_max_samples=cfg.svc_samples)
             store.put(rkey, experiment=exp, trial=trial, method=report.RETRAIN, optimizer="-", metrics=metrics,
-                      params={"recipe": cfg.recipe, "seed": seed, "forget": cfg.forget}, forget_hash=split.digest,
-                      timings=rtime, extra={"cache_hit": hit})
+                      params=base_params, forget_hash=split.digest, timings=rtime, extra={"cache_hit": hit})
             computed, spent = computed + 1, spent + time.perf_counter() - t_job
             _log(f"[bench {cfg.name}] trial {trial + 1}/{len(cfg.seeds)} Retrain {'from cache' if hit else 'trained'} "
                  f"({rtime.get('train_s', 0):.0f} s; {where()})")
-        orow = run_key(kind="original-row", experiment=exp, original=okey, forget=split.digest,
-                       svc_samples=cfg.svc_samples)
+        # one row per trial even when every trial forgets the same set (class-wise): the trial seed is in the key
+        orow = run_key(kind="original-row", experiment=exp, original=okey, forget=split.digest, seed=seed,
+                       svc_samples=cfg.svc_samples, eval_split=cfg.eval_split)
         if not store.has(orow):  # the "do nothing" baseline on this forget set
             metrics = evaluate(original, data, split, seed=seed, svc_max_samples=cfg.svc_samples)
             store.put(orow, experiment=exp, trial=trial, method=report.ORIGINAL, optimizer="-", metrics=metrics,
-                      params={"recipe": cfg.recipe, "seed": seed, "forget": cfg.forget}, forget_hash=split.digest)
+                      params=base_params, forget_hash=split.digest)
         for run in cfg.runs:
             ucfg = UnlearnConfig.from_preset(run.method, run.optim, preset=cfg.unlearn_preset, seed=seed,
                                              eval_every=cfg.eval_every, track_grads=cfg.track_grads, **run.config)
-            params = ucfg.to_dict()
+            params = {**ucfg.to_dict(), "eval_split": cfg.eval_split}
             key = run_key(kind="unlearn", experiment=exp, original=okey, forget=split.digest, params=params,
                           curve_samples=cfg.curve_samples, svc_samples=cfg.svc_samples)
             done += 1
             if store.has(key):
                 continue
             _log(f"[bench {cfg.name}] trial {trial + 1}/{len(cfg.seeds)} {run.row} ({where(starting=True)})")
-            t_job = time.perf_counter()
+            t_job, cpu_job = time.perf_counter(), time.process_time()
             model, _, _ = load_classifier(ctx.cache / f"original-{okey}")
             callbacks = [_curve_callback(data, split, cfg.curve_samples, seed)] if cfg.eval_every else []
             try:
@@ -286,7 +352,8 @@ def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str)
             store.put(key, experiment=exp, trial=trial, method=run.method, optimizer=run.optim, metrics=metrics,
                       params=params, forget_hash=split.digest, extra={"label": run.row},
                       timings={"unlearn_s": result.seconds, "prepare_s": result.prepare_seconds,
-                               "eval_s": time.perf_counter() - t0, "steps": result.steps,
+                               "eval_s": time.perf_counter() - t0, "job_cpu_s": time.process_time() - cpu_job,
+                               "steps": result.steps,
                                "state_bytes": result.state_bytes})
             computed, spent = computed + 1, spent + time.perf_counter() - t_job
     _log(f"[bench {cfg.name}] finished in {(time.perf_counter() - start) / 60:.1f} min")

@@ -1,7 +1,9 @@
 """Paper-style outputs of a benchmark, built from the results database alone.
 
 * Table 1: one row per method x optimizer, each metric as ``mean ± std (gap)``, then Gap
-  and Std (Retrain first) -- terminal (rich), Markdown, CSV and ``summary.json``.
+  and Std (Retrain first) -- terminal (rich), Markdown, CSV and ``summary.json``. Each DualOptim row
+  also gets ΔGap: its per-trial Gap minus its method's shared row's, paired by forget set, with a 95%
+  t-interval, marked ``*`` where the interval excludes 0 (:data:`FOOTER` states the conventions).
 * Figures 1/2 (unlearning process), 3 (forget vs retain gradient norms) and 4 (cosine
   similarity of forget and retain gradients) as PNG files.
 """
@@ -17,11 +19,15 @@ from typing import Any
 
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..optim import OptimSpec
-from ..stats import format_cell, gap_table
+from ..stats import format_cell, gap_table, paired_difference, trial_gaps
 
 METRICS = ("FA", "RA", "TA", "MIA")
 RETRAIN = "Retrain"
 ORIGINAL = "Original"  # the model before unlearning: what "doing nothing" scores against Retrain
+FOOTER = ("mean ± std over trials (sample std, ddof=1); (gap) = |mean − Retrain's mean|; Gap, Std = their means "
+          "over the metrics. ΔGap = per-trial Gap (mean over metrics of |run − that trial's Retrain|) of the +DO row "
+          "minus its method's shared row, paired by forget set: mean [95% Student-t interval]; * = the interval "
+          "excludes 0 (the difference holds over these trials).")
 
 
 def is_dual(optimizer: str) -> bool:
@@ -54,6 +60,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRIC
     a row whose every trial diverged has ``trials == 0`` and no statistics (``None``).
     """
     per_trial: dict[str, list[dict[str, float]]] = defaultdict(list)
+    by_trial: dict[str, dict[tuple[int, str], dict[str, float]]] = defaultdict(dict)
     ident: dict[str, tuple[str, str]] = {}
     diverged: dict[str, int] = defaultdict(int)
     order = {RETRAIN: 0, ORIGINAL: 1}
@@ -64,27 +71,73 @@ def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRIC
             diverged[label] += 1
         else:
             per_trial[label].append(r["metrics"])
+            by_trial[label][(r["trial"], r.get("forget_hash") or "")] = r["metrics"]
     stats = {row["name"]: row for row in gap_table(per_trial, reference=RETRAIN, metrics=metrics)}
     empty = {"trials": 0, **dict.fromkeys(metrics), "Gap": None, "Std": None}
     return [{**stats.get(label, {"name": label, **empty}), "method": method, "optimizer": optimizer,
-             "diverged": diverged[label]} for label, (method, optimizer) in ident.items()]
+             "diverged": diverged[label], "paired": _paired(label, ident, by_trial, metrics)}
+            for label, (method, optimizer) in ident.items()]
+
+
+def shared_partner(label: str, ident: Mapping[str, tuple[str, str]]) -> str | None:
+    """The shared row a +DO row is compared with: its method's one shared row with the default label (the
+    method's paper optimizer when there are several); None for shared rows or when ambiguous (sweeps)."""
+    method, optimizer = ident[label]
+    if method in (RETRAIN, ORIGINAL) or not is_dual(optimizer):
+        return None
+    shared = [k for k, (m, o) in ident.items() if m == method and not is_dual(o) and k == row_label(m, o)]
+    if len(shared) > 1:
+        from .methods import get_method_info
+
+        try:
+            paper = get_method_info(method).shared_optim
+        except Exception:  # an unregistered method name read back from a database: no preference
+            return None
+        shared = [k for k in shared if ident[k][1] == paper]
+    return shared[0] if len(shared) == 1 else None
+
+
+def _paired(label: str, ident: Mapping[str, tuple[str, str]],
+            by_trial: Mapping[str, Mapping[tuple[int, str], Mapping[str, float]]],
+            metrics: Sequence[str]) -> dict[str, Any] | None:
+    """ΔGap of a +DO row against its shared partner over the trials (forget sets) both ran without diverging."""
+    partner = shared_partner(label, ident)
+    if partner is None or RETRAIN not in by_trial:
+        return None
+    keys = sorted(set(by_trial.get(label, {})) & set(by_trial.get(partner, {})) & set(by_trial[RETRAIN]))
+    if not keys:
+        return None
+    ref = [by_trial[RETRAIN][k] for k in keys]
+    gaps = trial_gaps([by_trial[label][k] for k in keys], ref, metrics)
+    base = trial_gaps([by_trial[partner][k] for k in keys], ref, metrics)
+    return {"vs": partner, **paired_difference(gaps, base)}
+
+
+def format_paired(p: Mapping[str, Any] | None) -> str:
+    """``-1.23 [-2.01, -0.45] *`` (ΔGap, its 95% interval, * when the interval excludes 0); ``""`` for none."""
+    if not p:
+        return ""
+    if p["lo"] is None:
+        return f"{p['mean']:+.2f} (n={p['n']})"
+    return f"{p['mean']:+.2f} [{p['lo']:+.2f}, {p['hi']:+.2f}]{' *' if p['holds'] else ''}"
 
 
 def _cells(r: Mapping[str, Any], metrics: Sequence[str]) -> list[str]:
     """Trials, the metric cells, Gap and Std of one row as printed (``—`` where every trial diverged)."""
     trials = str(r["trials"]) + (f" (+{r['diverged']} diverged)" if r.get("diverged") else "")
     if not r["trials"]:
-        return [trials, *["—"] * (len(metrics) + 2)]
-    return [trials, *[format_cell(r[m]) for m in metrics], f"{r['Gap']:.2f}", f"{r['Std']:.2f}"]
+        return [trials, *["—"] * (len(metrics) + 2), ""]
+    return [trials, *[format_cell(r[m]) for m in metrics], f"{r['Gap']:.2f}", f"{r['Std']:.2f}",
+            format_paired(r.get("paired"))]
 
 
 def table_markdown(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRICS) -> str:
     """The table as GitHub Markdown."""
-    head = ["Method", "Trials", *[f"{m} (%)" for m in metrics], "Gap ↓", "Std ↓"]
+    head = ["Method", "Trials", *[f"{m} (%)" for m in metrics], "Gap ↓", "Std ↓", "ΔGap vs shared [95% CI]"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table:
         lines.append("| " + " | ".join([r["name"], *_cells(r, metrics)]) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + FOOTER + "\n"
 
 
 def table_csv(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRICS) -> str:
@@ -92,11 +145,15 @@ def table_csv(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRI
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["method", "optimizer", "trials", "diverged",
-                *[f"{m}_{k}" for m in metrics for k in ("mean", "std", "gap")], "Gap", "Std"])
+                *[f"{m}_{k}" for m in metrics for k in ("mean", "std", "gap")], "Gap", "Std",
+                "dGap_vs", "dGap_mean", "dGap_lo", "dGap_hi", "dGap_holds"])
     for r in table:
         values = [r[m][k] if r["trials"] else None for m in metrics for k in ("mean", "std", "gap")]
+        p = r.get("paired") or {}
         w.writerow([r["method"], r["optimizer"], r["trials"], r.get("diverged", 0),
-                    *["" if v is None else f"{v:.4f}" for v in [*values, r["Gap"], r["Std"]]]])
+                    *["" if v is None else f"{v:.4f}" for v in [*values, r["Gap"], r["Std"]]],
+                    p.get("vs", ""), *["" if p.get(k) is None else f"{p[k]:.4f}" for k in ("mean", "lo", "hi")],
+                    "" if not p else str(p["holds"]).lower()])
     return buf.getvalue()
 
 
@@ -106,12 +163,12 @@ def print_table(table: Sequence[Mapping[str, Any]], title: str, metrics: Sequenc
     from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left")
-    for col in ("Method", "n", *[f"{m} (%)" for m in metrics], "Gap ↓", "Std ↓"):
+    t = Table(title=title, title_justify="left", caption=FOOTER, caption_justify="left")
+    for col in ("Method", "n", *[f"{m} (%)" for m in metrics], "Gap ↓", "Std ↓", "ΔGap vs shared [95% CI]"):
         t.add_column(col, justify="left" if col == "Method" else "right")
     for r in table:
         t.add_row(escape(r["name"]), *_cells(r, metrics))
-    Console(width=200).print(t)
+    Console(width=220).print(t)
 
 
 def write_tables(folder: Path, table: Sequence[Mapping[str, Any]], config: Mapping[str, Any],
@@ -119,8 +176,8 @@ def write_tables(folder: Path, table: Sequence[Mapping[str, Any]], config: Mappi
     """``table.md``, ``table.csv`` and ``summary.json`` (with the producing versions) in ``folder``, atomically."""
     summary = {"rows": [{"method": r["method"], "optimizer": r["optimizer"], "trials": r["trials"],
                          "diverged": r.get("diverged", 0), **{m: dict(r[m]) if r[m] else None for m in metrics},
-                         "Gap": r["Gap"], "Std": r["Std"]} for r in table],
-               "config": dict(config), "versions": dict(versions or {})}
+                         "Gap": r["Gap"], "Std": r["Std"], "paired": r.get("paired")} for r in table],
+               "conventions": FOOTER, "config": dict(config), "versions": dict(versions or {})}
     return [atomic_write_text(folder / "table.md", table_markdown(table, metrics)),
             atomic_write_text(folder / "table.csv", table_csv(table, metrics)),
             atomic_write_json(folder / "summary.json", summary)]
