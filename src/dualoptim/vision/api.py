@@ -60,7 +60,6 @@ PAPER_FORGET_STEPS = 350
 MAX_FORGET_LR_SCALE = 10.0
 DEFAULT_RETAIN_LR = {"sgd": 0.01, "sgd-bf16": 0.01, "adam": 1e-4, "adamw": 1e-4, "adam-bf16": 1e-4,
                      "adamw-bf16": 1e-4}
-LOGIT_KEYS = ("logits",)
 
 
 # ------------------------------------------------------------------------------------------- outputs

@@ -26,7 +26,6 @@ import datetime as _dt
 import html
 import json
 import os
-import platform
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch
 
 from ..io import atomic_write_json, atomic_write_text
 from ..stats import gap_table
+from ..store import versions as store_versions
 from .metrics import DESCRIPTIONS, METRICS, mia_entropy_lr, mia_svc_confidence
 
 GAP_METRICS = ("FA", "RA", "TA", "MIA")
@@ -95,13 +95,11 @@ def compute_metrics(forget_probs: torch.Tensor, forget_y: torch.Tensor, retain_p
 
 
 def versions() -> dict[str, str]:
+    """The results' versions (``store.versions``: package, torch, Python, git) plus the attack libraries'."""
     import numpy
     import sklearn
 
-    from .. import __version__
-
-    return {"dualoptim": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
-            "scikit-learn": sklearn.__version__, "python": platform.python_version()}
+    return {**store_versions(), "numpy": numpy.__version__, "scikit-learn": sklearn.__version__}
 
 
 def gaps(rows: dict[str, dict[str, float | None]], metrics: tuple[str, ...] = GAP_METRICS

@@ -27,6 +27,7 @@ from torch import nn
 from ..config import from_dict
 from ..errors import ConfigError
 from ..io import load_checkpoint, save_checkpoint
+from ..store import versions
 from .data import ImageData, load_dataset
 from .forget import ForgetSplit, indices_digest
 from .models import create_model, get_model_info
@@ -75,12 +76,6 @@ class ClassifierMeta:
             return from_dict(cls, fields)
         except ConfigError as e:
             raise ConfigError(f"{where}: metadata {e}") from None
-
-
-def versions() -> dict[str, str]:
-    from .. import __version__
-
-    return {"dualoptim": __version__, "torch": torch.__version__}
 
 
 def weights_digest(state: dict[str, torch.Tensor]) -> str:
