@@ -166,6 +166,11 @@ def test_summarize_pairs_by_forget_set():
     assert p["vs"] == "salun [sgd]" and p["mean"] == pytest.approx((2 - 10) / 4) and p["std"] == 0
     assert table["salun [adam+adam:decouple=none]"]["paired"] is None  # a shared state is never +DO
     assert "ΔGap" in report.table_markdown(list(table.values()))
+    # the moment ablation (no row with the paper's shared optimizer): +DO (mv) is compared with decouple=none
+    moments = [r for r in rows if r["optimizer"] != "sgd" and r["optimizer"] != "adam+sgd"]
+    moments += [row("salun", f"adam+adam:decouple={d}", t, f"h{t}", 88.0) for t in range(3) for d in ("m", "mv")]
+    table = {r["name"]: r for r in report.summarize(moments)}
+    assert table["salun+DO [adam+adam:decouple=mv]"]["paired"]["vs"] == "salun [adam+adam:decouple=none]"
 
 
 def test_do_label_only_on_decoupled_states():

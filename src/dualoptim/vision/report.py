@@ -80,8 +80,9 @@ def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRIC
 
 
 def shared_partner(label: str, ident: Mapping[str, tuple[str, str]]) -> str | None:
-    """The shared row a +DO row is compared with: its method's one shared row with the default label (the
-    method's paper optimizer when there are several); None for shared rows or when ambiguous (sweeps)."""
+    """The shared row a +DO row is compared with: its method's one shared row with the default label (when there
+    are several: the method's paper optimizer, else the one fully shared Adam state ``decouple=none`` of the
+    moment ablation); None for shared rows or when ambiguous (sweeps)."""
     method, optimizer = ident[label]
     if method in (RETRAIN, ORIGINAL) or not is_dual(optimizer):
         return None
@@ -92,8 +93,9 @@ def shared_partner(label: str, ident: Mapping[str, tuple[str, str]]) -> str | No
         try:
             paper = get_method_info(method).shared_optim
         except Exception:  # an unregistered method name read back from a database: no preference
-            return None
-        shared = [k for k in shared if ident[k][1] == paper]
+            paper = None
+        by_paper = [k for k in shared if ident[k][1] == paper]
+        shared = by_paper or [k for k in shared if OptimSpec.parse(ident[k][1]).decouple == ""]
     return shared[0] if len(shared) == 1 else None
 
 
