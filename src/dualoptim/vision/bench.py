@@ -31,7 +31,9 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, DivergenceError
+from ..cache import get_or_build
+from ..errors import ConfigError
+from ..runner import Job, Outcome, Runner
 from ..store import ResultsStore, run_key
 from . import report
 from .checkpoint import ClassifierMeta, load_classifier, save_classifier
@@ -231,23 +233,29 @@ def _train_or_load(kind: str, key: str, cfg: BenchConfig, ctx: BenchContext, dat
 
     ``seed`` (Retrain) seeds initialisation and shuffling; None (the original): ``cfg.init_seed`` and the recipe's.
     """
-    folder = ctx.cache / f"{kind}-{key}"
-    if folder.is_dir():
+
+    def load(folder: Path) -> tuple[torch.nn.Module, dict[str, float]]:
         model, meta, _ = load_classifier(folder)
-        return model, meta.timings, True
-    recipe = TrainConfig.from_dict(cfg.recipe if seed is None else {**cfg.recipe, "seed": seed})
-    seed_everything(cfg.init_seed if seed is None else seed)
-    model = create_model(cfg.model, data.num_classes, data.in_channels, data.image_size, **cfg.model_options)
-    idx = None if split is None else split.retain_idx
-    out = train_classifier(model, data, idx, recipe, progress=ctx.progress, desc=kind)
-    meta = ClassifierMeta(dataset=data.name, model=cfg.model, num_classes=data.num_classes,
-                          in_channels=data.in_channels, image_size=data.image_size, model_options=cfg.model_options,
-                          train_subset=data.train_subset, subset_seed=data.subset_seed, recipe=recipe.to_dict(),
-                          role="original" if split is None else "retrain",
-                          init_seed=cfg.init_seed if seed is None else seed,
-                          timings={"train_s": out["time_s"], "train_cpu_s": out["cpu_s"]})
-    save_classifier(folder, model, meta, split)
-    return model, meta.timings, False
+        return model, meta.timings
+
+    def build(folder: Path) -> tuple[torch.nn.Module, dict[str, float]]:
+        recipe = TrainConfig.from_dict(cfg.recipe if seed is None else {**cfg.recipe, "seed": seed})
+        seed_everything(cfg.init_seed if seed is None else seed)
+        model = create_model(cfg.model, data.num_classes, data.in_channels, data.image_size, **cfg.model_options)
+        idx = None if split is None else split.retain_idx
+        out = train_classifier(model, data, idx, recipe, progress=ctx.progress, desc=kind)
+        meta = ClassifierMeta(dataset=data.name, model=cfg.model, num_classes=data.num_classes,
+                              in_channels=data.in_channels, image_size=data.image_size,
+                              model_options=cfg.model_options, train_subset=data.train_subset,
+                              subset_seed=data.subset_seed, recipe=recipe.to_dict(),
+                              role="original" if split is None else "retrain",
+                              init_seed=cfg.init_seed if seed is None else seed,
+                              timings={"train_s": out["time_s"], "train_cpu_s": out["cpu_s"]})
+        save_classifier(folder, model, meta, split)
+        return model, meta.timings
+
+    got = get_or_build(ctx.cache / f"{kind}-{key}", load, build)
+    return (*got.value, got.hit)
 
 
 def _curve_callback(data: ImageData, split: ForgetSplit, samples: int, seed: int):
@@ -280,83 +288,70 @@ def run_bench(cfg: BenchConfig, ctx: BenchContext | None = None, only_report: bo
 
 
 def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str) -> None:
-    start = time.perf_counter()
+    runner = Runner(store, exp, len(cfg.seeds) * (2 + len(cfg.runs)), _log, name=f"bench {cfg.name}")
     data = _data(cfg, ctx)
     okey = _original_key(cfg)
     _log(f"[bench {cfg.name}] {data.name}: {data.num_train} train / {len(data.test_y)} {cfg.eval_split} images, model "
          f"{cfg.model} {cfg.model_options or ''}, forget {cfg.forget}, seeds {cfg.seeds}, {len(cfg.runs)} runs")
     original, otime, hit = _train_or_load("original", okey, cfg, ctx, data, None)
     _log(f"[bench {cfg.name}] original model {'from cache' if hit else 'trained'} ({otime.get('train_s', 0):.0f} s)")
-    total = len(cfg.seeds) * (1 + len(cfg.runs))
-    done, computed, spent = 0, 0, 0.0  # jobs passed; jobs run by this process and their seconds (time-left estimate)
-
-    def where(starting: bool = False) -> str:  # starting: the job numbered `done` has not run yet
-        eta = f", ~{spent / computed * (total - done + starting) / 60:.1f} min left" if computed else ""
-        return f"{done}/{total}, {(time.perf_counter() - start) / 60:.1f} min elapsed{eta}"
-
     for trial, seed in enumerate(cfg.seeds):
-        split = make_forget_split(cfg.forget, data.train_y, seed)
-        rseed = retrain_seed(cfg.init_seed, seed)
-        # model cache: content only (the original's key covers data, model and recipe)
-        mkey = run_key(kind="retrain", original=okey, forget=split.digest, seed=rseed)
-        # Result rows are per experiment: two benchmarks sharing a database and a Retrain model both get its row.
-        rkey = run_key(kind="retrain-row", experiment=exp, model=mkey, svc_samples=cfg.svc_samples,
-                       eval_split=cfg.eval_split)
-        base_params = {"recipe": cfg.recipe, "seed": seed, "forget": cfg.forget, "retrain_seed": rseed,
-                       "eval_split": cfg.eval_split}
-        done += 1
-        if not store.has(rkey):
-            t_job = time.perf_counter()
-            retrain, rtime, hit = _train_or_load("retrain", mkey, cfg, ctx, data, split, seed=rseed)
-            metrics = evaluate(retrain, data, split, seed=seed, svc_max_samples=cfg.svc_samples)
-            store.put(rkey, experiment=exp, trial=trial, method=report.RETRAIN, optimizer="-", metrics=metrics,
-                      params=base_params, forget_hash=split.digest, timings=rtime, extra={"cache_hit": hit})
-            computed, spent = computed + 1, spent + time.perf_counter() - t_job
-            _log(f"[bench {cfg.name}] trial {trial + 1}/{len(cfg.seeds)} Retrain {'from cache' if hit else 'trained'} "
-                 f"({rtime.get('train_s', 0):.0f} s; {where()})")
-        # one row per trial even when every trial forgets the same set (class-wise): the trial seed is in the key
-        orow = run_key(kind="original-row", experiment=exp, original=okey, forget=split.digest, seed=seed,
-                       svc_samples=cfg.svc_samples, eval_split=cfg.eval_split)
-        if not store.has(orow):  # the "do nothing" baseline on this forget set
-            metrics = evaluate(original, data, split, seed=seed, svc_max_samples=cfg.svc_samples)
-            store.put(orow, experiment=exp, trial=trial, method=report.ORIGINAL, optimizer="-", metrics=metrics,
-                      params=base_params, forget_hash=split.digest)
-        for run in cfg.runs:
-            ucfg = UnlearnConfig.from_preset(run.method, run.optim, preset=cfg.unlearn_preset, seed=seed,
-                                             eval_every=cfg.eval_every, track_grads=cfg.track_grads, **run.config)
-            params = {**ucfg.to_dict(), "eval_split": cfg.eval_split}
-            key = run_key(kind="unlearn", experiment=exp, original=okey, forget=split.digest, params=params,
-                          curve_samples=cfg.curve_samples, svc_samples=cfg.svc_samples)
-            done += 1
-            if store.has(key):
-                continue
-            _log(f"[bench {cfg.name}] trial {trial + 1}/{len(cfg.seeds)} {run.row} ({where(starting=True)})")
-            t_job, cpu_job = time.perf_counter(), time.process_time()
-            model, _, _ = load_classifier(ctx.cache / f"original-{okey}")
-            callbacks = [_curve_callback(data, split, cfg.curve_samples, seed)] if cfg.eval_every else []
-            try:
-                model, result = unlearn_classifier(model, data, split, ucfg, callbacks=callbacks,
-                                                   progress=ctx.progress)
-                t0 = time.perf_counter()
-                metrics = evaluate(model, data, split, seed=seed, svc_max_samples=cfg.svc_samples)
-            except DivergenceError as e:  # a result, not a crash: the row counts it and the benchmark goes on
-                _log(f"[bench {cfg.name}] trial {trial + 1}/{len(cfg.seeds)} {run.row} DIVERGED: {e}")
-                store.put(key, experiment=exp, trial=trial, method=run.method, optimizer=run.optim, metrics={},
-                          params=params, forget_hash=split.digest, extra={"label": run.row, "diverged": str(e)},
-                          timings={"unlearn_s": time.perf_counter() - t_job})
-                computed, spent = computed + 1, spent + time.perf_counter() - t_job
-                continue
-            store.put_series(key + ":evals", result.evals)
-            if cfg.track_grads:
-                store.put_series(key + ":history", result.history)
-            store.put(key, experiment=exp, trial=trial, method=run.method, optimizer=run.optim, metrics=metrics,
-                      params=params, forget_hash=split.digest, extra={"label": run.row},
-                      timings={"unlearn_s": result.seconds, "prepare_s": result.prepare_seconds,
-                               "eval_s": time.perf_counter() - t0, "job_cpu_s": time.process_time() - cpu_job,
-                               "steps": result.steps,
-                               "state_bytes": result.state_bytes})
-            computed, spent = computed + 1, spent + time.perf_counter() - t_job
-    _log(f"[bench {cfg.name}] finished in {(time.perf_counter() - start) / 60:.1f} min")
+        for job in _trial_jobs(cfg, ctx, data, exp, okey, original, trial, seed):
+            runner.run(job)
+    runner.close()
+
+
+def _trial_jobs(cfg: BenchConfig, ctx: BenchContext, data: ImageData, exp: str, okey: str,
+                original: torch.nn.Module, trial: int, seed: int) -> list[Job]:
+    """One trial's jobs: its Retrain row, its Original ("do nothing") row, then one row per run."""
+    split = make_forget_split(cfg.forget, data.train_y, seed)
+    rseed = retrain_seed(cfg.init_seed, seed)
+    where = f"trial {trial + 1}/{len(cfg.seeds)}"
+    # model cache: content only (the original's key covers data, model and recipe)
+    mkey = run_key(kind="retrain", original=okey, forget=split.digest, seed=rseed)
+    base_params = {"recipe": cfg.recipe, "seed": seed, "forget": cfg.forget, "retrain_seed": rseed,
+                   "eval_split": cfg.eval_split}
+
+    def evaluated(model: torch.nn.Module) -> dict[str, float]:
+        return evaluate(model, data, split, seed=seed, svc_max_samples=cfg.svc_samples)
+
+    def retrain() -> Outcome:
+        model, rtime, hit = _train_or_load("retrain", mkey, cfg, ctx, data, split, seed=rseed)
+        return Outcome(evaluated(model), timings=rtime, extra={"cache_hit": hit},
+                       summary="from cache" if hit else "trained")
+
+    def unlearn(ucfg: UnlearnConfig) -> Outcome:
+        cpu_job = time.process_time()
+        model, _, _ = load_classifier(ctx.cache / f"original-{okey}")
+        callbacks = [_curve_callback(data, split, cfg.curve_samples, seed)] if cfg.eval_every else []
+        model, result = unlearn_classifier(model, data, split, ucfg, callbacks=callbacks, progress=ctx.progress)
+        t0 = time.perf_counter()
+        metrics = evaluated(model)
+        series = {":evals": result.evals, **({":history": result.history} if cfg.track_grads else {})}
+        return Outcome(metrics, series=series,
+                       timings={"unlearn_s": result.seconds, "prepare_s": result.prepare_seconds,
+                                "eval_s": time.perf_counter() - t0, "job_cpu_s": time.process_time() - cpu_job,
+                                "steps": result.steps, "state_bytes": result.state_bytes})
+
+    common = {"trial": trial, "forget_hash": split.digest}
+    # Result rows are per experiment: two benchmarks sharing a database and a Retrain model both get its row.
+    jobs = [Job(run_key(kind="retrain-row", experiment=exp, model=mkey, svc_samples=cfg.svc_samples,
+                        eval_split=cfg.eval_split), method=report.RETRAIN, optimizer="-", compute=retrain,
+                params=base_params, label=f"{where} Retrain", **common),
+            # one row per trial even when every trial forgets the same set (class-wise): the trial seed is in the key
+            Job(run_key(kind="original-row", experiment=exp, original=okey, forget=split.digest, seed=seed,
+                        svc_samples=cfg.svc_samples, eval_split=cfg.eval_split), method=report.ORIGINAL,
+                optimizer="-", compute=lambda: Outcome(evaluated(original)), params=base_params,
+                label=f"{where} Original", **common)]
+    for run in cfg.runs:
+        ucfg = UnlearnConfig.from_preset(run.method, run.optim, preset=cfg.unlearn_preset, seed=seed,
+                                         eval_every=cfg.eval_every, track_grads=cfg.track_grads, **run.config)
+        params = {**ucfg.to_dict(), "eval_split": cfg.eval_split}
+        key = run_key(kind="unlearn", experiment=exp, original=okey, forget=split.digest, params=params,
+                      curve_samples=cfg.curve_samples, svc_samples=cfg.svc_samples)
+        jobs.append(Job(key, method=run.method, optimizer=run.optim, compute=lambda u=ucfg: unlearn(u), params=params,
+                        extra={"label": run.row}, label=f"{where} {run.row}", **common))
+    return jobs
 
 
 def write_report(store: ResultsStore, exp: str, out_dir: Path) -> list[dict[str, Any]]:
