@@ -8,8 +8,9 @@
    (:func:`retrain_seed`; cached by content + forget-index digest + that seed, both stored with the
    row) and evaluates it, and evaluates the original on the same split (the "do nothing" row);
 3. runs every method with the shared optimizer and with DualOptim from the original
-   model, evaluates, and stores each result in the results database -- a run whose key
-   is already stored is skipped, so a killed benchmark resumes where it stopped;
+   model, evaluates, and stores each result in the results database. Every row (Retrain, Original, each run)
+   is a :class:`dualoptim.runner.Job` run by the core :class:`~dualoptim.runner.Runner`: a row whose key is
+   already stored is skipped, so a killed benchmark resumes where it stopped, and a diverged run is a row;
 4. writes the table (terminal, Markdown, CSV, summary.json) and the figures.
 
 Everything the table shows is read back from the database (``dualoptim report`` does
