@@ -156,6 +156,34 @@ def test_schedule_validation():
         run_unlearning(model, Recorder(), opt, [], batches(1, 0, 1), Schedule(mode="iteration"), progress=False)
 
 
+def test_no_schedule_means_the_methods_default_schedule():
+    class OneEpoch(Recorder):
+        def default_schedule(self):
+            return Schedule(epochs=1, retain_batches_per_epoch=1)
+
+    model, opt = setup()
+    m = OneEpoch()
+    res = run_unlearning(model, m, opt, batches(2, 0, 1), batches(3, 100, 2), progress=False)
+    assert m.seen == [("forget", 0), ("forget", 1), ("retain", 100)] and res.steps == 3
+    assert Method().default_schedule() == Schedule()  # the base: 10 epochs, epoch mode
+
+
+def test_engine_times_prepare_apart_from_the_step_loop(monkeypatch):
+    import dualoptim.engine as engine
+
+    clock = [1000.0]  # a fake clock: only prepare() advances it
+    monkeypatch.setattr(engine.time, "perf_counter", lambda: clock[0])
+
+    class SlowPrepare(Recorder):
+        def prepare(self, ctx):
+            clock[0] += 7.0
+
+    model, opt = setup()
+    res = run_unlearning(model, SlowPrepare(), opt, batches(1, 0, 1), batches(1, 100, 2), Schedule(epochs=1),
+                         progress=False)
+    assert res.prepare_seconds == 7.0 and res.seconds == 0.0 and res.steps == 2
+
+
 def test_atomic_writes_leave_nothing_half_written(tmp_path):
     path = tmp_path / "sub" / "r.json"
     atomic_write_json(path, {"a": 1})

@@ -98,7 +98,7 @@ class UnlearnContext:
 
 
 class Method:
-    """An unlearning method: a forget loss, a retain loss and optional preparation.
+    """An unlearning method: a forget loss, a retain loss, optional preparation and its default schedule.
 
     Subclasses (one short file each) override :meth:`forget_loss` and/or
     :meth:`retain_loss`; a method without one of them sets ``uses_forget`` or
@@ -109,8 +109,16 @@ class Method:
     uses_forget: bool = True
     uses_retain: bool = True
 
+    def default_schedule(self) -> Schedule:
+        """How this method's steps alternate when the caller gives no schedule (its paper's setting).
+
+        The base class returns ``Schedule()``: 10 epochs, one forget pass then one retain pass each.
+        """
+        return Schedule()
+
     def prepare(self, ctx: UnlearnContext) -> None:
-        """Called once before the first step (build teachers, masks, Fisher estimates ...)."""
+        """Called once before the first step (build teachers, masks, Fisher estimates ...); the engine times it
+        (:attr:`UnlearnResult.prepare_seconds`)."""
 
     def forget_loss(self, model: nn.Module, batch: Any, info: StepInfo) -> torch.Tensor:
         """The loss minimised on a forget batch."""
@@ -152,7 +160,8 @@ class UnlearnResult:
     history: list[dict[str, float]] = field(default_factory=list)
     evals: list[dict[str, float]] = field(default_factory=list)
     steps: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # the step loop (evaluation callbacks included), not the preparation
+    prepare_seconds: float = 0.0  # Method.prepare (teacher copy, saliency/Fisher mask ...)
     stop_reason: str = ""  # why a ``stop`` hook ended the run early ("" = the schedule ran to its end)
 
 
@@ -246,7 +255,7 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
         method: forget/retain losses and preparation.
         optimizer: a :class:`SharedOptimizer` (baseline) or :class:`DualOptimizer`.
         forget_batches, retain_batches: re-iterable batch sources (each ``iter()`` is one pass).
-        schedule: how steps alternate (default: 10 epochs, epoch mode).
+        schedule: how steps alternate (default: ``method.default_schedule()``).
         callbacks: called every ``eval_every`` steps and at the end with the model in eval
             mode under ``no_grad``; the dicts they return are collected in ``result.evals``.
         track_grads: record gradient norms and forget/retain cosine similarity per step.
@@ -260,7 +269,7 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
     Raises:
         DivergenceError: a loss became NaN/inf (the message names the step and phase), or the parameters did.
     """
-    s = schedule or Schedule()
+    s = schedule or method.default_schedule()
     if not isinstance(optimizer, PhasedOptimizer):
         raise ConfigError("run_unlearning needs a phased optimizer: use dualoptim.build_optimizer(...)")
     if s.mode == "joint" and isinstance(optimizer, DualOptimizer):
@@ -269,7 +278,9 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
         raise ConfigError(f"method {method.name!r} has neither a forget nor a retain loss")
     if eval_every is not None and eval_every <= 0:
         raise ConfigError(f"eval_every must be > 0, got {eval_every}")
+    prepare_start = time.perf_counter()
     method.prepare(UnlearnContext(model, optimizer, forget_batches, retain_batches, s))
+    prepare_seconds = time.perf_counter() - prepare_start
     model.train()
 
     n_f, n_r = _plan(method, s, _len(forget_batches), _len(retain_batches))
@@ -282,7 +293,7 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
     lr_scale = {"forget": 1.0, "retain": 1.0}  # a stop hook may change these (Event.lr_scale)
     counts = {"forget": 0, "retain": 0}
     last_grad: dict[str, torch.Tensor] = {}
-    result = UnlearnResult()
+    result = UnlearnResult(prepare_seconds=prepare_seconds)
     device_type = next(model.parameters()).device.type
     bar = tqdm(total=(n_f + n_r) or None, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     start = time.perf_counter()
@@ -384,10 +395,7 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
             for g, lr in zip(optimizer.phase_groups(ph), lrs):
                 g["lr"] = lr
     result.seconds = time.perf_counter() - start
-    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p.detach()).all()]
-    if bad:  # finite losses can still leave inf/NaN weights after the last step
-        raise DivergenceError(f"parameters {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} became NaN/inf "
-                              f"by step {result.steps}; lower the learning rates")
+    check_parameters(model, result.steps)
     if callbacks:
         evaluate(result.history[-1]["epoch"] if result.history else 0, "end", final=True)
     model.eval()
