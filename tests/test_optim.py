@@ -274,7 +274,7 @@ def test_errors_are_clear():
         opt.step()
     with pytest.raises(ValueError, match="unknown phase"):
         opt.set_phase("both")
-    with pytest.raises(ValueError, match="valid names: adam, adam-bf16, adamw, adamw-bf16, lion, muon, sgd, sgd-bf16"):
+    with pytest.raises(ValueError, match="valid: adam, adam-bf16, adamw, adamw-bf16, lion, muon, sgd, sgd-bf16"):
         build_optimizer(m.parameters(), "adan+sgd", 1e-3)
     with pytest.raises(ValueError, match="bad optimizer spec"):
         build_optimizer(m.parameters(), "adam+sgd+sgd", 1e-3)

@@ -1,5 +1,7 @@
 """The CLI runtime shared by every sub-command and the generic registry."""
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -47,3 +49,9 @@ def test_registry() -> None:
     for bad in ("a", "B", "x+y", ""):
         with pytest.raises(ValueError):
             reg.add(bad, 2)
+    presets: Registry[Callable[[], dict]] = Registry("benchmark preset", {"quick": lambda: {"n": 1}})
+    assert presets.get("quick")() == {"n": 1} and presets.get("quick")() is not presets.get("quick")()
+    with pytest.raises(ConfigError, match="unknown benchmark preset 'full'; valid: quick"):
+        presets.get("full")
+    with pytest.raises(ValueError, match="duplicate"):
+        Registry("widget", {"a": 1, "A": 2})

@@ -1,12 +1,14 @@
-"""One registry type for everything found by name (datasets, models, methods, optimizers).
+"""One registry type for everything found by name (datasets, models, methods, losses, optimizers, presets).
 
 Names are lower case and unique; an unknown name is a :class:`~dualoptim.errors.ConfigError` that lists the
-valid ones, so every ``--dataset``/``--model``/``--method`` flag fails the same way.
+valid ones, so every ``--dataset``/``--model``/``--method``/``--optim``/``--preset`` flag fails the same way.
+A benchmark preset registry holds zero-argument functions that return a fresh config:
+``BENCH_PRESETS.get("quick")()``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
 from .errors import ConfigError
@@ -19,13 +21,17 @@ class Registry(Generic[T]):
 
     Args:
         kind: what the entries are, used in error messages ("dataset", "model", ...).
+        entries: entries to register now (name -> entry), as :meth:`add` does one by one.
         error: exception raised for an unknown name (default :class:`ConfigError`).
     """
 
-    def __init__(self, kind: str, error: Callable[[str], Exception] = ConfigError) -> None:
+    def __init__(self, kind: str, entries: Mapping[str, T] | None = None, *,
+                 error: Callable[[str], Exception] = ConfigError) -> None:
         self.kind = kind
         self._error = error
         self._entries: dict[str, T] = {}
+        for name, entry in (entries or {}).items():
+            self.add(name, entry)
 
     def add(self, name: str, entry: T) -> T:
         """Register ``entry`` under ``name`` (lower case, no ``+``, not taken); returns ``entry``."""

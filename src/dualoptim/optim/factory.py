@@ -18,6 +18,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from ..registry import Registry
 from .extra import FastSGD, Lion, Muon, PartiallySharedAdam
 from .lean import SGDBF16, AdamBF16, AdamWBF16
 from .phased import DualOptimizer, PhasedOptimizer, SharedOptimizer, own_value
@@ -45,28 +46,23 @@ class OptimizerInfo:
     description: str = ""
 
 
-_REGISTRY: dict[str, OptimizerInfo] = {}
+OPTIMIZERS: Registry[OptimizerInfo] = Registry("optimizer")
 
 
 def register_optimizer(info: OptimizerInfo) -> OptimizerInfo:
     """Add ``info`` to the registry (names are lower case and unique)."""
-    if info.name != info.name.lower() or "+" in info.name or info.name in _REGISTRY:
-        raise ValueError(f"invalid or duplicate optimizer name {info.name!r}")
-    _REGISTRY[info.name] = info
-    return info
+    return OPTIMIZERS.add(info.name, info)
 
 
 def list_optimizers() -> list[str]:
     """Names usable in a spec (each alone, or two joined by ``+``)."""
-    return sorted(_REGISTRY)
+    return OPTIMIZERS.names()
 
 
 def get_optimizer_info(name: str) -> OptimizerInfo:
-    """The registry entry for ``name``; ValueError listing valid names if unknown."""
-    try:
-        return _REGISTRY[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown optimizer {name!r}; valid names: {', '.join(list_optimizers())}") from None
+    """The registry entry for ``name``; :class:`~dualoptim.errors.ConfigError` (a ValueError) listing valid names
+    if unknown."""
+    return OPTIMIZERS.get(name)
 
 
 register_optimizer(OptimizerInfo(

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import ConfigError
+from ...registry import Registry
 
 LossFn = Callable[..., torch.Tensor]
 
@@ -49,7 +50,7 @@ class LossInfo:
         return float(counts[enc][what][idx].sum().clamp_min(1))
 
 
-_LOSSES: dict[str, dict[str, LossInfo]] = {"forget": {}, "retain": {}}
+LOSSES: dict[str, Registry[LossInfo]] = {kind: Registry(f"{kind} loss") for kind in ("forget", "retain")}
 
 
 def register_loss(kind: str, name: str, needs_ref: bool = False, description: str = "", reduction: str = "sequence",
@@ -58,10 +59,10 @@ def register_loss(kind: str, name: str, needs_ref: bool = False, description: st
     """Decorator: register ``fn`` as the ``kind`` ("forget"/"retain") loss called ``name``."""
 
     def deco(fn: LossFn) -> LossFn:
-        if name in _LOSSES[kind] or name != name.lower() or reduction not in ("token", "sequence"):
-            raise ValueError(f"invalid or duplicate {kind} loss {name!r} (reduction {reduction!r})")
-        _LOSSES[kind][name] = LossInfo(name, kind, fn, needs_ref, description or (fn.__doc__ or "").split("\n")[0],
-                                       reduction, tokens, uses)
+        if reduction not in ("token", "sequence"):
+            raise ValueError(f"{kind} loss {name!r}: reduction must be 'token' or 'sequence', got {reduction!r}")
+        LOSSES[kind].add(name, LossInfo(name, kind, fn, needs_ref, description or (fn.__doc__ or "").split("\n")[0],
+                                        reduction, tokens, uses))
         return fn
 
     return deco
@@ -69,15 +70,12 @@ def register_loss(kind: str, name: str, needs_ref: bool = False, description: st
 
 def list_losses(kind: str) -> list[str]:
     """Registered names of ``kind`` losses."""
-    return sorted(_LOSSES[kind])
+    return LOSSES[kind].names()
 
 
 def get_loss(kind: str, name: str) -> LossInfo:
     """The registered loss; ConfigError listing valid names if unknown."""
-    try:
-        return _LOSSES[kind][name.lower()]
-    except KeyError:
-        raise ConfigError(f"unknown {kind} loss {name!r}; valid: {', '.join(list_losses(kind))}") from None
+    return LOSSES[kind].get(name)
 
 
 def token_logprobs(model: torch.nn.Module, enc: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor,

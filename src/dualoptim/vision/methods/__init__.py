@@ -27,6 +27,7 @@ from typing import Any
 
 from ...engine import Method
 from ...errors import ConfigError
+from ...registry import Registry
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class MethodInfo:
     dual_optim: str = "adam+sgd"
 
 
-_METHODS: dict[str, MethodInfo] = {}
+METHODS: Registry[MethodInfo] = Registry("method")
 
 
 def _options_of(cls: type) -> tuple[OptionInfo, ...]:
@@ -82,10 +83,8 @@ def register_method(name: str, description: str, *, shared_optim: str = "sgd",
     def wrap(cls: type[Method]) -> type[Method]:
         if not dataclasses.is_dataclass(cls) or not issubclass(cls, Method):
             raise TypeError(f"{cls.__name__} must be a dataclass subclass of dualoptim.engine.Method")
-        if name != name.lower() or name in _METHODS:
-            raise ValueError(f"invalid or duplicate method name {name!r}")
+        METHODS.add(name, MethodInfo(name, cls, description, _options_of(cls), shared_optim, dual_optim))
         cls.name = name
-        _METHODS[name] = MethodInfo(name, cls, description, _options_of(cls), shared_optim, dual_optim)
         return cls
 
     return wrap
@@ -98,15 +97,12 @@ def option(default: Any, help: str) -> Any:
 
 def list_methods() -> list[str]:
     """Registered method names."""
-    return sorted(_METHODS)
+    return METHODS.names()
 
 
 def get_method_info(name: str) -> MethodInfo:
     """The registry entry for ``name``; :class:`ConfigError` listing valid names if unknown."""
-    try:
-        return _METHODS[name.lower()]
-    except KeyError:
-        raise ConfigError(f"unknown method {name!r}; valid: {', '.join(list_methods())}") from None
+    return METHODS.get(name)
 
 
 def _coerce(opt: OptionInfo, value: Any) -> Any:
@@ -167,5 +163,5 @@ def parse_options(items: list[str] | None) -> dict[str, str]:
 # Importing the method modules registers them.
 from . import ft, ga, rl, salun, scrub, sfron  # noqa: E402,F401
 
-__all__ = ["MethodInfo", "OptionInfo", "check_options", "get_method", "get_method_info", "list_methods", "option",
-           "parse_options", "register_method"]
+__all__ = ["METHODS", "MethodInfo", "OptionInfo", "check_options", "get_method", "get_method_info", "list_methods",
+           "option", "parse_options", "register_method"]
