@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import torch
 
 from ..errors import ConfigError
 from ..optim import OptimSpec
+from ..registry import Registry
 from ..runner import Job, Outcome, Runner
 from ..store import ResultsStore, run_key
 from ..tables import Table, mean_std_cell
@@ -140,23 +142,28 @@ class BenchPreset:
     eval: EvalConfig = EvalConfig()
 
 
-PRESETS = {
-    # quick: <= 20 min on 2 shared CPU cores with the cached default DDPM (measured in docs/benchmarks.md).
-    # Guidance 0.5, not the papers' 2.0: on the small CPU DDPM, w = 2 over-saturates samples (classifier
-    # accuracy on generated images 32% vs 55% at w = 0.5, 28% at w = 4; docs/benchmarks.md).
-    "quick": BenchPreset(forget_classes=(1, 8), iterations=50, batch_size=32,
-                         eval=EvalConfig(fa_samples=32, fd_samples_per_class=16, fd_real_per_class=100,
-                                         sampler=SamplerConfig(steps=50, guidance=0.5))),
-    "full": BenchPreset(forget_classes=tuple(range(10)), iterations=150, batch_size=64,
-                        eval=EvalConfig(fa_samples=200, fd_samples_per_class=100, fd_real_per_class=500,
-                                        sampler=SamplerConfig(steps=50, guidance=0.5))),
-}
+# Benchmark presets, by name: zero-argument functions returning a fresh BenchPreset (the same form as
+# vision.bench_presets.BENCH_PRESETS and llm.bench.BENCH_PRESETS).
+
+def quick() -> BenchPreset:
+    """<= 20 min on 2 shared CPU cores with the cached default DDPM (measured in docs/benchmarks.md).
+
+    Guidance 0.5, not the papers' 2.0: on the small CPU DDPM, w = 2 over-saturates samples (classifier
+    accuracy on generated images 32% vs 55% at w = 0.5, 28% at w = 4; docs/benchmarks.md).
+    """
+    return BenchPreset(forget_classes=(1, 8), iterations=50, batch_size=32,
+                       eval=EvalConfig(fa_samples=32, fd_samples_per_class=16, fd_real_per_class=100,
+                                       sampler=SamplerConfig(steps=50, guidance=0.5)))
 
 
-def get_preset(name: str) -> BenchPreset:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
-    return PRESETS[name]
+def full() -> BenchPreset:
+    """Every class forgotten in turn, larger evaluation samples."""
+    return BenchPreset(forget_classes=tuple(range(10)), iterations=150, batch_size=64,
+                       eval=EvalConfig(fa_samples=200, fd_samples_per_class=100, fd_real_per_class=500,
+                                       sampler=SamplerConfig(steps=50, guidance=0.5)))
+
+
+BENCH_PRESETS: Registry[Callable[[], BenchPreset]] = Registry("benchmark preset", {"quick": quick, "full": full})
 
 
 def run_bench(preset: str | BenchPreset, *, dataset: str = "fashion-mnist", model_dir: str | os.PathLike,
@@ -170,8 +177,8 @@ def run_bench(preset: str | BenchPreset, *, dataset: str = "fashion-mnist", mode
     """
     from .train import get_or_train_classifier, load_ddpm
 
-    name = preset if isinstance(preset, str) else "custom"
-    p = get_preset(preset) if isinstance(preset, str) else preset
+    name = preset.lower() if isinstance(preset, str) else "custom"
+    p = BENCH_PRESETS.get(preset)() if isinstance(preset, str) else preset
     experiment = experiment or f"gen/{name}"
     model_dir = Path(model_dir)
     original, meta = load_ddpm(model_dir)
@@ -265,5 +272,5 @@ def bench_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-__all__ = ["PRESETS", "BenchPreset", "EvalConfig", "bench_table", "evaluate_samples", "real_features", "run_bench",
-           "sample_classes", "save_grid"]
+__all__ = ["BENCH_PRESETS", "BenchPreset", "EvalConfig", "bench_table", "evaluate_samples", "real_features",
+           "run_bench", "sample_classes", "save_grid"]

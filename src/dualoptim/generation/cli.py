@@ -211,7 +211,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_eval)
 
     p = parser("bench", "Table-2/3 style benchmark: FA/FD per forgotten class, methods x optimizers")
-    p.add_argument("--preset", default="quick", choices=("quick", "full"))
+    from .bench import BENCH_PRESETS
+
+    p.add_argument("--preset", default="quick", choices=BENCH_PRESETS.names(), help="benchmark preset (default: quick)")
     p.add_argument("--db", default="runs/results.db", help="results database")
     p.add_argument("--out", default=None, help="folder for grids and table.md (default ROOT/bench-PRESET)")
     p.set_defaults(func=_cmd_bench)

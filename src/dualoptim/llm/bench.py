@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from ..errors import ConfigError
+from ..registry import Registry
 from ..runner import Job, Outcome, Runner
 from ..store import ResultsStore, run_key
 from ..tables import Table, mean_cell, mean_std_cell
@@ -43,11 +44,21 @@ class BenchPreset:
     method_lr: tuple[tuple[str, float], ...] = ()
 
 
-PRESETS = {
-    "quick": BenchPreset(splits=("forget10",), methods=("me+gd", "idk+ap")),
-    "full": BenchPreset(splits=("forget01", "forget05", "forget10"),
-                        methods=("ga+gd", "npo+gd", "me+gd", "dpo+gd", "idk+ap"), seeds=(0, 1, 2)),
-}
+# Benchmark presets, by name: zero-argument functions returning a fresh BenchPreset (the same form as
+# vision.bench_presets.BENCH_PRESETS and generation.bench.BENCH_PRESETS).
+
+def quick() -> BenchPreset:
+    """ME+GD and IDK+AP on forget10, one seed."""
+    return BenchPreset(splits=("forget10",), methods=("me+gd", "idk+ap"))
+
+
+def full() -> BenchPreset:
+    """The paper's five methods on forget01/05/10, three seeds."""
+    return BenchPreset(splits=("forget01", "forget05", "forget10"),
+                       methods=("ga+gd", "npo+gd", "me+gd", "dpo+gd", "idk+ap"), seeds=(0, 1, 2))
+
+
+BENCH_PRESETS: Registry[Callable[[], BenchPreset]] = Registry("benchmark preset", {"quick": quick, "full": full})
 
 
 def _hash(obj: Any) -> str:
@@ -57,11 +68,9 @@ def _hash(obj: Any) -> str:
 def run_bench(preset: str | BenchPreset, prep: PrepareConfig, db: str = "runs/results.db",
               eval_cfg: EvalConfig | None = None, log: Any = print, **overrides: Any) -> list[dict[str, Any]]:
     """Run (or resume) a preset; returns the stored rows of its experiments."""
-    name = preset if isinstance(preset, str) else "custom"  # overrides (more seeds, fewer methods) keep the name
+    name = preset.lower() if isinstance(preset, str) else "custom"  # overrides (more seeds ...) keep the name
     if isinstance(preset, str):
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
-        preset = PRESETS[preset]
+        preset = BENCH_PRESETS.get(preset)()
     preset = replace(preset, **overrides) if overrides else preset
     paths = model_paths(replace(prep, forget_splits=preset.splits))
     data = load_benchmark(prep.data)

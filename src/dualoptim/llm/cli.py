@@ -226,6 +226,9 @@ def _hardware(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers: Any) -> None:
     """Add the ``llm`` command group."""
+    from .bench import BENCH_PRESETS
+    from .recipes import RECIPES
+
     llm = subparsers.add_parser("llm", help="TOFU-style LLM unlearning (make-data, prepare, unlearn, eval, bench)")
     sub = llm.add_subparsers(dest="llm_command", metavar="COMMAND", required=True)
 
@@ -245,9 +248,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", help="model folder or HF name (default: the prepared fine-tuned model)")
     p.add_argument("--template", help="prompt template name (qa, llama2) if the model folder has none")
     p.add_argument("--idk", help="refusal pool file (TOFU's idontknow.jsonl; default: the one in --data)")
-    p.add_argument("--preset", default="default", choices=("default", "paper-phi", "paper-llama2"),
-                   help="paper-*: the paper's recipe (bf16, max length 500, lr 1e-5, 1 epoch warm-up + linear "
-                        "decay, 1 forget : 5 retain steps, batch 40); explicit flags override it")
+    p.add_argument("--preset", default="default", choices=tuple(RECIPES),
+                   help="hyper-parameter recipe (not a benchmark preset); paper-*: the paper's recipe (bf16, max "
+                        "length 500, lr 1e-5, 1 epoch warm-up + linear decay, 1 forget : 5 retain steps, batch 40); "
+                        "explicit flags override it")
     p.add_argument("--method", default="me+gd", help="<forget>+<retain>: ga|npo|me|dpo|idk + gd|ap|kl")
     p.add_argument("--scheme", default="dual", choices=("joint", "alternate", "dual"))
     p.add_argument("--optim", "--optimizer", dest="optimizer", help="optimizer spec (default adamw; adamw+adamw for "
@@ -295,7 +299,7 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser("bench", help="methods x schemes table (Table-4/5 style) into the results database")
     _common(p)
-    p.add_argument("--preset", default="quick", choices=("quick", "full"))
+    p.add_argument("--preset", default="quick", choices=BENCH_PRESETS.names(), help="benchmark preset (default: quick)")
     p.add_argument("--seeds", help="comma-separated seeds (overrides the preset)")
     p.add_argument("--methods", help="comma-separated methods (overrides the preset), e.g. me+gd")
     p.add_argument("--db", default="runs/results.db")

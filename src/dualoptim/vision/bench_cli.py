@@ -55,8 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Trains or reuses the original model, per trial seed draws the forget set, trains "
                                    "or reuses Retrain, runs every method with the shared optimizer and with "
                                    "DualOptim, stores each result (resumable) and prints the table.")
-    p.add_argument("--preset", help="a named benchmark (quick, quick-figures, quick-class, sensitivity, "
-                                    "ablation-optimizers, ablation-moments, offline-full, paper-cifar10, smoke)")
+    from .bench_presets import list_bench_presets
+
+    p.add_argument("--preset", help=f"a named benchmark: {', '.join(list_bench_presets())}")
     p.add_argument("--config", help="a JSON file with BenchConfig fields (custom grids)")
     p.add_argument("--seeds", help="override the trial seeds, e.g. 0,1,2")
     p.add_argument("--root", default="runs", help="folder for the database, model cache and outputs (default: runs)")

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..errors import ConfigError
 from ..optim import OptimSpec
+from ..registry import Registry
 from .bench import BenchConfig, RunSpec
 from .methods import get_method_info
 from .presets import PRESETS, mode_of
@@ -165,22 +165,22 @@ def smoke() -> BenchConfig:
                        eval_every=5, track_grads=True, curve_samples=200)
 
 
-_PRESETS: dict[str, Callable[[], BenchConfig]] = {
+# Benchmark presets, by name: zero-argument functions returning a fresh BenchConfig (the same form as
+# generation.bench.BENCH_PRESETS and llm.bench.BENCH_PRESETS).
+BENCH_PRESETS: Registry[Callable[[], BenchConfig]] = Registry("benchmark preset", {
     "quick": quick, "quick-figures": quick_figures, "quick-class": quick_class,
     "ablation-optimizers": ablation_optimizers, "ablation-moments": ablation_moments,
     "offline-full": offline_full, "offline-full-50": offline_full_50,
     "paper-cifar10": paper_cifar10, "sensitivity": sensitivity, "smoke": smoke,
-}
+})
 
 
 def list_bench_presets() -> list[str]:
-    """Names accepted by ``--preset``."""
-    return list(_PRESETS)
+    """Names accepted by ``dualoptim bench --preset`` (sorted)."""
+    return BENCH_PRESETS.names()
 
 
 def get_bench_preset(name: str) -> BenchConfig:
-    """A fresh :class:`BenchConfig` for preset ``name``."""
-    try:
-        return _PRESETS[name]()
-    except KeyError:
-        raise ConfigError(f"unknown benchmark preset {name!r}; valid: {', '.join(_PRESETS)}") from None
+    """A fresh :class:`BenchConfig` for preset ``name``; :class:`~dualoptim.errors.ConfigError` listing the
+    valid names if unknown."""
+    return BENCH_PRESETS.get(name)()
