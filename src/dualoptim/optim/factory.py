@@ -47,22 +47,13 @@ class OptimizerInfo:
 
 
 OPTIMIZERS: Registry[OptimizerInfo] = Registry("optimizer")
+list_optimizers = OPTIMIZERS.names  # names usable in a spec (each alone, or two joined by "+")
+get_optimizer_info = OPTIMIZERS.get  # the entry of a name; ConfigError (a ValueError) listing valid names if unknown
 
 
 def register_optimizer(info: OptimizerInfo) -> OptimizerInfo:
     """Add ``info`` to the registry (names are lower case and unique)."""
     return OPTIMIZERS.add(info.name, info)
-
-
-def list_optimizers() -> list[str]:
-    """Names usable in a spec (each alone, or two joined by ``+``)."""
-    return OPTIMIZERS.names()
-
-
-def get_optimizer_info(name: str) -> OptimizerInfo:
-    """The registry entry for ``name``; :class:`~dualoptim.errors.ConfigError` (a ValueError) listing valid names
-    if unknown."""
-    return OPTIMIZERS.get(name)
 
 
 register_optimizer(OptimizerInfo(

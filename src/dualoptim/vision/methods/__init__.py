@@ -62,6 +62,8 @@ class MethodInfo:
 
 
 METHODS: Registry[MethodInfo] = Registry("method")
+list_methods = METHODS.names  # registered method names, sorted
+get_method_info = METHODS.get  # the entry of a name; ConfigError listing valid names if unknown
 
 
 def _options_of(cls: type) -> tuple[OptionInfo, ...]:
@@ -93,16 +95,6 @@ def register_method(name: str, description: str, *, shared_optim: str = "sgd",
 def option(default: Any, help: str) -> Any:
     """A method option: a dataclass field with a default and the help text ``dualoptim methods`` prints."""
     return dataclasses.field(default=default, metadata={"help": help})
-
-
-def list_methods() -> list[str]:
-    """Registered method names."""
-    return METHODS.names()
-
-
-def get_method_info(name: str) -> MethodInfo:
-    """The registry entry for ``name``; :class:`ConfigError` listing valid names if unknown."""
-    return METHODS.get(name)
 
 
 def _coerce(opt: OptionInfo, value: Any) -> Any:
