@@ -277,10 +277,11 @@ def is_sharded(model: torch.nn.Module) -> bool:
     return mod is not None and any(isinstance(p, mod.DTensor) for p in model.parameters())
 
 
-def unlearn(model: torch.nn.Module, forget: QAData, retain: QAData, cfg: UnlearnConfig,
-            ref_model: Any = None,
-            on_micro_batch: Callable[[int, str, tuple[int, ...]], None] | None = None,
-            on_step: Callable[[int, str, Any], None] | None = None, progress: bool = True) -> dict[str, Any]:
+def run_llm_unlearning(model: torch.nn.Module, forget: QAData, retain: QAData, cfg: UnlearnConfig,
+                       ref_model: Any = None,
+                       on_micro_batch: Callable[[int, str, tuple[int, ...]], None] | None = None,
+                       on_step: Callable[[int, str, Any], None] | None = None,
+                       progress: bool = True) -> dict[str, Any]:
     """Unlearn ``forget`` from ``model`` in place; returns timings, memory and the loss curve.
 
     The model stays where it is (``load_model(device=...)`` put it there); batches and the reference

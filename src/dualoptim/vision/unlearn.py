@@ -7,7 +7,7 @@
 ``unlearn_classifier`` builds the method (``vision.methods``), the phased optimizer (``build_optimizer``:
 a single name is the shared baseline, ``forget+retain`` is DualOptim), the forget/retain batch loaders over
 the in-memory training tensors, and runs the engine's Algorithm 1 with the method's schedule. It trains the
-model in place and returns it with an :class:`UnlearnResult`. A NaN/inf loss raises
+model in place and returns it with a :class:`RunRecord`. A NaN/inf loss raises
 :class:`~dualoptim.errors.DivergenceError` naming the step and phase.
 """
 
@@ -148,7 +148,7 @@ class UnlearnConfig:
 
 
 @dataclass
-class UnlearnResult:
+class RunRecord:
     """What :func:`unlearn_classifier` returns besides the model.
 
     Attributes:
@@ -198,7 +198,7 @@ def _loader(data: ImageData, idx: torch.Tensor, batch_size: int, seed: int, cfg:
 
 
 def unlearn_classifier(model: nn.Module, data: ImageData, split: ForgetSplit, cfg: UnlearnConfig,
-                       callbacks: Sequence[Callback] = (), progress: bool = True) -> tuple[nn.Module, UnlearnResult]:
+                       callbacks: Sequence[Callback] = (), progress: bool = True) -> tuple[nn.Module, RunRecord]:
     """Unlearn ``split.forget_idx`` from ``model`` (trained in place) with ``cfg``.
 
     Args:
@@ -211,7 +211,7 @@ def unlearn_classifier(model: nn.Module, data: ImageData, split: ForgetSplit, cf
         progress: show a progress bar.
 
     Returns:
-        ``(model in eval mode, UnlearnResult)``.
+        ``(model in eval mode, RunRecord)``.
 
     Raises:
         DivergenceError: a loss became NaN/inf (names the step and phase); the model is then unusable.
@@ -247,7 +247,7 @@ def unlearn_classifier(model: nn.Module, data: ImageData, split: ForgetSplit, cf
                          autocast_dtype=AUTOCAST[cfg.autocast], progress=progress,
                          desc=f"{cfg.method} {cfg.optim}")
     phases = [row["phase"] for row in res.history]
-    result = UnlearnResult(
+    result = RunRecord(
         config=cfg.to_dict(), schedule=asdict(schedule), history=res.history, evals=res.evals, steps=res.steps,
         forget_steps=phases.count("forget"), retain_steps=phases.count("retain"), seconds=res.seconds,
         prepare_seconds=prepare_seconds, total_seconds=time.perf_counter() - start,
