@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from .extra import FullStateOptimizer, step_without_global_hooks
+from .base import FullStateOptimizer, step_without_global_hooks
 from .factory import _fast_kwargs, get_optimizer_info
 from .phased import PHASES, _check_phase, _PhaseContext
 
