@@ -19,9 +19,9 @@ from typing import Any
 
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..optim import OptimSpec
-from ..stats import format_cell, gap_table, paired_difference, trial_gaps
+from ..stats import DEFAULT_METRICS, format_cell, gap_table, paired_difference, trial_gaps
 
-METRICS = ("FA", "RA", "TA", "MIA")
+METRICS = DEFAULT_METRICS  # FA, RA, TA, MIA: the metrics of Gap
 RETRAIN = "Retrain"
 ORIGINAL = "Original"  # the model before unlearning: what "doing nothing" scores against Retrain
 FOOTER = ("mean ± std over trials (sample std, ddof=1); (gap) = |mean − Retrain's mean|; Gap, Std = their means "
