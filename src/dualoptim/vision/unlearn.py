@@ -139,13 +139,6 @@ class UnlearnConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> UnlearnConfig:
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"unknown unlearning config field(s) {unknown}")
-        return cls(**d)
-
 
 @dataclass
 class RunRecord:
