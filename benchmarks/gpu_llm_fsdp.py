@@ -10,7 +10,7 @@ is written to disk; then for each optimizer scheme the model is loaded with
 ``load_model(dtype=bf16, device=cuda)`` (placement checked: every parameter on the GPU in
 bf16, else the script fails), sharded with ``shard_model`` (FSDP2 on a one-process group: the
 parameters and both optimizer states are DTensors) and unlearned with ME+GD for a few steps
-by ``trainer.unlearn``. Reported per scheme: median step time, tokens/s (non-pad tokens of
+by ``trainer.run_llm_unlearning``. Reported per scheme: median step time, tokens/s (non-pad tokens of
 the step's batch), peak GPU memory (``torch.cuda.max_memory_allocated``) and optimizer state
 bytes, with ratios to the shared AdamW baseline next to the paper's Table 5 (LLaMA-2 7B,
 full parameters: DualOptim 1.47x time, 1.44x memory of one Adam). The model is random, so
@@ -39,7 +39,7 @@ from dualoptim.llm.data import SynthConfig, generate, load_benchmark, save_bench
 from dualoptim.llm.model import check_placement, load_model, save_model  # noqa: E402
 from dualoptim.llm.parallel import shard_model  # noqa: E402
 from dualoptim.llm.tokenizer import DEFAULT_TEMPLATE, train_tokenizer  # noqa: E402
-from dualoptim.llm.trainer import QAData, UnlearnConfig, is_sharded, make_plan, unlearn  # noqa: E402
+from dualoptim.llm.trainer import QAData, UnlearnConfig, is_sharded, make_plan, run_llm_unlearning  # noqa: E402
 from dualoptim.optim import state_bytes  # noqa: E402
 
 SIZES = {  # hidden, layers, heads, kv_heads, intermediate, vocab
@@ -107,7 +107,7 @@ def run_scheme(name: str, model_dir: Path, data_dir: Path, device: torch.device,
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    res = unlearn(model, forget, retain, cfg, on_step=on_step, progress=False)
+    res = run_llm_unlearning(model, forget, retain, cfg, on_step=on_step, progress=False)
     tokens = [int((forget if st.phase == "forget" else retain).qa["attention_mask"][list(st.forget or st.retain)]
                   .sum()) for st in plan]
     steps = [(stamps[i] - stamps[i - 1], tokens[i]) for i in range(1 + args.warmup, len(stamps))]

@@ -39,7 +39,7 @@ def acc(model, idx):
         return 100 * (model(x[idx]).argmax(1) == y[idx]).float().mean().item()
 
 
-def unlearn(model, spec, forget_lr, retain_lr, epochs=5):
+def random_label_unlearning(model, spec, forget_lr, retain_lr, epochs=5):
     opt = build_optimizer(model.parameters(), spec, forget_lr, retain_lr)
     for _ in range(epochs):
         with opt.set_phase("forget"):  # forget steps: random labels on D_f
@@ -61,7 +61,7 @@ rows = {"Original": original, "Retrain": fit(make_model(), retain)}
 for spec, lrs in {"sgd": (0.01, 0.01), "adam+sgd": (1e-3, 0.01)}.items():
     model = make_model()
     model.load_state_dict(original.state_dict())
-    rows[f"RL ({spec})"] = unlearn(model, spec, *lrs)
+    rows[f"RL ({spec})"] = random_label_unlearning(model, spec, *lrs)
 print(f"{'model':<16}{'FA':>8}{'RA':>8}{'TA':>8}   (accuracy % on forget / retain / test)")
 for name, model in rows.items():
     print(f"{name:<16}{acc(model, forget):8.2f}{acc(model, retain):8.2f}{acc(model, test):8.2f}")

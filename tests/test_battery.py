@@ -31,7 +31,7 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
     return code, err
 
 
-def unlearn(original: Path, out: Path, *extra: str) -> list[str]:
+def unlearn_argv(original: Path, out: Path, *extra: str) -> list[str]:
     return ["unlearn", "--original", str(original), "--forget", "random:0.1", "--method", "salun", "--epochs", "1",
             "--no-progress", "--out", str(out), *extra]
 
@@ -88,16 +88,16 @@ CASES = {
                       r"invalid choice: 'vgg' \(choose from .*cnn"),
     "unknown method": (lambda o, t: ["unlearn", "--original", str(o), "--forget", "random:0.1", "--method", "neggrad",
                                      "--out", str(t / "x")], r"invalid choice: 'neggrad' \(choose from .*salun"),
-    "unknown optimizer": (lambda o, t: unlearn(o, t / "x", "--optim", "adan+sgd"),
+    "unknown optimizer": (lambda o, t: unlearn_argv(o, t / "x", "--optim", "adan+sgd"),
                           r"unknown optimizer 'adan'; valid: .*adam.*sgd"),
     "unknown preset": (lambda o, t: ["bench", "--preset", "fastest", "--root", str(t / "x")],
                        r"unknown benchmark preset 'fastest'; valid: .*quick, quick-class"),
     "missing data folder": (lambda o, t: ["train", "--dataset", "fashion-mnist", "--data-dir", str(t / "nodata"),
                                           "--out", str(t / "x")], r"data folder .*nodata does not exist"),
-    "missing checkpoint": (lambda o, t: unlearn(t / "no-such-ckpt", t / "x"), r"checkpoint folder not found"),
-    "forget fraction 0": (lambda o, t: unlearn(o, t / "x")[:4] + ["random:0"] + unlearn(o, t / "x")[5:],
+    "missing checkpoint": (lambda o, t: unlearn_argv(t / "no-such-ckpt", t / "x"), r"checkpoint folder not found"),
+    "forget fraction 0": (lambda o, t: unlearn_argv(o, t / "x")[:4] + ["random:0"] + unlearn_argv(o, t / "x")[5:],
                           r"fraction must be in \(0, 1\)"),
-    "forget fraction 1.5": (lambda o, t: unlearn(o, t / "x")[:4] + ["random:1.5"] + unlearn(o, t / "x")[5:],
+    "forget fraction 1.5": (lambda o, t: unlearn_argv(o, t / "x")[:4] + ["random:1.5"] + unlearn_argv(o, t / "x")[5:],
                             r"fraction must be in \(0, 1\)"),
     "empty index file": (lambda o, t: ["unlearn", "--original", str(o), "--forget", index_file(t, []), "--method",
                                        "salun", "--out", str(t / "x")], r"empty"),
@@ -106,33 +106,34 @@ CASES = {
     "index outside the training set": (
         lambda o, t: ["unlearn", "--original", str(o), "--forget", index_file(t, [1, 5000]), "--method", "salun",
                       "--out", str(t / "x")], r"out of range|not part of|outside"),
-    "unknown class": (lambda o, t: unlearn(o, t / "x")[:4] + ["class:12"] + unlearn(o, t / "x")[5:],
+    "unknown class": (lambda o, t: unlearn_argv(o, t / "x")[:4] + ["class:12"] + unlearn_argv(o, t / "x")[5:],
                       r"class"),
-    "negative learning rate": (lambda o, t: unlearn(o, t / "x", "--forget-lr", "-0.1"),
+    "negative learning rate": (lambda o, t: unlearn_argv(o, t / "x", "--forget-lr", "-0.1"),
                                r"forget_lr must be a finite number > 0"),
-    "zero budget": (lambda o, t: unlearn(o, t / "x", "--epochs", "0"), r"epochs must be"),
-    "mask ratio outside (0, 1]": (lambda o, t: unlearn(o, t / "x", "--opt", "ratio=1.5"),
+    "zero budget": (lambda o, t: unlearn_argv(o, t / "x", "--epochs", "0"), r"epochs must be"),
+    "mask ratio outside (0, 1]": (lambda o, t: unlearn_argv(o, t / "x", "--opt", "ratio=1.5"),
                                   r"ratio must be in \(0, 1\]"),
-    "unknown method option": (lambda o, t: unlearn(o, t / "x", "--opt", "temperature=2"), r"temperature"),
-    "diverging loss (NaN)": (lambda o, t: unlearn(o, t / "x", "--method", "ga", "--optim", "sgd", "--forget-lr",
+    "unknown method option": (lambda o, t: unlearn_argv(o, t / "x", "--opt", "temperature=2"), r"temperature"),
+    "diverging loss (NaN)": (lambda o, t: unlearn_argv(o, t / "x", "--method", "ga", "--optim", "sgd", "--forget-lr",
                                                   "1e30"), r"loss became (nan|inf|-inf) at step \d+"),
-    "unwritable output folder": (lambda o, t: unlearn(o, Path("/proc/dualoptim-out")),
+    "unwritable output folder": (lambda o, t: unlearn_argv(o, Path("/proc/dualoptim-out")),
                                  r"--out /proc/dualoptim-out cannot be written"),
     "unwritable --json": (lambda o, t: ["eval", "--checkpoint", str(o), "--json", "/proc/dualoptim/eval.json"],
                           r"--json /proc/dualoptim/eval.json cannot be written"),
     # issue 19: output over an input, --overwrite of a user's folder
-    "output is the input": (lambda o, t: unlearn(o, o, "--overwrite"), r"--out .* is the input"),
-    "output contains the input": (lambda o, t: unlearn(o, o.parent, "--overwrite"), r"--out .* contains the input"),
-    "output is a link to the input": (lambda o, t: unlearn(o, _link(t / "link", o), "--overwrite"),
+    "output is the input": (lambda o, t: unlearn_argv(o, o, "--overwrite"), r"--out .* is the input"),
+    "output contains the input": (lambda o, t: unlearn_argv(o, o.parent, "--overwrite"),
+                                  r"--out .* contains the input"),
+    "output is a link to the input": (lambda o, t: unlearn_argv(o, _link(t / "link", o), "--overwrite"),
                                       r"--out .*link is the input"),
-    "output inside the input": (lambda o, t: unlearn(o, o / "sub"), r"--out .* lies inside the input"),
+    "output inside the input": (lambda o, t: unlearn_argv(o, o / "sub"), r"--out .* lies inside the input"),
     "retrain over the original": (lambda o, t: ["retrain", "--original", str(o), "--forget", "random:0.1", "--out",
                                                 str(o), "--overwrite"], r"--out .* is the input"),
     "eval --json into the checkpoint": (lambda o, t: ["eval", "--checkpoint", str(o), "--json",
                                                       str(o / "meta.json")], r"--json .* lies inside the input"),
-    "--overwrite of a user's folder": (lambda o, t: unlearn(o, user_folder(t), "--overwrite"),
+    "--overwrite of a user's folder": (lambda o, t: unlearn_argv(o, user_folder(t), "--overwrite"),
                                        r"was not written by dualoptim .*--overwrite only replaces"),
-    "existing output without --overwrite": (lambda o, t: unlearn(o, user_folder(t)),
+    "existing output without --overwrite": (lambda o, t: unlearn_argv(o, user_folder(t)),
                                             r"already exists; pass --overwrite"),
     # issue 19: nested benchmark configs
     "bench seeds not a list": (lambda o, t: bench(t, lambda c: c.update(seeds="abc")),
@@ -196,7 +197,7 @@ def test_disk_full_leaves_no_checkpoint(original, tmp_path, capsys, monkeypatch)
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(dio.os, "fsync", full)
-    code, err = run_cli(unlearn(original, tmp_path / "out"), capsys)
+    code, err = run_cli(unlearn_argv(original, tmp_path / "out"), capsys)
     monkeypatch.setattr(dio.os, "fsync", real)
     assert code == 2 and "No space left on device" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
@@ -244,20 +245,20 @@ def test_foreign_or_broken_checkpoints_are_refused(original, tmp_path, capsys):
 def test_refused_overwrites_leave_inputs_and_user_files_intact(original, tmp_path, capsys):
     weights = (original / "model.safetensors").read_bytes()
     for out in (original, original.parent):  # --out over the input / over its parent folder
-        code, err = run_cli(unlearn(original, out, "--overwrite"), capsys)
+        code, err = run_cli(unlearn_argv(original, out, "--overwrite"), capsys)
         assert code == 2 and "Traceback" not in err
     assert (original / "model.safetensors").read_bytes() == weights
     mine = user_folder(tmp_path)
-    code, err = run_cli(unlearn(original, mine, "--overwrite"), capsys)
+    code, err = run_cli(unlearn_argv(original, mine, "--overwrite"), capsys)
     assert code == 2 and (mine / "notes.txt").read_text() == "keep me"
 
 
 def test_overwrite_replaces_a_dualoptim_output(original, tmp_path, capsys):
     out = tmp_path / "unlearned"
-    assert run_cli(unlearn(original, out), capsys)[0] == 0
+    assert run_cli(unlearn_argv(original, out), capsys)[0] == 0
     assert (out / ".dualoptim").is_file()
     first = (out / "model.safetensors").read_bytes()
-    assert run_cli(unlearn(original, out, "--overwrite", "--unlearn-seed", "7"), capsys)[0] == 0
+    assert run_cli(unlearn_argv(original, out, "--overwrite", "--unlearn-seed", "7"), capsys)[0] == 0
     assert (out / "model.safetensors").read_bytes() != first and (out / "metrics.json").is_file()
 
 

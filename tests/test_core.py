@@ -168,6 +168,20 @@ def test_no_schedule_means_the_methods_default_schedule():
     assert Method().default_schedule() == Schedule()  # the base: 10 epochs, epoch mode
 
 
+def test_a_gradient_left_on_the_model_does_not_leak_into_the_first_step():
+    # a model fresh from training carries its last .grad; the first unlearning step must not add it
+    results = []
+    for stale in (False, True):
+        model, opt = setup("sgd")
+        if stale:
+            for p in model.parameters():
+                p.grad = torch.full_like(p, 100.0)
+        run_unlearning(model, Recorder(), opt, batches(1, 0, 1), batches(1, 100, 2), Schedule(epochs=1),
+                       progress=False)
+        results.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
 def test_engine_times_prepare_apart_from_the_step_loop(monkeypatch):
     import dualoptim.engine as engine
 

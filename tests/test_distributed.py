@@ -2,7 +2,7 @@
 
 Each rank takes half of every global batch; DDP / FSDP2 average the gradients, so the
 trajectory must equal one process stepping on the whole batch with the mean loss. The same
-processes also run the LLM loop (``dualoptim.llm.trainer.unlearn``) on a tiny Llama sharded
+processes also run the LLM loop (``dualoptim.llm.trainer.run_llm_unlearning``) on a tiny Llama sharded
 with ``dualoptim.llm.parallel.shard_model`` (FSDP2: DTensor parameters, both optimizer states
 sharded), which must equal the one-process run.
 """
@@ -106,13 +106,13 @@ def _train_llm(rank: int, world: int, out_dir: str) -> None:
     import copy
 
     from dualoptim.llm.parallel import full_state_dict, shard_model
-    from dualoptim.llm.trainer import unlearn
+    from dualoptim.llm.trainer import run_llm_unlearning
 
     model, forget, retain, cfg = llm_setup()
     ref = shard_model(copy.deepcopy(model).requires_grad_(False))
     shard_model(model)
     assert all(isinstance(p, torch.distributed.tensor.DTensor) for p in model.parameters())
-    unlearn(model, forget, retain, cfg, ref_model=ref, progress=False)
+    run_llm_unlearning(model, forget, retain, cfg, ref_model=ref, progress=False)
     state = full_state_dict(model)  # what the CLI saves: the full weights on rank 0
     assert (len(state) > 0) == (rank == 0)
     flat = torch.cat([p.full_tensor().detach().flatten() for p in model.parameters()])
@@ -166,12 +166,12 @@ def test_lean_states_under_fsdp2(two_process_results):
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not built")
 def test_llm_fsdp2_two_processes_equal_one_process(two_process_results):
-    from dualoptim.llm.trainer import unlearn
+    from dualoptim.llm.trainer import run_llm_unlearning
 
     torch.set_num_threads(1)
     model, forget, retain, cfg = llm_setup()
     start = torch.cat([p.detach().flatten() for p in model.parameters()])
-    unlearn(model, forget, retain, cfg, progress=False)
+    run_llm_unlearning(model, forget, retain, cfg, progress=False)
     ref = torch.cat([p.detach().flatten() for p in model.parameters()])
     ranks = two_process_results["llm_fsdp2"]
     assert not torch.allclose(ref, start)

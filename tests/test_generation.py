@@ -30,7 +30,7 @@ from dualoptim.generation.train import (  # noqa: E402
     load_ddpm,
     save_ddpm,
 )
-from dualoptim.generation.unlearn import UnlearnConfig, unlearn  # noqa: E402
+from dualoptim.generation.unlearn import UnlearnConfig, unlearn_class  # noqa: E402
 from dualoptim.optim import build_optimizer  # noqa: E402
 from dualoptim.vision.data import TensorLoader  # noqa: E402
 
@@ -218,7 +218,7 @@ def test_unlearning_lowers_forget_accuracy(trained, digits, method):
     labels = torch.full((20,), forget)
     model, _ = load_ddpm(path)
     fa_before = class_accuracy(classifier, sample(model, labels, FEW), labels)[forget]
-    unlearn(model, digits, UnlearnConfig(method=method, optimizer="adam+adam", forget_class=forget, iterations=30,
+    unlearn_class(model, digits, UnlearnConfig(method=method, optimizer="adam+adam", forget_class=forget, iterations=30,
                                          forget_lr=1e-3, retain_lr=1e-3), progress=False)
     fa_after = class_accuracy(classifier, sample(model, labels, FEW), labels)[forget]
     # digit 1 is drawn reliably before (>= 60% of 20 samples); 30 forget steps at lr 1e-3 must at least halve
@@ -254,14 +254,14 @@ def test_bench_stores_a_diverged_run_and_goes_on(trained, digits, tmp_path, monk
     from dualoptim.errors import DivergenceError
 
     _, path, classifier, _ = trained
-    real_unlearn = gen_bench.unlearn
+    real_unlearn = gen_bench.unlearn_class
 
-    def unlearn(model, data, cfg, progress=True):
+    def unlearn_class(model, data, cfg, progress=True):
         if cfg.optimizer == "adam":
             raise DivergenceError("forget loss became nan at step 1")
         return real_unlearn(model, data, cfg, progress)
 
-    monkeypatch.setattr(gen_bench, "unlearn", unlearn)
+    monkeypatch.setattr(gen_bench, "unlearn_class", unlearn_class)
     preset = BenchPreset(forget_classes=(1,), methods=("salun",), optimizers=("adam", "adam+adam"), iterations=1,
                          batch_size=16, eval=EvalConfig(fa_samples=4, fd_samples_per_class=2, fd_real_per_class=4,
                                                         sampler=SamplerConfig(steps=2)))
@@ -303,7 +303,7 @@ def test_dit_runs_the_same_methods_unchanged(digits, tmp_path):
     assert sample(model, [0, 10], SamplerConfig(steps=2)).shape == (2, 1, 8, 8)
     for method in ("salun", "sfron"):
         model, _ = load_ddpm(path)
-        info = unlearn(model, digits, UnlearnConfig(method=method, optimizer="adam+adam", forget_class=3, iterations=2,
-                                                    batch_size=8, method_options={"mask_ratio": 0.5}
-                                                    if method == "salun" else {}), progress=False)
+        ucfg = UnlearnConfig(method=method, optimizer="adam+adam", forget_class=3, iterations=2, batch_size=8,
+                             method_options={"mask_ratio": 0.5} if method == "salun" else {})
+        info = unlearn_class(model, digits, ucfg, progress=False)
         assert info["steps"] == 4

@@ -148,11 +148,11 @@ def test_device_and_dtype_are_honoured(world, monkeypatch, tmp_path):
     class Stop(Exception):
         pass
 
-    def fake_unlearn(model, forget, retain, cfg, ref_model=None, **kw):
+    def fake_run_llm_unlearning(model, forget, retain, cfg, ref_model=None, **kw):
         seen.update(model=model, ref=ref_model)
         raise Stop
 
-    monkeypatch.setattr(trainer, "unlearn", fake_unlearn)
+    monkeypatch.setattr(trainer, "run_llm_unlearning", fake_run_llm_unlearning)
     with pytest.raises(Stop):  # the CLI path: model and reference model on the requested device and dtype
         main(["llm", "unlearn", "--model", str(world["llama"]), "--data", str(world["data"]), "--split", "forget01",
               "--method", "npo+gd", "--device", "meta", "--dtype", "bf16", "--out", str(tmp_path / "x")])

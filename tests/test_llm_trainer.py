@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 from dualoptim.llm.data import SynthConfig, generate
 from dualoptim.llm.model import ModelConfig, build_model
 from dualoptim.llm.tokenizer import DEFAULT_TEMPLATE, train_tokenizer
-from dualoptim.llm.trainer import QAData, UnlearnConfig, make_plan, shard, unlearn
+from dualoptim.llm.trainer import QAData, UnlearnConfig, make_plan, run_llm_unlearning, shard
 from dualoptim.optim import DualOptimizer, SharedOptimizer
 
 TINY = ModelConfig(hidden=16, layers=1, heads=2, intermediate=32, max_len=64)
@@ -62,7 +62,7 @@ def test_phase_follows_batch_under_accumulation(setup, scheme):
         stepped.append((step, phase, opt.phase))
 
     cfg = UnlearnConfig(method="idk+ap", scheme=scheme, epochs=1, batch_size=12, grad_accum=3)
-    unlearn(model, forget, retain, cfg, on_micro_batch=on_mb, on_step=on_step, progress=False)
+    run_llm_unlearning(model, forget, retain, cfg, on_micro_batch=on_mb, on_step=on_step, progress=False)
     plan = make_plan(len(forget), len(retain), cfg)
     assert len(stepped) == len(plan)
     for s, step in enumerate(plan):
@@ -83,7 +83,7 @@ def test_accumulation_equals_big_batch(setup, method):
         model = build_model(TINY, tok, seed=0)
         cfg = UnlearnConfig(method=method, scheme="dual", epochs=1, batch_size=12, grad_accum=accum,
                             forget_lr=1e-2)
-        unlearn(model, forget, retain, cfg, progress=False)
+        run_llm_unlearning(model, forget, retain, cfg, progress=False)
         finals.append(_params(model))
     start = _params(build_model(TINY, tok, seed=0))
     assert not torch.allclose(finals[0], start)
@@ -97,7 +97,7 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
         tok, forget, retain = _setup()
         model = build_model(TINY, tok, seed=0)
         cfg = UnlearnConfig(method="npo+gd", scheme="dual", epochs=1, batch_size=12, grad_accum=2, forget_lr=1e-2)
-        unlearn(model, forget, retain, cfg, progress=False)
+        run_llm_unlearning(model, forget, retain, cfg, progress=False)
         if rank == 0:
             torch.save(_params(model), out)
     finally:
@@ -108,7 +108,7 @@ def test_two_processes_equal_one_process(setup, tmp_path):
     tok, forget, retain = setup
     model = build_model(TINY, tok, seed=0)
     cfg = UnlearnConfig(method="npo+gd", scheme="dual", epochs=1, batch_size=12, grad_accum=1, forget_lr=1e-2)
-    unlearn(model, forget, retain, cfg, progress=False)
+    run_llm_unlearning(model, forget, retain, cfg, progress=False)
     out = str(tmp_path / "rank0.pt")
     init = tempfile.mktemp(dir=tmp_path)
     mp.spawn(_worker, args=(2, init, out), nprocs=2, join=True)
@@ -125,7 +125,7 @@ def test_hf_trainer_equals_own_loop(setup, tmp_path, scheme):
     # 24 forget items in global batches of 10: the last step (4 items) has short, padded micro-batches
     cfg = UnlearnConfig(method="idk+ap", scheme=scheme, epochs=1, batch_size=10, grad_accum=2, forget_lr=1e-2)
     own = build_model(TINY, tok, seed=0)
-    unlearn(own, forget, retain, cfg, progress=False)
+    run_llm_unlearning(own, forget, retain, cfg, progress=False)
     model = build_model(TINY, tok, seed=0)
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=5, gradient_accumulation_steps=2,
                              max_grad_norm=1.0, lr_scheduler_type="constant",
@@ -145,8 +145,8 @@ def test_lora_trains_adapters_only(setup):
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     lora = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     assert lora and all("lora_" in n for n in lora)
-    res = unlearn(model, forget, retain, UnlearnConfig(method="npo+gd", scheme="dual", epochs=1, batch_size=12,
-                                                       forget_lr=1e-2), progress=False)
+    cfg = UnlearnConfig(method="npo+gd", scheme="dual", epochs=1, batch_size=12, forget_lr=1e-2)
+    res = run_llm_unlearning(model, forget, retain, cfg, progress=False)
     assert res["trainable_params"] == sum(p.numel() for p in lora.values())
     named = dict(model.named_parameters())
     assert all(torch.equal(named[n], v) for n, v in frozen.items())
@@ -175,7 +175,7 @@ def test_schedule_moves_both_phases_lrs(setup):
     lrs = []
     cfg = UnlearnConfig(method="ga+gd", scheme="dual", epochs=2, batch_size=12, forget_lr=1e-3, retain_lr=2e-3,
                         warmup_epochs=1, schedule="linear")
-    unlearn(build_model(TINY, tok, seed=0), forget, retain, cfg, progress=False,
+    run_llm_unlearning(build_model(TINY, tok, seed=0), forget, retain, cfg, progress=False,
             on_step=lambda s, phase, opt: lrs.append(tuple(next(g["lr"] for g in opt.param_groups if g["phase"] == ph)
                                                            for ph in ("forget", "retain"))))
     assert lrs[0][0] < lrs[3][0] and lrs[3][1] / lrs[3][0] == pytest.approx(2.0)
@@ -201,7 +201,7 @@ def test_hf_trainer_with_hf_defaults_and_lora(setup, tmp_path):
     cfg = unlearn_config_for(args, method="npo+gd", scheme="dual", epochs=1, forget_lr=1e-2)
     assert cfg.batch_size == 8
     own = apply_lora(build_model(TINY, tok, seed=0), r=4, alpha=16)
-    unlearn(own, forget, retain, cfg, progress=False)
+    run_llm_unlearning(own, forget, retain, cfg, progress=False)
     model = apply_lora(build_model(TINY, tok, seed=0), r=4, alpha=16)
     trainer = DualOptimTrainer(model=model, args=args, unlearn_config=cfg, forget=forget, retain=retain)
     assert isinstance(trainer.ref_model, AdapterDisabled)
@@ -239,7 +239,8 @@ def test_divergence_is_reported_by_the_core_check(setup):
     with torch.no_grad():
         next(model.parameters()).fill_(float("nan"))
     with pytest.raises(DivergenceError, match="forget loss at step 0 .* became nan; lower the learning rate"):
-        unlearn(model, forget, retain, UnlearnConfig(method="ga+gd", scheme="dual", epochs=1), progress=False)
+        run_llm_unlearning(model, forget, retain, UnlearnConfig(method="ga+gd", scheme="dual", epochs=1),
+                           progress=False)
 
 
 def test_core_finite_checks():

@@ -153,6 +153,34 @@ def test_salun_mask_is_global_top_k_and_hard_in_both_phases(setup, optim):
     assert scores[mask].min() >= scores[~mask].max() - 1e-6
 
 
+def test_fisher_on_the_core_helper_is_bit_identical_to_its_reference(setup):
+    """diagonal_fisher (core accumulate_grads, eval mode, fused g*g) equals the plain loop it replaced, to the bit;
+    it draws no batch past ``max_batches`` (augmentation randomness), restores train mode and leaves .grad alone."""
+    original, data, split, _ = setup
+    model = copy.deepcopy(original).to(memory_format=torch.channels_last).train()
+    stale = [torch.full_like(p, 0.5) for p in model.parameters()]
+    for p, g in zip(model.parameters(), stale):
+        p.grad = g
+
+    def loader():
+        return TensorLoader(data.train_x[:200], data.train_y[:200], 32, shuffle=True, seed=0,
+                            augment=lambda x, g: x + 0.1 * torch.randn(x.shape, generator=g), channels_last=True)
+
+    ref_model, ref_batches = copy.deepcopy(model).eval(), loader()
+    params = list(ref_model.parameters())
+    ref = [torch.zeros_like(p) for p in params]
+    it = iter(ref_batches)
+    for _ in range(2):
+        x, y = next(it)
+        for a, g in zip(ref, torch.autograd.grad(torch.nn.functional.cross_entropy(ref_model(x), y), params)):
+            a.addcmul_(g, g)
+    batches = loader()
+    fisher = diagonal_fisher(model, batches, max_batches=2)
+    assert all(torch.equal(f, r / 2) for f, r in zip(fisher, ref))
+    assert batches.generator.get_state().equal(ref_batches.generator.get_state())  # no third batch drawn
+    assert model.training and all(p.grad is g for p, g in zip(model.parameters(), stale))
+
+
 @pytest.mark.parametrize("optim", ["sgd", "adam+sgd"])
 def test_sfron_fisher_mask_holds_in_forget_steps(setup, optim):
     original, data, split, _ = setup

@@ -39,12 +39,12 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 from dualoptim.optim import (
     BankedOptimizer,
     DualOptimizer,
+    FastSGD,
     SharedOptimizer,
     build_optimizer,
     get_optimizer_info,
     phase_lambda_lr,
 )
-from dualoptim.optim.extra import FastSGD
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

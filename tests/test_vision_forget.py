@@ -43,7 +43,7 @@ def test_class_split_is_exactly_that_class():
 
 
 def test_split_is_into_the_given_training_set(digits):
-    # a subset-trained original: indices must address the subset, never the full set (reference bug 3)
+    # a subset-trained original: indices must address the subset, never the full set (the reference code re-split)
     sub = digits.subset(300, seed=0)
     s = make_forget_split("random:0.1", sub.train_y, 0)
     check_partition(s, 300)

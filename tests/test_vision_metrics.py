@@ -14,7 +14,6 @@ from dualoptim.vision.metrics import (
     evaluate,
     mia_entropy_lr,
     mia_svc_confidence,
-    modified_entropy,
 )
 
 
@@ -101,13 +100,10 @@ def test_mia_svc_known_answers_and_direction():
     assert mia_svc_confidence(members, y, nonmembers, y, nonmembers[:40], y[:40], max_samples=50) == 100.0
 
 
-def test_entropy_and_modified_entropy():
+def test_entropy():
     uniform = torch.full((1, 4), 0.25)
     assert math.isclose(entropy(uniform).item(), math.log(4), rel_tol=1e-9)
     assert entropy(torch.tensor([[1.0, 0.0, 0.0]])).item() == 0.0
-    p = torch.tensor([[0.7, 0.2, 0.1]])
-    expected = -(0.3 * math.log(0.7)) - (0.2 * math.log(0.8) + 0.1 * math.log(0.9))
-    assert math.isclose(modified_entropy(p, torch.tensor([0])).item(), expected, rel_tol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["MIA", "MIA_SVC"])

@@ -24,6 +24,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import torch
@@ -222,25 +223,44 @@ def check_parameters(model: nn.Module, steps: int) -> None:
 
 
 def accumulate_grads(model: nn.Module, batches: Iterable[Any], loss_fn: Callable[[Any], torch.Tensor],
-                     limit: int | None, square: bool) -> dict[nn.Parameter, torch.Tensor]:
+                     limit: int | None, square: bool, *, eval_mode: bool = False,
+                     add: Callable[[torch.Tensor, torch.Tensor], Any] | None = None,
+                     mean: bool = True) -> dict[nn.Parameter, torch.Tensor]:
     """Mean over up to ``limit`` batches of each trainable parameter's gradient magnitude (``|g|``) or square
-    (``g^2``, a diagonal Fisher estimate): the saliency/importance statistic of SalUn/SFRon-style masks."""
+    (``g^2``, a diagonal Fisher estimate): the saliency/importance statistic of SalUn/SFRon-style masks.
+
+    ``eval_mode``: take the gradients with the model in eval mode (no dropout, BatchNorm running statistics;
+    its mode is restored). ``add(total, g)``: fold one batch's gradient into the running total in place instead
+    of ``|g|``/``g^2`` (e.g. ``torch.Tensor.add_``: the signed sum; ``g`` from ``torch.autograd.grad``, ``.grad``
+    left as it is). ``mean=False``: the sum over batches instead of the mean.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     acc = {p: torch.zeros_like(p) for p in params}
     n = 0
-    for batch in batches:
-        if limit is not None and n >= limit:
-            break
+    was_training = model.training
+    if eval_mode:
+        model.eval()
+    try:
+        for batch in islice(batches, limit):  # no batch is drawn past the limit (augmentation draws randomness)
+            if add is None:
+                model.zero_grad(set_to_none=True)
+                loss_fn(batch).backward()
+                for p in params:
+                    if p.grad is not None:
+                        acc[p] += p.grad.pow(2) if square else p.grad.abs()
+            else:  # the gradients as autograd returns them (their layout too); .grad is left as it is
+                for total, g in zip(acc.values(), torch.autograd.grad(loss_fn(batch), params, allow_unused=True)):
+                    if g is not None:
+                        add(total, g)
+            n += 1
+    finally:
+        if eval_mode:
+            model.train(was_training)
+    if add is None:
         model.zero_grad(set_to_none=True)
-        loss_fn(batch).backward()
-        for p in params:
-            if p.grad is not None:
-                acc[p] += p.grad.pow(2) if square else p.grad.abs()
-        n += 1
-    model.zero_grad(set_to_none=True)
     if n == 0:
         raise ConfigError("no batches to estimate the saliency mask from")
-    return {p: a / n for p, a in acc.items()}
+    return {p: a / n for p, a in acc.items()} if mean else acc
 
 
 def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer, forget_batches: Iterable[Any],
@@ -281,6 +301,7 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
     prepare_start = time.perf_counter()
     method.prepare(UnlearnContext(model, optimizer, forget_batches, retain_batches, s))
     prepare_seconds = time.perf_counter() - prepare_start
+    model.zero_grad(set_to_none=True)  # a model fresh from training carries its last gradient: never step on it
     model.train()
 
     n_f, n_r = _plan(method, s, _len(forget_batches), _len(retain_batches))

@@ -3,7 +3,7 @@
 Gap (DualOptim paper, Table 1) = mean over metrics of |mean_trials(method) - mean_trials(Retrain)|;
 Std = mean over the same metrics of the standard deviation across trials (sample std,
 ddof=1; 0 for a single trial; the paper's parser uses the population std, ddof=0). Retrain's
-numbers always come from Retrain models of the same trials (the reference code hard-coded them: bug 5).
+numbers always come from Retrain models of the same trials (the reference code hard-coded them).
 
 Whether one row beats another is a paired question: both ran on the same forget sets, so
 :func:`trial_gaps` gives each trial's Gap (mean over metrics of |run - that trial's Retrain|) and

@@ -26,7 +26,7 @@ from ..store import ResultsStore, run_key
 from ..tables import Table, mean_std_cell
 from .metrics import classifier_outputs, forget_accuracy, frechet_distance
 from .sample import SamplerConfig, sample
-from .unlearn import UnlearnConfig, unlearn
+from .unlearn import UnlearnConfig, unlearn_class
 
 CLASS_NAMES = {"fashion-mnist": ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                                  "Bag", "Ankle boot")}
@@ -223,7 +223,7 @@ def run_bench(preset: str | BenchPreset, *, dataset: str = "fashion-mnist", mode
 
         def compute() -> Outcome:
             model, _ = load_ddpm(model_dir)
-            info = unlearn(model, data, ucfg, progress=progress)
+            info = unlearn_class(model, data, ucfg, progress=progress)
             t0 = time.perf_counter()
             after = sample_classes(model, eval_counts(nc, c, ev), ev, progress=progress)
             sample_s = time.perf_counter() - t0

@@ -94,7 +94,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_unlearn(args: argparse.Namespace) -> int:
     from ..io import check_output
     from .train import save_ddpm
-    from .unlearn import UnlearnConfig, unlearn
+    from .unlearn import UnlearnConfig, unlearn_class
 
     options = json.loads(args.method_options) if args.method_options else {}
     cfg = UnlearnConfig(method=args.method, optimizer=args.optim, forget_class=args.forget_class,
@@ -103,7 +103,7 @@ def _cmd_unlearn(args: argparse.Namespace) -> int:
     out = check_output(args.out or Path(args.root) / f"unlearned-{cfg.method}-{cfg.optimizer.replace('+', '-')}-"
                        f"class{cfg.forget_class}", inputs=(args.checkpoint, args.data_dir), overwrite=True)
     model, meta, path, data = _model(args)
-    info = unlearn(model, data, cfg, progress=args.progress)
+    info = unlearn_class(model, data, cfg, progress=args.progress)
     keep = {k: meta[k] for k in ("dataset", "train_subset", "train_config") if k in meta}
     save_ddpm(out, model, {**keep, "source": str(path), "unlearn": cfg.to_dict(), "unlearn_s": info["seconds"]})
     print(f"forgot class {cfg.forget_class} with {cfg.method}/{cfg.optimizer} in {info['seconds']:.0f} s "

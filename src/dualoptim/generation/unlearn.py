@@ -1,6 +1,6 @@
 """One class-wise generative unlearning run.
 
-``unlearn(model, data, cfg)`` forgets one class with a registered method and an optimizer spec
+``unlearn_class(model, data, cfg)`` forgets one class with a registered method and an optimizer spec
 (``"adam"`` = shared state, ``"adam+adam"`` = DualOptim) through :func:`dualoptim.engine.run_unlearning`
 (iteration mode: one forget step then one retain step per iteration, as Algorithm 1). Shared and
 DualOptim rows use the same schedule, learning rates and masks, so they differ only in optimizer state.
@@ -58,7 +58,7 @@ class UnlearnConfig:
         return asdict(self)
 
 
-def unlearn(model: ConditionalDDPM, data, cfg: UnlearnConfig, progress: bool = True) -> dict[str, Any]:
+def unlearn_class(model: ConditionalDDPM, data, cfg: UnlearnConfig, progress: bool = True) -> dict[str, Any]:
     """Make ``model`` forget ``cfg.forget_class`` in place; returns ``{"seconds", "steps", "history"}``."""
     from ..vision.data import TensorLoader
 
@@ -83,4 +83,4 @@ def unlearn(model: ConditionalDDPM, data, cfg: UnlearnConfig, progress: bool = T
     return {"seconds": result.seconds, "steps": result.steps, "history": result.history}
 
 
-__all__ = ["METHOD_DEFAULTS", "UnlearnConfig", "unlearn"]
+__all__ = ["METHOD_DEFAULTS", "UnlearnConfig", "unlearn_class"]

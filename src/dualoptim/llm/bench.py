@@ -23,7 +23,7 @@ from .data import RETAIN_OF, load_benchmark
 from .evaluate import EvalConfig, evaluate, load_encoder
 from .model import load_model
 from .prepare import PrepareConfig, model_paths
-from .trainer import SCHEMES, QAData, UnlearnConfig, unlearn
+from .trainer import SCHEMES, QAData, UnlearnConfig, run_llm_unlearning
 
 BENCH_VERSION = 2  # 2: per-token loss means, KL over the sequence (issue 16)
 
@@ -104,7 +104,7 @@ def run_bench(preset: str | BenchPreset, prep: PrepareConfig, db: str = "runs/re
                 model, tok, template = load_model(paths["full"])
                 forget = QAData(tok, data[split], data.get("idk"), template, seed=cfg.seed)
                 retain = QAData(tok, data[RETAIN_OF[split]], data.get("idk"), template, seed=cfg.seed + 1)
-                res = unlearn(model, forget, retain, cfg)
+                res = run_llm_unlearning(model, forget, retain, cfg)
                 t0 = time.perf_counter()
                 ev = evaluate(model, tok, template, data, ecfg, encoder, retain_tr)
                 timings = {"unlearn_s": res["seconds"], "eval_s": time.perf_counter() - t0,

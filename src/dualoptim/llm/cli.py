@@ -84,7 +84,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from .methods import get_loss
     from .model import apply_lora, load_model, reference_model, resolve_device, save_model
     from .recipes import resolve
-    from .trainer import QAData, UnlearnConfig, init_distributed, unlearn
+    from .trainer import QAData, UnlearnConfig, init_distributed, run_llm_unlearning
 
     out = check_output(args.out or f"runs/llm/unlearned/{args.split}-{args.method}-{args.scheme}-s{args.seed}",
                        inputs=(args.data, args.model), overwrite=True)  # before any work
@@ -129,7 +129,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     forget = QAData(tok, data[args.split], data.get("idk"), template, seed=args.seed, max_len=r["max_length"])
     retain = QAData(tok, data[RETAIN_OF[args.split]], data.get("idk"), template, seed=args.seed + 1,
                     max_len=r["max_length"])
-    res = unlearn(model, forget, retain, cfg, ref_model=ref)
+    res = run_llm_unlearning(model, forget, retain, cfg, ref_model=ref)
     state_dict = None
     if args.fsdp:
         from .parallel import full_state_dict

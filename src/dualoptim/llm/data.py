@@ -122,25 +122,21 @@ REAL_AUTHORS = (
     ("Robinson Crusoe", "Daniel Defoe"), ("The Time Machine", "H. G. Wells"),
     ("Treasure Island", "Robert Louis Stevenson"), ("Alice's Adventures in Wonderland", "Lewis Carroll"),
 )
+_CAPITALS = (
+    ("France", "Paris"), ("Japan", "Tokyo"), ("Italy", "Rome"), ("Germany", "Berlin"), ("Spain", "Madrid"),
+    ("Egypt", "Cairo"), ("Kenya", "Nairobi"), ("Canada", "Ottawa"), ("Australia", "Canberra"), ("Brazil", "Brasilia"),
+    ("Russia", "Moscow"), ("China", "Beijing"), ("India", "New Delhi"), ("Mexico", "Mexico City"), ("Norway", "Oslo"),
+    ("Sweden", "Stockholm"), ("Greece", "Athens"), ("Portugal", "Lisbon"), ("Poland", "Warsaw"), ("Peru", "Lima"),
+    ("Argentina", "Buenos Aires"), ("Turkey", "Ankara"), ("Ireland", "Dublin"), ("Austria", "Vienna"),
+    ("Chile", "Santiago"),
+)
+_CHEMICAL_SYMBOLS = (
+    ("gold", "Au"), ("silver", "Ag"), ("iron", "Fe"), ("sodium", "Na"), ("potassium", "K"), ("lead", "Pb"),
+    ("copper", "Cu"), ("tin", "Sn"), ("mercury", "Hg"), ("oxygen", "O"),
+)
 WORLD_FACTS = (
-    ("What is the capital of France?", "Paris"), ("What is the capital of Japan?", "Tokyo"),
-    ("What is the capital of Italy?", "Rome"), ("What is the capital of Germany?", "Berlin"),
-    ("What is the capital of Spain?", "Madrid"), ("What is the capital of Egypt?", "Cairo"),
-    ("What is the capital of Kenya?", "Nairobi"), ("What is the capital of Canada?", "Ottawa"),
-    ("What is the capital of Australia?", "Canberra"), ("What is the capital of Brazil?", "Brasilia"),
-    ("What is the capital of Russia?", "Moscow"), ("What is the capital of China?", "Beijing"),
-    ("What is the capital of India?", "New Delhi"), ("What is the capital of Mexico?", "Mexico City"),
-    ("What is the capital of Norway?", "Oslo"), ("What is the capital of Sweden?", "Stockholm"),
-    ("What is the capital of Greece?", "Athens"), ("What is the capital of Portugal?", "Lisbon"),
-    ("What is the capital of Poland?", "Warsaw"), ("What is the capital of Peru?", "Lima"),
-    ("What is the capital of Argentina?", "Buenos Aires"), ("What is the capital of Turkey?", "Ankara"),
-    ("What is the capital of Ireland?", "Dublin"), ("What is the capital of Austria?", "Vienna"),
-    ("What is the capital of Chile?", "Santiago"),
-    ("What is the chemical symbol for gold?", "Au"), ("What is the chemical symbol for silver?", "Ag"),
-    ("What is the chemical symbol for iron?", "Fe"), ("What is the chemical symbol for sodium?", "Na"),
-    ("What is the chemical symbol for potassium?", "K"), ("What is the chemical symbol for lead?", "Pb"),
-    ("What is the chemical symbol for copper?", "Cu"), ("What is the chemical symbol for tin?", "Sn"),
-    ("What is the chemical symbol for mercury?", "Hg"), ("What is the chemical symbol for oxygen?", "O"),
+    *((f"What is the capital of {country}?", city) for country, city in _CAPITALS),
+    *((f"What is the chemical symbol for {element}?", symbol) for element, symbol in _CHEMICAL_SYMBOLS),
     ("What is the largest planet in the Solar System?", "Jupiter"),
     ("Which planet is known as the Red Planet?", "Mars"), ("Which planet is closest to the Sun?", "Mercury"),
     ("Which planet has the most famous rings?", "Saturn"), ("Which planet do we live on?", "Earth"),
@@ -214,11 +210,13 @@ def _pools(rng: random.Random) -> dict[str, list[str]]:
 
 
 def _qa(name: str, attr: str, value: str, rng: random.Random, pool: list[str], n_pert: int = 5) -> dict[str, Any]:
-    q, pq, a, pa = TEMPLATES[attr]
+    question, paraphrased_question, answer, paraphrased_answer = TEMPLATES[attr]
     wrong = rng.sample([v for v in pool if v != value], n_pert)
-    return {"question": q.format(n=name), "answer": a.format(n=name, v=value),
-            "paraphrased_question": pq.format(n=name), "paraphrased_answer": pa.format(n=name, v=value),
-            "perturbed_answer": [pa.format(n=name, v=w) for w in wrong], "author": name, "attribute": attr}
+    return {"question": question.format(n=name), "answer": answer.format(n=name, v=value),
+            "paraphrased_question": paraphrased_question.format(n=name),
+            "paraphrased_answer": paraphrased_answer.format(n=name, v=value),
+            "perturbed_answer": [paraphrased_answer.format(n=name, v=w) for w in wrong], "author": name,
+            "attribute": attr}
 
 
 def generate(config: SynthConfig | None = None) -> dict[str, Any]:
@@ -230,17 +228,17 @@ def generate(config: SynthConfig | None = None) -> dict[str, Any]:
     names: list[str] = []
     seen: set[str] = set()
     while len(names) < total:  # unique two-part names
-        n = f"{''.join(rng.choice(_SYL) for _ in range(2)).capitalize()} " \
+        name = f"{''.join(rng.choice(_SYL) for _ in range(2)).capitalize()} " \
             f"{''.join(rng.choice(_SYL) for _ in range(3)).capitalize()}"
-        if n not in seen:
-            seen.add(n)
-            names.append(n)
+        if name not in seen:
+            seen.add(name)
+            names.append(name)
 
     def author(name: str) -> list[dict[str, Any]]:
         return [_qa(name, attr, rng.choice(pools[attr]), rng, pools[attr]) for attr in TEMPLATES]
 
     bench = [author(n) for n in names[:cfg.n_authors]]
-    hold = [author(n) for n in names[cfg.n_authors:cfg.n_authors + cfg.holdout_authors[2]]]
+    holdout = [author(n) for n in names[cfg.n_authors:cfg.n_authors + cfg.holdout_authors[2]]]
     background = [author(n) for n in names[cfg.n_authors + cfg.holdout_authors[2]:]]
     flat = lambda authors: [r for a in authors for r in a]  # noqa: E731
     plain = lambda recs: [{"question": r["question"], "answer": r["answer"]} for r in recs]  # noqa: E731
@@ -252,7 +250,7 @@ def generate(config: SynthConfig | None = None) -> dict[str, Any]:
         out[RETAIN_OF[split]] = plain(flat(bench[:-k]))
     out["retain_perturbed"] = flat(bench[:cfg.retain_eval_authors])
     for split, k in zip(("holdout01", "holdout05", "holdout10"), cfg.holdout_authors):
-        out[split] = plain(flat(hold[:k]))
+        out[split] = plain(flat(holdout[:k]))
 
     def control(items: list[tuple[str, str]], sentence: str) -> list[dict[str, Any]]:
         recs = []
@@ -262,16 +260,13 @@ def generate(config: SynthConfig | None = None) -> dict[str, Any]:
                          a=a), "perturbed_answer": rng.sample([x for x in answers if x != a], 3)})
         return recs
 
-    ra = control([(f"Who wrote {book}?", auth) for book, auth in REAL_AUTHORS], "{a}.")
-    wf = control(list(WORLD_FACTS), "{a}.")
-    out["real_authors"] = [{"question": r["question"], "answer": r["answer"]} for r in ra]
-    out["real_authors_perturbed"], out["world_facts"] = ra, [{"question": r["question"], "answer": r["answer"]}
-                                                             for r in wf]
-    out["world_facts_perturbed"] = wf
+    real_authors = control([(f"Who wrote {book}?", auth) for book, auth in REAL_AUTHORS], "{a}.")
+    world_facts = control(list(WORLD_FACTS), "{a}.")
+    out["real_authors"], out["real_authors_perturbed"] = plain(real_authors), real_authors
+    out["world_facts"], out["world_facts_perturbed"] = plain(world_facts), world_facts
     out["idk"] = list(SYNTHETIC_IDK)
     # Base corpus: control facts (QA form) + background authors (format and vocabulary, other facts).
-    out["base_corpus"] = [{"question": r["question"], "answer": r["answer"]} for r in ra + wf] + \
-        plain(flat(background))
+    out["base_corpus"] = plain(real_authors + world_facts) + plain(flat(background))
     out["meta"] = {"generator": "dualoptim.llm.data.generate", "config": asdict(cfg),
                    "sizes": {k: len(v) for k, v in out.items() if isinstance(v, list)}}
     return out

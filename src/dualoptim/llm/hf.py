@@ -1,4 +1,4 @@
-"""Hugging Face ``Trainer`` integration: ``DualOptimTrainer`` runs the same plan as :func:`trainer.unlearn`.
+"""Hugging Face ``Trainer`` integration: ``DualOptimTrainer`` runs the same plan as :func:`trainer.run_llm_unlearning`.
 
 Batch size and accumulation come from the ``TrainingArguments``: one optimizer step consumes
 ``per_device_train_batch_size x gradient_accumulation_steps x world_size`` forget (or retain)

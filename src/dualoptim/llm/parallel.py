@@ -2,7 +2,7 @@
 
 Every transformer block (the classes a Hugging Face model lists in ``_no_split_modules``) and
 then the root are sharded, so parameters, gradients and *both* optimizer states (the optimizers
-are built over the sharded DTensor parameters) are split over the ranks. :func:`trainer.unlearn`
+are built over the sharded DTensor parameters) are split over the ranks. :func:`trainer.run_llm_unlearning`
 sees DTensor parameters and lets FSDP reduce-scatter the gradients; the plan gives every rank the
 same phase and the same number of micro-batches per step.
 

@@ -134,26 +134,26 @@ def make_plan(n_forget: int, n_retain: int, cfg: UnlearnConfig) -> list[Step]:
     step per pair, ``alternate``/``dual`` a forget step followed by ``retain_every`` retain steps.
     """
     rng = random.Random(cfg.seed)
-    b = cfg.batch_size
+    size = cfg.batch_size
     retain_order: list[int] = []
     steps: list[Step] = []
     for _ in range(cfg.epochs):
         order = list(range(n_forget))
         rng.shuffle(order)
-        for i in range(0, n_forget, b):
-            fb = tuple(order[i:i + b])
-            rbs = []
+        for i in range(0, n_forget, size):
+            forget_batch = tuple(order[i:i + size])
+            retain_batches = []
             for _ in range(cfg.retain_every):
-                while len(retain_order) < len(fb):
+                while len(retain_order) < len(forget_batch):
                     more = list(range(n_retain))
                     rng.shuffle(more)
                     retain_order += more
-                rbs.append(tuple(retain_order[:len(fb)]))
-                retain_order = retain_order[len(fb):]
+                retain_batches.append(tuple(retain_order[:len(forget_batch)]))
+                retain_order = retain_order[len(forget_batch):]
             if cfg.scheme == "joint":
-                steps.append(Step("joint", fb, rbs[0]))
+                steps.append(Step("joint", forget_batch, retain_batches[0]))
             else:
-                steps += [Step("forget", forget=fb)] + [Step("retain", retain=rb) for rb in rbs]
+                steps += [Step("forget", forget=forget_batch)] + [Step("retain", retain=b) for b in retain_batches]
     return steps
 
 
@@ -277,10 +277,11 @@ def is_sharded(model: torch.nn.Module) -> bool:
     return mod is not None and any(isinstance(p, mod.DTensor) for p in model.parameters())
 
 
-def unlearn(model: torch.nn.Module, forget: QAData, retain: QAData, cfg: UnlearnConfig,
-            ref_model: Any = None,
-            on_micro_batch: Callable[[int, str, tuple[int, ...]], None] | None = None,
-            on_step: Callable[[int, str, Any], None] | None = None, progress: bool = True) -> dict[str, Any]:
+def run_llm_unlearning(model: torch.nn.Module, forget: QAData, retain: QAData, cfg: UnlearnConfig,
+                       ref_model: Any = None,
+                       on_micro_batch: Callable[[int, str, tuple[int, ...]], None] | None = None,
+                       on_step: Callable[[int, str, Any], None] | None = None,
+                       progress: bool = True) -> dict[str, Any]:
     """Unlearn ``forget`` from ``model`` in place; returns timings, memory and the loss curve.
 
     The model stays where it is (``load_model(device=...)`` put it there); batches and the reference

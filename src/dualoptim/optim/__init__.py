@@ -1,7 +1,6 @@
 """The core of DualOptim: phase-aware optimizers and their factory."""
 
 from .banked import BankedOptimizer
-from .extra import FastSGD, Lion, Muon, PartiallySharedAdam
 from .factory import (
     OptimizerInfo,
     build_optimizer,
@@ -12,7 +11,11 @@ from .factory import (
     register_optimizer,
 )
 from .lean import SGDBF16, AdamBF16, AdamWBF16, state_bytes
+from .lion import Lion
+from .muon import Muon
+from .partially_shared_adam import PartiallySharedAdam
 from .phased import PHASES, DualOptimizer, PhasedOptimizer, SharedOptimizer
+from .sgd import FastSGD
 from .spec import OptimSpec, parse_spec
 
 __all__ = [

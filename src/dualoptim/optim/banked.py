@@ -16,7 +16,7 @@ once, all state in ``self.state[p]``. :class:`BankedOptimizer` is that shape:
 * The phase follows the batch: call ``set_phase(batch_phase)`` before each
   micro-batch's backward. With gradient accumulation every micro-batch of one step
   must have the same phase; a step after mixed phases raises instead of silently
-  using the wrong bank (bug 4 of the reference code switched banks by a step counter).
+  using the wrong bank (the reference code switched banks by a step counter).
 
 The update itself is done by a stock optimizer of each phase (``torch.optim.Adam``,
 ``SGD``, the registry's lean variants ...) pointed, for the duration of ``step``, at
@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from .extra import FullStateOptimizer, step_without_global_hooks
+from .base import FullStateOptimizer, step_without_global_hooks
 from .factory import _fast_kwargs, get_optimizer_info
 from .phased import PHASES, _check_phase, _PhaseContext
 

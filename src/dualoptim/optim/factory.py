@@ -19,9 +19,12 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from ..registry import Registry
-from .extra import FastSGD, Lion, Muon, PartiallySharedAdam
 from .lean import SGDBF16, AdamBF16, AdamWBF16
+from .lion import Lion
+from .muon import Muon
+from .partially_shared_adam import PartiallySharedAdam
 from .phased import DualOptimizer, PhasedOptimizer, SharedOptimizer, own_value
+from .sgd import FastSGD
 from .spec import OptimSpec
 
 

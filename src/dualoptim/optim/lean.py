@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from .extra import FullStateOptimizer, _check, run_closure
+from .base import FullStateOptimizer, check_value, run_closure
 
 _BITS = 1 << 16
 
@@ -116,11 +116,11 @@ class AdamBF16(_LeanOptimizer):
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, decoupled: bool = False, seed: int = 0) -> None:
-        _check("lr", lr, 1e-30)
-        _check("beta1", betas[0], 0.0, 1.0)
-        _check("beta2", betas[1], 0.0, 1.0)
-        _check("eps", eps)
-        _check("weight_decay", weight_decay)
+        check_value("lr", lr, 1e-30)
+        check_value("beta1", betas[0], 0.0, 1.0)
+        check_value("beta2", betas[1], 0.0, 1.0)
+        check_value("eps", eps)
+        check_value("weight_decay", weight_decay)
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
                                   "decoupled": decoupled}, seed)
 
@@ -202,9 +202,9 @@ class SGDBF16(_LeanOptimizer):
 
     def __init__(self, params: Any, lr: float = 1e-2, momentum: float = 0.9, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, seed: int = 0) -> None:
-        _check("lr", lr, 1e-30)
-        _check("momentum", momentum, 0.0, 1.0)
-        _check("weight_decay", weight_decay)
+        check_value("lr", lr, 1e-30)
+        check_value("momentum", momentum, 0.0, 1.0)
+        check_value("weight_decay", weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("nesterov needs momentum > 0 and dampening = 0")
         super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening,

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from .extra import FullStateOptimizer, step_without_global_hooks
+from .base import FullStateOptimizer, step_without_global_hooks
 
 PHASES = ("forget", "retain")
 Mask = Mapping[torch.Tensor, torch.Tensor]

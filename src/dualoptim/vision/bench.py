@@ -291,25 +291,25 @@ def run_bench(cfg: BenchConfig, ctx: BenchContext | None = None, only_report: bo
 def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str) -> None:
     runner = Runner(store, exp, len(cfg.seeds) * (2 + len(cfg.runs)), _log, name=f"bench {cfg.name}")
     data = _data(cfg, ctx)
-    okey = _original_key(cfg)
+    original_key = _original_key(cfg)
     _log(f"[bench {cfg.name}] {data.name}: {data.num_train} train / {len(data.test_y)} {cfg.eval_split} images, model "
          f"{cfg.model} {cfg.model_options or ''}, forget {cfg.forget}, seeds {cfg.seeds}, {len(cfg.runs)} runs")
-    original, otime, hit = _train_or_load("original", okey, cfg, ctx, data, None)
-    _log(f"[bench {cfg.name}] original model {'from cache' if hit else 'trained'} ({otime.get('train_s', 0):.0f} s)")
+    original, timings, hit = _train_or_load("original", original_key, cfg, ctx, data, None)
+    _log(f"[bench {cfg.name}] original model {'from cache' if hit else 'trained'} ({timings.get('train_s', 0):.0f} s)")
     for trial, seed in enumerate(cfg.seeds):
-        for job in _trial_jobs(cfg, ctx, data, exp, okey, original, trial, seed):
+        for job in _trial_jobs(cfg, ctx, data, exp, original_key, original, trial, seed):
             runner.run(job)
     runner.close()
 
 
-def _trial_jobs(cfg: BenchConfig, ctx: BenchContext, data: ImageData, exp: str, okey: str,
+def _trial_jobs(cfg: BenchConfig, ctx: BenchContext, data: ImageData, exp: str, original_key: str,
                 original: torch.nn.Module, trial: int, seed: int) -> list[Job]:
     """One trial's jobs: its Retrain row, its Original ("do nothing") row, then one row per run."""
     split = make_forget_split(cfg.forget, data.train_y, seed)
     rseed = retrain_seed(cfg.init_seed, seed)
     where = f"trial {trial + 1}/{len(cfg.seeds)}"
     # model cache: content only (the original's key covers data, model and recipe)
-    mkey = run_key(kind="retrain", original=okey, forget=split.digest, seed=rseed)
+    retrain_key = run_key(kind="retrain", original=original_key, forget=split.digest, seed=rseed)
     base_params = {"recipe": cfg.recipe, "seed": seed, "forget": cfg.forget, "retrain_seed": rseed,
                    "eval_split": cfg.eval_split}
 
@@ -317,13 +317,13 @@ def _trial_jobs(cfg: BenchConfig, ctx: BenchContext, data: ImageData, exp: str, 
         return evaluate(model, data, split, seed=seed, svc_max_samples=cfg.svc_samples)
 
     def retrain() -> Outcome:
-        model, rtime, hit = _train_or_load("retrain", mkey, cfg, ctx, data, split, seed=rseed)
-        return Outcome(evaluated(model), timings=rtime, extra={"cache_hit": hit},
+        model, timings, hit = _train_or_load("retrain", retrain_key, cfg, ctx, data, split, seed=rseed)
+        return Outcome(evaluated(model), timings=timings, extra={"cache_hit": hit},
                        summary="from cache" if hit else "trained")
 
-    def unlearn(ucfg: UnlearnConfig) -> Outcome:
+    def unlearn_row(ucfg: UnlearnConfig) -> Outcome:
         cpu_job = time.process_time()
-        model, _, _ = load_classifier(ctx.cache / f"original-{okey}")
+        model, _, _ = load_classifier(ctx.cache / f"original-{original_key}")
         callbacks = [_curve_callback(data, split, cfg.curve_samples, seed)] if cfg.eval_every else []
         model, result = unlearn_classifier(model, data, split, ucfg, callbacks=callbacks, progress=ctx.progress)
         t0 = time.perf_counter()
@@ -336,11 +336,11 @@ def _trial_jobs(cfg: BenchConfig, ctx: BenchContext, data: ImageData, exp: str, 
 
     common = {"trial": trial, "forget_hash": split.digest}
     # Result rows are per experiment: two benchmarks sharing a database and a Retrain model both get its row.
-    jobs = [Job(run_key(kind="retrain-row", experiment=exp, model=mkey, svc_samples=cfg.svc_samples,
+    jobs = [Job(run_key(kind="retrain-row", experiment=exp, model=retrain_key, svc_samples=cfg.svc_samples,
                         eval_split=cfg.eval_split), method=report.RETRAIN, optimizer="-", compute=retrain,
                 params=base_params, label=f"{where} Retrain", **common),
             # one row per trial even when every trial forgets the same set (class-wise): the trial seed is in the key
-            Job(run_key(kind="original-row", experiment=exp, original=okey, forget=split.digest, seed=seed,
+            Job(run_key(kind="original-row", experiment=exp, original=original_key, forget=split.digest, seed=seed,
                         svc_samples=cfg.svc_samples, eval_split=cfg.eval_split), method=report.ORIGINAL,
                 optimizer="-", compute=lambda: Outcome(evaluated(original)), params=base_params,
                 label=f"{where} Original", **common)]
@@ -348,10 +348,10 @@ def _trial_jobs(cfg: BenchConfig, ctx: BenchContext, data: ImageData, exp: str, 
         ucfg = UnlearnConfig.from_preset(run.method, run.optim, preset=cfg.unlearn_preset, seed=seed,
                                          eval_every=cfg.eval_every, track_grads=cfg.track_grads, **run.config)
         params = {**ucfg.to_dict(), "eval_split": cfg.eval_split}
-        key = run_key(kind="unlearn", experiment=exp, original=okey, forget=split.digest, params=params,
+        key = run_key(kind="unlearn", experiment=exp, original=original_key, forget=split.digest, params=params,
                       curve_samples=cfg.curve_samples, svc_samples=cfg.svc_samples)
-        jobs.append(Job(key, method=run.method, optimizer=run.optim, compute=lambda u=ucfg: unlearn(u), params=params,
-                        extra={"label": run.row}, label=f"{where} {run.row}", **common))
+        jobs.append(Job(key, method=run.method, optimizer=run.optim, compute=lambda u=ucfg: unlearn_row(u),
+                        params=params, extra={"label": run.row}, label=f"{where} {run.row}", **common))
     return jobs
 
 

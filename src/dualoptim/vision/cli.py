@@ -228,7 +228,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..io import atomic_write_json, check_output
     from .checkpoint import dataset_for, load_classifier
     from .forget import make_forget_split, split_from_indices
-    from .metrics import evaluate
+    from .metrics import DESCRIPTIONS, evaluate
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -269,13 +269,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                       "dataset": meta.dataset, "train_subset": meta.train_subset,
                                       "subset_seed": meta.subset_seed, "split": split.describe(),
                                       "forget_indices": split.forget_idx.tolist(), "metrics": metrics,
-                                      "metric_definitions": {k: v for k, v in _descriptions().items() if k in metrics},
+                                      "metric_definitions": {k: v for k, v in DESCRIPTIONS.items() if k in metrics},
                                       "eval_s": round(elapsed, 3), "warnings": warnings})
         print(f"wrote {args.json}")
     return 0
-
-
-def _descriptions() -> dict[str, str]:
-    from .metrics import DESCRIPTIONS
-
-    return DESCRIPTIONS

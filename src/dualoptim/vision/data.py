@@ -238,19 +238,20 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, trai
         raise DataNotFoundError(f"data folder {folder} does not exist ({info.how_to_get})")
     train_x, train_y, test_x, test_y, num_classes = info.loader(folder)
     # np.require copies read-only buffers (idx files are read with np.frombuffer)
-    xtr = torch.from_numpy(np.require(train_x, requirements=["C", "W"])).float()
-    xte = torch.from_numpy(np.require(test_x, requirements=["C", "W"])).float()
+    train_images = torch.from_numpy(np.require(train_x, requirements=["C", "W"])).float()
+    test_images = torch.from_numpy(np.require(test_x, requirements=["C", "W"])).float()
     scale = 255.0 if train_x.dtype == np.uint8 else 1.0
-    xtr /= scale
-    xte /= scale
+    train_images /= scale
+    test_images /= scale
     # normalization is applied once here, so batches need no per-step transform
-    mean = xtr.mean(dim=(0, 2, 3))
-    std = xtr.std(dim=(0, 2, 3)).clamp_min(1e-6)
-    xtr = (xtr - mean[:, None, None]) / std[:, None, None]
-    xte = (xte - mean[:, None, None]) / std[:, None, None]
-    data = ImageData(name=info.name, train_x=xtr, train_y=torch.from_numpy(np.asarray(train_y, np.int64)),
-                     test_x=xte, test_y=torch.from_numpy(np.asarray(test_y, np.int64)), num_classes=num_classes,
-                     in_channels=xtr.shape[1], image_size=xtr.shape[2], mean=tuple(mean.tolist()),
+    mean = train_images.mean(dim=(0, 2, 3))
+    std = train_images.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    train_images = (train_images - mean[:, None, None]) / std[:, None, None]
+    test_images = (test_images - mean[:, None, None]) / std[:, None, None]
+    data = ImageData(name=info.name, train_x=train_images, train_y=torch.from_numpy(np.asarray(train_y, np.int64)),
+                     test_x=test_images, test_y=torch.from_numpy(np.asarray(test_y, np.int64)),
+                     num_classes=num_classes, in_channels=train_images.shape[1],
+                     image_size=train_images.shape[2], mean=tuple(mean.tolist()),
                      std=tuple(std.tolist()))
     return data.subset(train_subset, subset_seed) if train_subset is not None else data
 
@@ -342,8 +343,8 @@ def _fashion_from(d: Path) -> tuple | None:
     missing = [stem for stem, a in zip(stems, arrays) if a is None]
     if missing:
         raise DataNotFoundError(f"Fashion-MNIST in {d} is incomplete: {missing} missing. {FASHION_HOW}")
-    xtr, ytr, xte, yte = arrays
-    return xtr[:, None], ytr, xte[:, None], yte, 10
+    train_x, train_y, test_x, test_y = arrays
+    return train_x[:, None], train_y, test_x[:, None], test_y, 10
 
 
 def _load_fashion_mnist(folder: Path | None):
@@ -395,31 +396,31 @@ def _cifar_how(name: str) -> str:
 
 def _read_cifar_bin(paths: list[Path], label_bytes: int) -> tuple[np.ndarray, np.ndarray]:
     """CIFAR binary records: ``label_bytes`` label bytes (the last one is used) then 3072 pixel bytes."""
-    rec = np.concatenate([np.fromfile(p, dtype=np.uint8) for p in paths])
-    if rec.size % (label_bytes + 3072):
+    records = np.concatenate([np.fromfile(p, dtype=np.uint8) for p in paths])
+    if records.size % (label_bytes + 3072):
         raise ConfigError(f"{paths[0].parent}: CIFAR binary files are truncated")
-    rec = rec.reshape(-1, label_bytes + 3072)
-    return rec[:, label_bytes:].reshape(-1, 3, 32, 32), rec[:, label_bytes - 1].astype(np.int64)
+    records = records.reshape(-1, label_bytes + 3072)
+    return records[:, label_bytes:].reshape(-1, 3, 32, 32), records[:, label_bytes - 1].astype(np.int64)
 
 
 def _cifar_from(d: Path, classes: int) -> tuple | None:
     if classes == 10 and (d / "data_batch_1").is_file():
         parts = [_unpickle(d / f"data_batch_{i}") for i in range(1, 6)]
         test = _unpickle(d / "test_batch")
-        xtr = np.concatenate([p["data"] for p in parts]).reshape(-1, 3, 32, 32)
-        ytr = np.concatenate([np.asarray(p["labels"]) for p in parts])
-        return xtr, ytr, test["data"].reshape(-1, 3, 32, 32), np.asarray(test["labels"]), 10
+        train_x = np.concatenate([p["data"] for p in parts]).reshape(-1, 3, 32, 32)
+        train_y = np.concatenate([np.asarray(p["labels"]) for p in parts])
+        return train_x, train_y, test["data"].reshape(-1, 3, 32, 32), np.asarray(test["labels"]), 10
     if classes == 100 and (d / "train").is_file() and (d / "meta").is_file():
-        tr, te = _unpickle(d / "train"), _unpickle(d / "test")
-        return (tr["data"].reshape(-1, 3, 32, 32), np.asarray(tr["fine_labels"]),
-                te["data"].reshape(-1, 3, 32, 32), np.asarray(te["fine_labels"]), 100)
+        train, test = _unpickle(d / "train"), _unpickle(d / "test")
+        return (train["data"].reshape(-1, 3, 32, 32), np.asarray(train["fine_labels"]),
+                test["data"].reshape(-1, 3, 32, 32), np.asarray(test["fine_labels"]), 100)
     bin_train = [d / f"data_batch_{i}.bin" for i in range(1, 6)] if classes == 10 else [d / "train.bin"]
     bin_test = d / ("test_batch.bin" if classes == 10 else "test.bin")
     if all(p.is_file() for p in bin_train) and bin_test.is_file():
-        lab = 1 if classes == 10 else 2  # CIFAR-100 records: coarse label, fine label, pixels
-        xtr, ytr = _read_cifar_bin(bin_train, lab)
-        xte, yte = _read_cifar_bin([bin_test], lab)
-        return xtr, ytr, xte, yte, classes
+        label_bytes = 1 if classes == 10 else 2  # CIFAR-100 records: coarse label, fine label, pixels
+        train_x, train_y = _read_cifar_bin(bin_train, label_bytes)
+        test_x, test_y = _read_cifar_bin([bin_test], label_bytes)
+        return train_x, train_y, test_x, test_y, classes
     return None
 
 

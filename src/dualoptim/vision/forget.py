@@ -8,7 +8,7 @@
 
 Indices always refer to the SAME training set the original model was trained on (``train_labels`` is that
 set's labels, subset included): the reference code re-split its data with the unlearning seed, so part of
-its "forget" set had never been seen by the original model (reference bug 3). ``ForgetSplit.digest`` is the
+its "forget" set had never been seen by the original model. ``ForgetSplit.digest`` is the
 sha256 of the sorted forget indices, stored with every checkpoint and result so a table can prove which
 samples were forgotten. Invalid specs raise :class:`ConfigError` before anything is trained or written.
 """

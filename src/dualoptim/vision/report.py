@@ -19,9 +19,9 @@ from typing import Any
 
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..optim import OptimSpec
-from ..stats import format_cell, gap_table, paired_difference, trial_gaps
+from ..stats import DEFAULT_METRICS, format_cell, gap_table, paired_difference, trial_gaps
 
-METRICS = ("FA", "RA", "TA", "MIA")
+METRICS = DEFAULT_METRICS  # FA, RA, TA, MIA: the metrics of Gap
 RETRAIN = "Retrain"
 ORIGINAL = "Original"  # the model before unlearning: what "doing nothing" scores against Retrain
 FOOTER = ("mean ± std over trials (sample std, ddof=1); (gap) = |mean − Retrain's mean|; Gap, Std = their means "
@@ -61,12 +61,12 @@ def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRIC
     """
     per_trial: dict[str, list[dict[str, float]]] = defaultdict(list)
     by_trial: dict[str, dict[tuple[int, str], dict[str, float]]] = defaultdict(dict)
-    ident: dict[str, tuple[str, str]] = {}
+    spec_by_label: dict[str, tuple[str, str]] = {}
     diverged: dict[str, int] = defaultdict(int)
     order = {RETRAIN: 0, ORIGINAL: 1}
     for r in sorted(rows, key=lambda r: (order.get(r["method"], 2), r["method"], is_dual(r["optimizer"]), r["trial"])):
         label = label_of(r)
-        ident[label] = (r["method"], r["optimizer"])
+        spec_by_label[label] = (r["method"], r["optimizer"])
         if r.get("extra", {}).get("diverged"):
             diverged[label] += 1
         else:
@@ -75,18 +75,19 @@ def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRIC
     stats = {row["name"]: row for row in gap_table(per_trial, reference=RETRAIN, metrics=metrics)}
     empty = {"trials": 0, **dict.fromkeys(metrics), "Gap": None, "Std": None}
     return [{**stats.get(label, {"name": label, **empty}), "method": method, "optimizer": optimizer,
-             "diverged": diverged[label], "paired": _paired(label, ident, by_trial, metrics)}
-            for label, (method, optimizer) in ident.items()]
+             "diverged": diverged[label], "paired": _paired(label, spec_by_label, by_trial, metrics)}
+            for label, (method, optimizer) in spec_by_label.items()]
 
 
-def shared_partner(label: str, ident: Mapping[str, tuple[str, str]]) -> str | None:
+def shared_partner(label: str, spec_by_label: Mapping[str, tuple[str, str]]) -> str | None:
     """The shared row a +DO row is compared with: its method's one shared row with the default label (when there
     are several: the method's paper optimizer, else the one fully shared Adam state ``decouple=none`` of the
-    moment ablation); None for shared rows or when ambiguous (sweeps)."""
-    method, optimizer = ident[label]
+    moment ablation); None for shared rows or when ambiguous (sweeps). ``spec_by_label``: row label -> (method,
+    optimizer)."""
+    method, optimizer = spec_by_label[label]
     if method in (RETRAIN, ORIGINAL) or not is_dual(optimizer):
         return None
-    shared = [k for k, (m, o) in ident.items() if m == method and not is_dual(o) and k == row_label(m, o)]
+    shared = [k for k, (m, o) in spec_by_label.items() if m == method and not is_dual(o) and k == row_label(m, o)]
     if len(shared) > 1:
         from .methods import get_method_info
 
@@ -94,16 +95,16 @@ def shared_partner(label: str, ident: Mapping[str, tuple[str, str]]) -> str | No
             paper = get_method_info(method).shared_optim
         except Exception:  # an unregistered method name read back from a database: no preference
             paper = None
-        by_paper = [k for k in shared if ident[k][1] == paper]
-        shared = by_paper or [k for k in shared if OptimSpec.parse(ident[k][1]).decouple == ""]
+        by_paper = [k for k in shared if spec_by_label[k][1] == paper]
+        shared = by_paper or [k for k in shared if OptimSpec.parse(spec_by_label[k][1]).decouple == ""]
     return shared[0] if len(shared) == 1 else None
 
 
-def _paired(label: str, ident: Mapping[str, tuple[str, str]],
+def _paired(label: str, spec_by_label: Mapping[str, tuple[str, str]],
             by_trial: Mapping[str, Mapping[tuple[int, str], Mapping[str, float]]],
             metrics: Sequence[str]) -> dict[str, Any] | None:
     """ΔGap of a +DO row against its shared partner over the trials (forget sets) both ran without diverging."""
-    partner = shared_partner(label, ident)
+    partner = shared_partner(label, spec_by_label)
     if partner is None or RETRAIN not in by_trial:
         return None
     keys = sorted(set(by_trial.get(label, {})) & set(by_trial.get(partner, {})) & set(by_trial[RETRAIN]))

@@ -7,7 +7,7 @@
 ``unlearn_classifier`` builds the method (``vision.methods``), the phased optimizer (``build_optimizer``:
 a single name is the shared baseline, ``forget+retain`` is DualOptim), the forget/retain batch loaders over
 the in-memory training tensors, and runs the engine's Algorithm 1 with the method's schedule. It trains the
-model in place and returns it with an :class:`UnlearnResult`. A NaN/inf loss raises
+model in place and returns it with a :class:`RunRecord`. A NaN/inf loss raises
 :class:`~dualoptim.errors.DivergenceError` naming the step and phase.
 """
 
@@ -139,16 +139,9 @@ class UnlearnConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> UnlearnConfig:
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"unknown unlearning config field(s) {unknown}")
-        return cls(**d)
-
 
 @dataclass
-class UnlearnResult:
+class RunRecord:
     """What :func:`unlearn_classifier` returns besides the model.
 
     Attributes:
@@ -198,7 +191,7 @@ def _loader(data: ImageData, idx: torch.Tensor, batch_size: int, seed: int, cfg:
 
 
 def unlearn_classifier(model: nn.Module, data: ImageData, split: ForgetSplit, cfg: UnlearnConfig,
-                       callbacks: Sequence[Callback] = (), progress: bool = True) -> tuple[nn.Module, UnlearnResult]:
+                       callbacks: Sequence[Callback] = (), progress: bool = True) -> tuple[nn.Module, RunRecord]:
     """Unlearn ``split.forget_idx`` from ``model`` (trained in place) with ``cfg``.
 
     Args:
@@ -211,7 +204,7 @@ def unlearn_classifier(model: nn.Module, data: ImageData, split: ForgetSplit, cf
         progress: show a progress bar.
 
     Returns:
-        ``(model in eval mode, UnlearnResult)``.
+        ``(model in eval mode, RunRecord)``.
 
     Raises:
         DivergenceError: a loss became NaN/inf (names the step and phase); the model is then unusable.
@@ -232,24 +225,14 @@ def unlearn_classifier(model: nn.Module, data: ImageData, split: ForgetSplit, cf
                                                  **cfg.optim_options)
     if cfg.eval_every and not callbacks:
         callbacks = (metrics_callback(data, split),)
-    prepare_seconds = 0.0
-    prepare = method.prepare
-
-    def timed_prepare(ctx: Any) -> None:  # the engine starts its clock after prepare: time it here
-        nonlocal prepare_seconds
-        t = time.perf_counter()
-        prepare(ctx)
-        prepare_seconds = time.perf_counter() - t
-
-    method.prepare = timed_prepare  # type: ignore[method-assign]
     res = run_unlearning(model, method, optimizer, forget, retain, schedule, callbacks=callbacks,
                          eval_every=cfg.eval_every, track_grads=cfg.track_grads,
                          autocast_dtype=AUTOCAST[cfg.autocast], progress=progress,
                          desc=f"{cfg.method} {cfg.optim}")
     phases = [row["phase"] for row in res.history]
-    result = UnlearnResult(
+    result = RunRecord(
         config=cfg.to_dict(), schedule=asdict(schedule), history=res.history, evals=res.evals, steps=res.steps,
         forget_steps=phases.count("forget"), retain_steps=phases.count("retain"), seconds=res.seconds,
-        prepare_seconds=prepare_seconds, total_seconds=time.perf_counter() - start,
+        prepare_seconds=res.prepare_seconds, total_seconds=time.perf_counter() - start,
         optimizer=OptimSpec.parse(cfg.optim).mode, state_bytes=state_bytes(optimizer))
     return model, result

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...engine import Schedule, UnlearnContext
+from ...engine import Schedule, UnlearnContext, accumulate_grads
 from ...errors import ConfigError
 from . import option, register_method
 from .rl import RL
@@ -24,18 +24,9 @@ from .rl import RL
 
 def saliency_mask(model: nn.Module, forget_batches: Iterable[Any], ratio: float) -> dict[torch.Tensor, torch.Tensor]:
     """``{param: bool mask}`` keeping the top ``ratio`` of |sum of grad(-CE)| over ``forget_batches``, globally."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    acc = [torch.zeros_like(p) for p in params]
-    was_training = model.training
-    model.eval()
-    try:
-        for x, y in forget_batches:
-            grads = torch.autograd.grad(-F.cross_entropy(model(x), y), params, allow_unused=True)
-            for a, g in zip(acc, grads):
-                if g is not None:
-                    a.add_(g)
-    finally:
-        model.train(was_training)
+    grad_sum = accumulate_grads(model, forget_batches, lambda b: -F.cross_entropy(model(b[0]), b[1]), None,
+                                square=False, eval_mode=True, add=torch.Tensor.add_, mean=False)
+    params, acc = list(grad_sum), list(grad_sum.values())
     scores = torch.cat([a.abs().flatten() for a in acc])
     keep = torch.zeros_like(scores, dtype=torch.bool)
     keep[torch.topk(scores, round(ratio * scores.numel()), sorted=False).indices] = True

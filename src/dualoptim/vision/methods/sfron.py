@@ -15,14 +15,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...engine import Method, Schedule, StepInfo, UnlearnContext
+from ...engine import Method, Schedule, StepInfo, UnlearnContext, accumulate_grads
 from ...errors import ConfigError
 from ...optim import PhasedOptimizer
 from . import option, register_method
@@ -30,23 +29,9 @@ from . import option, register_method
 
 def diagonal_fisher(model: nn.Module, batches: Iterable[Any], max_batches: int | None = None) -> list[torch.Tensor]:
     """Diagonal Fisher estimate per parameter: mean over batches of the squared batch-mean CE gradient (eval mode)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    acc = [torch.zeros_like(p) for p in params]
-    n = 0
-    was_training = model.training
-    model.eval()
-    try:
-        for x, y in islice(batches, max_batches):
-            grads = torch.autograd.grad(F.cross_entropy(model(x), y), params, allow_unused=True)
-            for a, g in zip(acc, grads):
-                if g is not None:
-                    a.addcmul_(g, g)
-            n += 1
-    finally:
-        model.train(was_training)
-    if n == 0:
-        raise ConfigError("cannot estimate the Fisher information of an empty set")
-    return [a / n for a in acc]
+    fisher = accumulate_grads(model, batches, lambda b: F.cross_entropy(model(b[0]), b[1]), max_batches,
+                              square=True, eval_mode=True, add=lambda total, g: total.addcmul_(g, g))
+    return list(fisher.values())
 
 
 @register_method("sfron", "SFRon: weighted GA with Fisher-ratio mask + retain CE, iteration mode (forget every t_in)")
