@@ -39,7 +39,8 @@ from .calibrate import (
     subsample,
 )
 from .data import Data, as_loader
-from .inputs import Loader, LogitsModel, check_disjoint, check_model, extract_logits, fresh_copy
+from .inputs import Loader, LogitsModel, extract_logits, untrained_model, user_sets
+from .inputs import Sets as _Sets
 from .methods import get_method, get_method_info
 from .metrics import METRICS, loader_probs, metrics_from_probs
 from .presets import resolve_preset
@@ -51,12 +52,10 @@ __all__ = ["LogitsModel", "UnlearnOutcome", "default_lrs", "extract_logits", "un
 # range is 1e-4..1.5e-4) was used with ~350 forget steps (ResNet-18, CIFAR-10 10%: 35 batches x 10 epochs,
 # SFRon 1500 / 5 = 300). Adam moves each weight by about lr per step, so on a smaller forget set (fewer steps)
 # the default keeps the paper's total travel: lr = 1e-4 * 350 / forget_steps, between 1x and 10x of 1e-4.
-DEFAULT_FORGET_LR = {"adam": 1e-4, "adamw": 1e-4, "adam-bf16": 1e-4, "adamw-bf16": 1e-4, "sgd": 0.01,
-                     "sgd-bf16": 0.01}
+# The retain (and SGD forget) default is the paper's pre-training lr of each family.
+DEFAULT_LR = {"adam": 1e-4, "adamw": 1e-4, "adam-bf16": 1e-4, "adamw-bf16": 1e-4, "sgd": 0.01, "sgd-bf16": 0.01}
 PAPER_FORGET_STEPS = 350
 MAX_FORGET_LR_SCALE = 10.0
-DEFAULT_RETAIN_LR = {"sgd": 0.01, "sgd-bf16": 0.01, "adam": 1e-4, "adamw": 1e-4, "adam-bf16": 1e-4,
-                     "adamw-bf16": 1e-4}
 
 
 
@@ -74,14 +73,13 @@ def default_lrs(method: str, optim: str, forget_steps: int | None = None) -> tup
                               "forget_lr= and retain_lr=")
         return fields["forget_lr"], fields["retain_lr"]
     f, r = spec.names
-    if f not in DEFAULT_FORGET_LR or r not in DEFAULT_RETAIN_LR:
-        raise ConfigError(f"no default learning rates for {optim!r} (defaults exist for forget optimizers "
-                          f"{sorted(DEFAULT_FORGET_LR)} and retain optimizers {sorted(DEFAULT_RETAIN_LR)}); pass "
-                          "forget_lr= and retain_lr=")
+    if f not in DEFAULT_LR or r not in DEFAULT_LR:
+        raise ConfigError(f"no default learning rates for {optim!r} (defaults exist for the optimizers "
+                          f"{sorted(DEFAULT_LR)}); pass forget_lr= and retain_lr=")
     scale = 1.0
     if f.startswith("adam") and forget_steps:
         scale = min(max(PAPER_FORGET_STEPS / forget_steps, 1.0), MAX_FORGET_LR_SCALE)
-    return DEFAULT_FORGET_LR[f] * scale, DEFAULT_RETAIN_LR[r]
+    return DEFAULT_LR[f] * scale, DEFAULT_LR[r]
 
 
 
@@ -100,13 +98,6 @@ class UnlearnOutcome:
     audit: Audit
     result: UnlearnResult
     retrain_model: nn.Module | None = None
-
-
-@dataclass
-class _Sets:
-    forget: Loader
-    retain: Loader
-    test: Loader | None
 
 
 Pair = tuple[torch.Tensor, torch.Tensor]
@@ -207,15 +198,6 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
         DivergenceError: a loss became NaN/inf.
     """
     total_start = time.perf_counter()
-    params = list(model.parameters())
-    if not params:
-        raise ConfigError("the model has no parameters to unlearn")
-    if not any(p.requires_grad for p in params):
-        raise ConfigError("every parameter of the model is frozen (requires_grad=False), so unlearning cannot change "
-                          "it: unfreeze what may change, e.g. model.requires_grad_(True) or the last layers only")
-    device, dtype = params[0].device, params[0].dtype
-    if not dtype.is_floating_point:
-        raise ConfigError(f"the model's parameters are {dtype}; unlearning needs floating-point parameters")
     if calibrate not in ("auto", "off"):
         raise ConfigError(f"calibrate must be 'auto' or 'off', got {calibrate!r}")
     info = get_method_info(method)
@@ -228,19 +210,15 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if eval_every is not None and eval_every < 1:
         raise ConfigError(f"eval_every must be >= 1, got {eval_every}")
+    net, sets = user_sets(model, forget, retain, test, batch_size, seed, output_key)
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     retrain_model = retrain if isinstance(retrain, nn.Module) else None
-    where = device if retrain_model is None else next(retrain_model.parameters(), params[0]).device
+    where = device if retrain_model is None else next(retrain_model.parameters(), torch.empty(0, device=device)).device
     if where != device:
         raise ConfigError(f"the Retrain model is on {where} but the model on {device}: move it first")
     recipe = None  # Retrain is trained here: retrain=True or a factory of untrained models
     if retrain_model is None and retrain is not False and retrain is not None:
         recipe = retrain_recipe if isinstance(retrain_recipe, TrainConfig) else TrainConfig(**(retrain_recipe or {}))
-    check_disjoint(forget, retain)
-    sets = _Sets(as_loader(forget, "forget", batch_size, True, seed, device, dtype),
-                 as_loader(retain, "retain", batch_size, True, seed + 1, device, dtype),
-                 None if test is None else as_loader(test, "test", batch_size, False, seed, device, dtype))
-    net = LogitsModel(model, output_key)
-    check_model(net, sets.forget, sets.retain, sets.test)
 
     schedule: Schedule = m.default_schedule()  # type: ignore[attr-defined]
     calibrating = calibrate == "auto" and forget_lr is None
@@ -257,10 +235,10 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
             d_forget, d_retain = default_lrs(info.name, optim, n_forget_steps)
         except ConfigError:
             spec = OptimSpec.parse(optim)
-            if not (calibrating and spec.forget in DEFAULT_FORGET_LR and spec.retain in DEFAULT_RETAIN_LR):
+            if not (calibrating and spec.forget in DEFAULT_LR and spec.retain in DEFAULT_LR):
                 raise
             # calibration probes the forget lr; the retain lr is the optimizer family's default
-            d_forget, d_retain = DEFAULT_FORGET_LR[spec.forget], DEFAULT_RETAIN_LR[spec.retain]
+            d_forget, d_retain = DEFAULT_LR[spec.forget], DEFAULT_LR[spec.retain]
         forget_lr = d_forget if forget_lr is None else forget_lr
         retain_lr = d_retain if retain_lr is None else retain_lr
 
@@ -320,13 +298,9 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
 
     retrain_metrics = None
     if recipe is not None:
-        retrain_model = retrain() if callable(retrain) else fresh_copy(model, seed)
-        if not isinstance(retrain_model, nn.Module):
-            raise ConfigError(f"retrain factory returned {type(retrain_model).__name__}, not an nn.Module")
-        retrain_model.to(device=device, dtype=dtype)
-        done = fit(LogitsModel(retrain_model, output_key),
-                   as_loader(retain, "retain", recipe.batch_size, True, recipe.seed, device, dtype), recipe,
-                   progress, "retrain")
+        retrain_model = untrained_model(retrain, model, seed)
+        batches = as_loader(retain, "retain", recipe.batch_size, True, recipe.seed, device, dtype)
+        done = fit(LogitsModel(retrain_model, output_key), batches, recipe, progress, "retrain")
         timings.update(retrain_s=done["time_s"], retrain_steps=done["steps"])
     if retrain_model is not None:
         t0 = time.perf_counter()

@@ -4,8 +4,9 @@
   Face output, tuple with ``output_key``), so methods can call ``model(x)``.
 - :func:`check_disjoint`: forget and retain share no sample (by index for Subsets / DataLoaders of one
   dataset, by content, one hash per sample, for tensor pairs and TensorDatasets).
-- :func:`check_model`: the model returns finite logits whose class count fits every label.
-- :func:`fresh_copy`: a re-initialised copy of a model (``retrain=True``).
+- :func:`user_sets`: all checks that need no training (trainable float parameters, disjoint sets, finite logits
+  that fit the labels) and the inputs as loaders (``data.as_loader``) on the model's device.
+- :func:`untrained_model`: what a Retrain reference is trained from (a factory's model or a re-initialised copy).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import copy
 import hashlib
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from ..errors import ConfigError
-from .data import DatasetLoader, TensorLoader
+from .data import Data, DatasetLoader, TensorLoader, as_loader
 
 Loader = TensorLoader | DatasetLoader
 
@@ -124,10 +126,36 @@ def check_disjoint(forget: Any, retain: Any) -> None:
                           "(a copy left there keeps teaching the model what should be forgotten)")
 
 
-def check_model(net: nn.Module, forget: Loader, retain: Loader, test: Loader | None) -> None:
-    """Check once, before any work, that ``net`` returns finite logits whose class count fits the labels (tensor
+@dataclass
+class Sets:
+    """The user's forget, retain and (optional) test data as loaders on the model's device."""
+
+    forget: Loader
+    retain: Loader
+    test: Loader | None
+
+
+def user_sets(model: nn.Module, forget: Data, retain: Data, test: Data | None, batch_size: int, seed: int,
+              output_key: str | int | None) -> tuple[LogitsModel, Sets]:
+    """``model`` wrapped to return logits and the three inputs as loaders (forget and retain shuffled with
+    ``seed`` and ``seed + 1``), after every check that needs no training: trainable floating-point parameters,
+    disjoint forget/retain (:func:`check_disjoint`), finite logits whose class count fits the labels (tensor
     pairs: every label; datasets/loaders: the first batch, as a full pass would cost an epoch)."""
-    x, y = next(iter(forget.evaluation()))
+    params = list(model.parameters())
+    if not params:
+        raise ConfigError("the model has no parameters to unlearn")
+    if not any(p.requires_grad for p in params):
+        raise ConfigError("every parameter of the model is frozen (requires_grad=False), so unlearning cannot change "
+                          "it: unfreeze what may change, e.g. model.requires_grad_(True) or the last layers only")
+    device, dtype = params[0].device, params[0].dtype
+    if not dtype.is_floating_point:
+        raise ConfigError(f"the model's parameters are {dtype}; unlearning needs floating-point parameters")
+    check_disjoint(forget, retain)
+    sets = Sets(as_loader(forget, "forget", batch_size, True, seed, device, dtype),
+                as_loader(retain, "retain", batch_size, True, seed + 1, device, dtype),
+                None if test is None else as_loader(test, "test", batch_size, False, seed, device, dtype))
+    net = LogitsModel(model, output_key)
+    x, y = next(iter(sets.forget.evaluation()))
     was = net.training
     net.eval()
     try:
@@ -138,29 +166,38 @@ def check_model(net: nn.Module, forget: Loader, retain: Loader, test: Loader | N
     classes = logits.shape[1]
     if classes < 2:
         raise ConfigError(f"the model outputs {classes} score per input; expected logits (N, num_classes >= 2)")
-    for name, b in (("forget", forget), ("retain", retain), ("test", test)):
+    for name, b in (("forget", sets.forget), ("retain", sets.retain), ("test", sets.test)):
         if b is None:
             continue
-        labels = b.y if isinstance(b, TensorLoader) else (y if b is forget else next(iter(b.evaluation()))[1])
+        labels = b.y if isinstance(b, TensorLoader) else (y if b is sets.forget else next(iter(b.evaluation()))[1])
         if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= classes):
             raise ConfigError(f"{name} labels must be class indices in [0, {classes}) for a model with "
                               f"{classes} outputs; got range [{int(labels.min())}, {int(labels.max())}]")
     if not math.isfinite(float(logits.float().sum())):
         raise ConfigError("the model outputs NaN/inf logits before unlearning")
+    return net, sets
 
 
-def fresh_copy(model: nn.Module, seed: int) -> nn.Module:
-    """A re-initialised deep copy (every parameter's module must define ``reset_parameters``)."""
-    fresh = copy.deepcopy(model)
-    owners = [(name, m) for name, m in fresh.named_modules() if any(True for _ in m.parameters(recurse=False))]
-    missing = [name or type(m).__name__ for name, m in owners if not hasattr(m, "reset_parameters")]
-    if missing:
-        raise ConfigError(f"retrain=True cannot re-initialise module(s) {missing[:5]} (no reset_parameters()); pass "
-                          "retrain=<a function returning a fresh, untrained model> or a Retrain model you trained")
-    torch.manual_seed(seed)
-    for _, m in owners:
-        m.reset_parameters()  # type: ignore[operator]
-    for m in fresh.modules():  # BatchNorm running statistics
-        if hasattr(m, "reset_running_stats"):
-            m.reset_running_stats()
-    return fresh
+def untrained_model(retrain: Any, model: nn.Module, seed: int) -> nn.Module:
+    """The model Retrain starts from, on ``model``'s device and dtype: ``retrain()`` for a factory, else a
+    re-initialised deep copy of ``model`` (every parameter's module must define ``reset_parameters``)."""
+    if callable(retrain):
+        fresh = retrain()
+        if not isinstance(fresh, nn.Module):
+            raise ConfigError(f"retrain factory returned {type(fresh).__name__}, not an nn.Module")
+    else:
+        fresh = copy.deepcopy(model)
+        owners = [(name, m) for name, m in fresh.named_modules() if any(True for _ in m.parameters(recurse=False))]
+        missing = [name or type(m).__name__ for name, m in owners if not hasattr(m, "reset_parameters")]
+        if missing:
+            raise ConfigError(f"retrain=True cannot re-initialise module(s) {missing[:5]} (no reset_parameters()); "
+                              "pass retrain=<a function returning a fresh, untrained model> or a Retrain model you "
+                              "trained")
+        torch.manual_seed(seed)
+        for _, m in owners:
+            m.reset_parameters()  # type: ignore[operator]
+        for m in fresh.modules():  # BatchNorm running statistics
+            if hasattr(m, "reset_running_stats"):
+                m.reset_running_stats()
+    p = next(model.parameters())
+    return fresh.to(device=p.device, dtype=p.dtype)
