@@ -93,15 +93,6 @@ def true_class_prob(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return probs.gather(1, labels.reshape(-1, 1).long()).reshape(-1)
 
 
-def modified_entropy(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Song & Mittal (2021): M(p, y) = -(1 - p_y) log p_y - sum_{i != y} p_i log(1 - p_i)."""
-    p = probs.double().clamp(1e-30, 1 - 1e-12)
-    py = true_class_prob(p, labels)
-    others = p * torch.log1p(-p)
-    others = others.sum(1) - true_class_prob(others, labels)
-    return -(1 - py) * py.log() - others
-
-
 def _fit_predict(clf, member: np.ndarray, nonmember: np.ndarray, target: np.ndarray) -> np.ndarray:
     xs = np.concatenate([member, nonmember]).reshape(-1, 1)
     ys = np.concatenate([np.ones(len(member)), np.zeros(len(nonmember))])
