@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine import Callback, Event, Schedule, UnlearnResult, run_unlearning
+from ..engine import Callback, Schedule, UnlearnResult, run_unlearning
 from ..engine import _plan as _plan_steps
 from ..errors import ConfigError
 from ..optim import OptimSpec, build_optimizer
@@ -39,10 +39,10 @@ from .calibrate import (
     subsample,
 )
 from .data import Data, as_loader
-from .inputs import Loader, LogitsModel, extract_logits, untrained_model, user_sets
+from .inputs import LogitsModel, extract_logits, untrained_model, user_sets
 from .inputs import Sets as _Sets
 from .methods import get_method, get_method_info
-from .metrics import METRICS, loader_probs, metrics_from_probs
+from .metrics import METRICS, Pair, curve_callback, loader_probs, metrics_from_probs
 from .presets import resolve_preset
 from .train import TrainConfig, fit
 
@@ -56,7 +56,6 @@ __all__ = ["LogitsModel", "UnlearnOutcome", "default_lrs", "extract_logits", "un
 DEFAULT_LR = {"adam": 1e-4, "adamw": 1e-4, "adam-bf16": 1e-4, "adamw-bf16": 1e-4, "sgd": 0.01, "sgd-bf16": 0.01}
 PAPER_FORGET_STEPS = 350
 MAX_FORGET_LR_SCALE = 10.0
-
 
 
 def default_lrs(method: str, optim: str, forget_steps: int | None = None) -> tuple[float, float]:
@@ -82,7 +81,6 @@ def default_lrs(method: str, optim: str, forget_steps: int | None = None) -> tup
     return DEFAULT_LR[f] * scale, DEFAULT_LR[r]
 
 
-
 @dataclass
 class UnlearnOutcome:
     """What :func:`unlearn` returns.
@@ -100,14 +98,13 @@ class UnlearnOutcome:
     retrain_model: nn.Module | None = None
 
 
-Pair = tuple[torch.Tensor, torch.Tensor]
 Outputs = tuple[Pair, Pair, Pair | None]
 
 
 def _outputs(net: nn.Module, sets: _Sets) -> Outputs:
     """Softmax outputs and labels on the forget, retain and (if any) test set."""
     return tuple(None if b is None else loader_probs(net, b.evaluation())  # type: ignore[return-value]
-                 for b in (sets.forget, sets.retain, sets.test))
+                 for b in vars(sets).values())
 
 
 def _metrics(outputs: Outputs, seed: int) -> dict[str, float | None]:
@@ -122,27 +119,6 @@ def calibrated_schedule(schedule: Schedule, forget_batches: int, retain_batches:
         cap = max(schedule.forget_every, RETAIN_PASSES * retain_batches)
         return Schedule(**{**schedule.__dict__, "iterations": min(schedule.iterations, cap)})
     return Schedule(**{**schedule.__dict__, "epochs": min(schedule.epochs, MAX_EPOCHS)})
-
-
-def _curve_callback(net: nn.Module, sets: _Sets, samples: int, seed: int) -> Callback:
-    """Process-curve metrics (FA, RA, TA, MIA) on the first ``samples`` samples of each set."""
-    def head(b: Loader) -> Pair:
-        xs, ys = [], []
-        for x, y in b.evaluation():
-            xs.append(x)
-            ys.append(y)
-            if sum(map(len, ys)) >= samples:
-                break
-        return torch.cat(xs)[:samples], torch.cat(ys)[:samples]
-
-    parts = [None if b is None else head(b) for b in (sets.forget, sets.retain, sets.test)]
-
-    def callback(event: Event) -> dict[str, float]:
-        m = metrics_from_probs(*[None if p is None else loader_probs(net, [p]) for p in parts], mia_svc=False,
-                               seed=seed)
-        return {k: m[k] for k in ("FA", "RA", "TA", "MIA") if k in m}
-
-    return callback
 
 
 def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None = None, method: str = "salun",
@@ -278,7 +254,7 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
     optimizer = build_optimizer(net.parameters(), optim, forget_lr, retain_lr, **dict(optim_options or {}))
     cbs = list(callbacks)
     if eval_every is not None:
-        cbs.insert(0, _curve_callback(net, sets, curve_samples, seed))
+        cbs.insert(0, curve_callback(net, vars(sets).values(), curve_samples, seed))
     result = run_unlearning(net, m, optimizer, sets.forget, sets.retain, schedule, callbacks=cbs,
                             eval_every=eval_every, track_grads=track_grads, progress=progress,
                             desc=f"unlearn {info.name} [{optim}]", stop=monitor)
@@ -318,8 +294,7 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
              "retrain": "trained" if recipe is not None else ("given" if retrain_model is not None else None)}
     audit = Audit.build(method=info.name, optim=optim, hyperparameters=hyper, original=original_metrics,
                         unlearned=unlearned_metrics, retrain=retrain_metrics,
-                        sizes={"forget": sets.forget.num_samples, "retain": sets.retain.num_samples,
-                               "test": sets.test.num_samples if sets.test is not None else 0},
+                        sizes={k: 0 if b is None else b.num_samples for k, b in vars(sets).items()},
                         timings=timings, process=[dict(r) for r in result.evals] if eval_every else [],
                         verdict=verdict, verdict_details=verdict_details,
                         calibration=calibration, warnings=warnings)

@@ -25,11 +25,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..engine import Callback, Event
 from ..errors import DivergenceError
 from .data import ImageData
 from .forget import ForgetSplit
@@ -187,6 +189,29 @@ def loader_probs(model: nn.Module, batches: Iterable[Pair]) -> Pair:
     finally:
         model.train(was)
     return torch.cat([p for p, _ in out]), torch.cat([y for _, y in out])
+
+
+def curve_callback(model: nn.Module, loaders: Iterable[Any], samples: int, seed: int = 0) -> Callback:
+    """An engine callback for process curves: FA, RA, TA, MIA (:func:`metrics_from_probs`, no SVC attack) of
+    ``model`` on the first ``samples`` samples of the forget, retain and test loaders (``.evaluation()``
+    order; ``None`` for no test set), taken once."""
+    def head(loader: Any) -> Pair:
+        xs, ys = [], []
+        for x, y in loader.evaluation():
+            xs.append(x)
+            ys.append(y)
+            if sum(map(len, ys)) >= samples:
+                break
+        return torch.cat(xs)[:samples], torch.cat(ys)[:samples]
+
+    parts = [None if b is None else head(b) for b in loaders]
+
+    def callback(event: Event) -> dict[str, float]:
+        m = metrics_from_probs(*[None if p is None else loader_probs(model, [p]) for p in parts], mia_svc=False,
+                               seed=seed)
+        return {k: m[k] for k in ("FA", "RA", "TA", "MIA") if k in m}
+
+    return callback
 
 
 def evaluate(model: nn.Module, data: ImageData, split: ForgetSplit, batch_size: int = 256, mia_svc: bool = True,
