@@ -210,6 +210,12 @@ def test_retrain_true_trains_a_reference_and_gap(task):
                   retrain_recipe={"epochs": 1}, **FAST)
     assert out.audit.retrain is not None and out.audit.gap_metrics == ["FA", "RA"]  # no test set: no TA/MIA
     assert out.audit.unlearned["TA"] is None and json.loads(out.audit.to_json())["unlearned"]["MIA"] is None
+    # a bad recipe for a Retrain factory is refused before any work: the model is left as it was
+    model = copy.deepcopy(task.model)
+    with pytest.raises(ConfigError, match="epochs must be >= 1"):
+        unlearn(model, forget=task.forget, retain=task.retain, method="rl", retrain=Custom,
+                retrain_recipe={"epochs": 0}, **FAST)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), task.model.parameters()))
 
 
 def test_html_is_self_contained_and_written_atomically(task, tmp_path, monkeypatch):

@@ -269,3 +269,47 @@ def test_real_fashion_mnist_subset_trains(monkeypatch):
     model = create_model("cnn", 10, 1, 28, width=8)
     train_classifier(model, data, None, TrainConfig(epochs=2), progress=False)
     assert accuracy(model, data.test_x[:2000], data.test_y[:2000]) > 70
+
+
+def test_as_loader_wraps_tensor_pairs_datasets_and_data_loaders():
+    from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
+
+    from dualoptim.vision.data import DatasetLoader, as_loader
+
+    x, y = torch.arange(20.0).reshape(10, 2), torch.arange(10, dtype=torch.int32) % 3
+    cpu = torch.device("cpu")
+    pair = as_loader((x, y), "forget", 4, True, 0, cpu, torch.float64)
+    assert isinstance(pair, TensorLoader) and pair.num_samples == 10 and len(pair) == 3
+    xb, yb = next(iter(pair))
+    assert xb.dtype == torch.float64 and yb.dtype == torch.long  # inputs follow the model, labels are indices
+    ev = [b for b in pair.evaluation()]
+    assert torch.equal(torch.cat([b[1] for b in ev]), y.long()) and pair.shuffle  # in order; the loader unchanged
+
+    ds = as_loader(TensorDataset(x, y), "retain", 4, True, 0, cpu, torch.float32)
+    assert isinstance(ds, DatasetLoader) and ds.num_samples == 10 and len(ds) == 3
+    epochs = [torch.cat([b[1] for b in ds]) for _ in range(2)]
+    assert sorted(epochs[0].tolist()) == sorted(y.tolist()) and not torch.equal(epochs[0], epochs[1])  # reshuffled
+    again = as_loader(TensorDataset(x, y), "retain", 4, True, 0, cpu, torch.float32)
+    assert torch.equal(torch.cat([b[1] for b in again]), epochs[0])  # seeded
+    assert torch.equal(torch.cat([b[0] for b in ds.evaluation()]), x)
+
+    user = DataLoader(TensorDataset(x, y), batch_size=5)
+    given = as_loader(user, "test", 4, False, 0, cpu, torch.float32)
+    assert given.loader is user and given.evaluation() is given and len(given) == 2  # its own batch size
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            yield from zip(x, y)
+
+    class Single(Dataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return x[i]
+
+    for data, match in (((x[:0], y[:0]), "forget set is empty"), ((x, y[:4]), "10 inputs but 4 labels"),
+                        (TensorDataset(x[:0], y[:0]), "forget set is empty"), ([1, 2, 3], "must be a torch Dataset"),
+                        (Stream(), "iterable-style"), (Single(), "must be \\(inputs, labels\\) pairs")):
+        with pytest.raises(ConfigError, match=match):
+            list(as_loader(data, "forget", 4, False, 0, cpu, torch.float32))

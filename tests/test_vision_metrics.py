@@ -9,9 +9,13 @@ from torch import nn
 from dualoptim.vision.forget import make_forget_split
 from dualoptim.vision.metrics import (
     DESCRIPTIONS,
+    Outputs,
     accuracy,
     entropy,
     evaluate,
+    loader_probs,
+    metrics_from_outputs,
+    metrics_from_probs,
     mia_entropy_lr,
     mia_svc_confidence,
 )
@@ -104,6 +108,35 @@ def test_entropy():
     uniform = torch.full((1, 4), 0.25)
     assert math.isclose(entropy(uniform).item(), math.log(4), rel_tol=1e-9)
     assert entropy(torch.tensor([[1.0, 0.0, 0.0]])).item() == 0.0
+
+
+def test_metrics_from_probs_serves_sets_with_and_without_test(digits):
+    g = torch.Generator().manual_seed(0)
+    pair = lambda n: (torch.softmax(torch.randn(n, 10, generator=g), 1), torch.randint(0, 10, (n,), generator=g))  # noqa: E731
+    forget, retain, test = pair(30), pair(80), pair(50)
+    assert set(metrics_from_probs(forget, retain)) == {"FA", "UA", "RA"}  # no held-out data: no TA, no attacks
+    assert set(metrics_from_probs(forget, retain, test, mia_svc=False)) == {"FA", "UA", "RA", "TA", "MIA"}
+    full = metrics_from_probs(forget, retain, test, seed=3)
+    assert full["FA"] == 100.0 * (forget[0].argmax(1) == forget[1]).double().mean().item()
+    assert full["TA"] == 100.0 * (test[0].argmax(1) == test[1]).double().mean().item()
+    assert full["MIA_SVC"] == mia_svc_confidence(retain[0], retain[1], test[0], test[1], *forget, seed=3)
+    # the benchmark's entry point is the same computation on an ImageData split
+    split = make_forget_split("random:0.1", digits.train_y, 0)
+    probs = torch.softmax(torch.randn(digits.num_train, 10, generator=g), 1)
+    test_probs = torch.softmax(torch.randn(len(digits.test_y), 10, generator=g), 1)
+    out = Outputs(forget=probs[split.forget_idx], retain=probs[split.retain_idx], test=test_probs)
+    assert metrics_from_outputs(out, digits, split, seed=1) == metrics_from_probs(
+        (out.forget, digits.train_y[split.forget_idx]), (out.retain, digits.train_y[split.retain_idx]),
+        (test_probs, digits.test_y), seed=1)
+
+
+def test_loader_probs_restores_mode_and_keeps_order():
+    model = nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.5)).train()
+    x, y = torch.randn(10, 4), torch.arange(10) % 3
+    probs, labels = loader_probs(model, [(x[:6], y[:6]), (x[6:], y[6:])])
+    assert model.training and torch.equal(labels, y)
+    model.eval()
+    assert torch.allclose(probs, torch.softmax(model(x), 1))  # eval mode: dropout off
 
 
 @pytest.mark.parametrize("name", ["MIA", "MIA_SVC"])

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from dualoptim.errors import ConfigError, DivergenceError
+from dualoptim.vision import train
 from dualoptim.vision.metrics import accuracy
 from dualoptim.vision.models import create_model
 from dualoptim.vision.train import TrainConfig, lr_factor, seed_everything, train_classifier
@@ -88,3 +89,23 @@ def test_lr_factor():
     assert abs(lr_factor(50, 100, 0, "cosine") - 0.5) < 1e-12
     assert lr_factor(0, 100, 10, "cosine") == 0.1 and lr_factor(9, 100, 10, "cosine") == 1.0
     assert lr_factor(70, 100, 0, "constant") == 1.0
+
+
+def test_fit_gives_the_same_model_from_tensors_and_from_a_dataset(digits):
+    """One training loop serves the benchmark (TensorLoader) and dualoptim.unlearn's Retrain (user datasets)."""
+    from torch.utils.data import TensorDataset
+
+    from dualoptim.vision.data import DatasetLoader, TensorLoader
+
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.05, channels_last=False)
+    # standard strides: a 1-channel batch that is also channels_last-contiguous takes other conv kernels
+    x, y = digits.train_x[:300].clone(memory_format=torch.contiguous_format), digits.train_y[:300]
+    models = []
+    for loader in (TensorLoader(x, y, 64), DatasetLoader(TensorDataset(x, y), "retain", 64, False, 0,
+                                                         torch.device("cpu"), torch.float32)):
+        seed_everything(0)
+        models.append(create_model("cnn", 10, 1, 8, width=4, hidden=16))
+        result = train.fit(models[-1], loader, cfg, progress=False)
+        assert result["steps"] == 2 * 5 and not models[-1].training
+    a, b = (m.state_dict() for m in models)
+    assert all(torch.equal(a[k], b[k]) for k in a)

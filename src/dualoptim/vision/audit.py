@@ -36,7 +36,7 @@ import torch
 from ..io import atomic_write_json, atomic_write_text
 from ..stats import gap_table
 from ..store import versions as store_versions
-from .metrics import DESCRIPTIONS, METRICS, mia_entropy_lr, mia_svc_confidence
+from .metrics import DESCRIPTIONS, METRICS
 
 GAP_METRICS = ("FA", "RA", "TA", "MIA")
 FORMAT = 2
@@ -69,28 +69,6 @@ def degenerate_warnings(name: str, metrics: dict[str, float | None], num_classes
             out.append(f"the {name} model is near chance accuracy ({m} {v:.1f}% with {num_classes} classes, chance "
                        f"{chance:.1f}%): its other numbers mean little")
             break
-    return out
-
-
-def compute_metrics(forget_probs: torch.Tensor, forget_y: torch.Tensor, retain_probs: torch.Tensor,
-                    retain_y: torch.Tensor, test_probs: torch.Tensor | None = None, test_y: torch.Tensor | None = None,
-                    *, seed: int = 0, svc: bool = True, svc_max_samples: int | None = None) -> dict[str, float | None]:
-    """FA, UA, RA, TA, MIA, MIA_SVC (%) from softmax outputs, as ``vision.metrics.evaluate`` defines them.
-
-    Without a test set TA, MIA and MIA_SVC are ``None`` (both attacks need held-out non-members).
-    """
-    def acc(p: torch.Tensor, y: torch.Tensor) -> float:
-        return 100.0 * (p.argmax(1) == y).double().mean().item()
-
-    fa = acc(forget_probs, forget_y)
-    out: dict[str, float | None] = {"FA": fa, "UA": 100.0 - fa, "RA": acc(retain_probs, retain_y), "TA": None,
-                                    "MIA": None, "MIA_SVC": None}
-    if test_probs is not None and test_y is not None and len(test_y):
-        out["TA"] = acc(test_probs, test_y)
-        out["MIA"] = mia_entropy_lr(retain_probs, test_probs, forget_probs)
-        if svc:
-            out["MIA_SVC"] = mia_svc_confidence(retain_probs, retain_y, test_probs, test_y, forget_probs, forget_y,
-                                                seed=seed, max_samples=svc_max_samples)
     return out
 
 

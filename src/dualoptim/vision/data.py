@@ -9,6 +9,8 @@ Public API (other modules build on these names):
   ``.subset(n, seed)`` keeps a stratified, seeded n-image training subset.
 - ``TensorLoader(x, y, batch_size, shuffle, seed=..., augment=None, drop_last=False, channels_last=False)``:
   re-iterable, one fresh permutation per epoch, yields ``(x, y)`` batches by tensor indexing.
+- ``as_loader(data, name, batch_size, shuffle, seed, device, dtype)``: the same for a user's ``(x, y)`` tensor
+  pair, map-style ``Dataset`` or ``DataLoader`` (``dualoptim.unlearn``'s inputs), batches on the model's device.
 - ``make_augment(name)``: ``None``, ``"crop_flip"`` (pad 4 + random crop + horizontal flip, CIFAR),
   ``"crop"`` (no flip: SVHN digits must not be mirrored); applied to whole batches.
 
@@ -24,16 +26,18 @@ CIFAR python pickles are read with an unpickler that only rebuilds numpy arrays.
 
 from __future__ import annotations
 
+import copy
 import gzip
 import io
 import os
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ConfigError, DataNotFoundError
 from ..registry import Registry
@@ -153,6 +157,83 @@ class TensorLoader:
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yield xb, yb
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.y)
+
+    def evaluation(self) -> TensorLoader:
+        """The same samples in order, without augmentation (for metrics)."""
+        ev = copy.copy(self)
+        ev.shuffle, ev.augment = False, None
+        return ev
+
+
+class DatasetLoader:
+    """``(x, y)`` batches of a user's map-style ``Dataset`` (batched here, shuffled from ``seed``) or
+    ``DataLoader`` (used as given: its batch size and shuffling are kept), moved to ``device``; floating-point
+    inputs are cast to ``dtype``. Same interface as :class:`TensorLoader` (``evaluation``, ``num_samples``)."""
+
+    def __init__(self, data: Dataset | DataLoader, name: str, batch_size: int, shuffle: bool, seed: int,
+                 device: torch.device, dtype: torch.dtype) -> None:
+        self.name, self.device, self.dtype, self.batch_size = name, device, dtype, batch_size
+        if isinstance(data, DataLoader):
+            self.loader, self.owned = data, False
+            self.num_samples = len(data.dataset) if hasattr(data.dataset, "__len__") else len(data)  # type: ignore
+        else:
+            if not hasattr(data, "__len__"):
+                raise ConfigError(f"{name}: an iterable-style dataset has no length; pass a DataLoader instead")
+            self.num_samples = len(data)  # type: ignore[arg-type]
+        if self.num_samples == 0:
+            raise ConfigError(f"the {name} set is empty")
+        if not isinstance(data, DataLoader):
+            self.loader, self.owned = DataLoader(data, batch_size=batch_size, shuffle=shuffle,
+                                                 generator=torch.Generator().manual_seed(seed)), True
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for batch in self.loader:
+            if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
+                raise ConfigError(f"{self.name}: batches must be (inputs, labels) pairs, got {type(batch).__name__}; "
+                                  "wrap the dataset so that dataset[i] returns (x, y)")
+            yield (_on(torch.as_tensor(batch[0]), self.device, self.dtype),
+                   torch.as_tensor(batch[1]).to(self.device, dtype=torch.long))
+
+    def evaluation(self) -> DatasetLoader:
+        """The same data in order (a dataset given here) or the user's DataLoader as given, for metrics."""
+        if not self.owned:
+            return self
+        ev = copy.copy(self)
+        ev.loader = DataLoader(self.loader.dataset, batch_size=self.batch_size, shuffle=False)
+        return ev
+
+
+def _on(x: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.to(dtype) if x.is_floating_point() else x
+
+
+Data = Dataset | DataLoader | tuple[torch.Tensor, torch.Tensor] | Sequence[torch.Tensor]
+
+
+def as_loader(data: Data, name: str, batch_size: int, shuffle: bool, seed: int, device: torch.device,
+              dtype: torch.dtype) -> TensorLoader | DatasetLoader:
+    """Re-iterable ``(x, y)`` batches of a user input: an ``(x, y)`` tensor pair (a :class:`TensorLoader` on
+    ``device``, floating-point inputs cast to ``dtype``), a map-style ``Dataset`` or a ``DataLoader``."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        x, y = data
+        if len(x) != len(y):
+            raise ConfigError(f"{name}: {len(x)} inputs but {len(y)} labels")
+        if not len(y):
+            raise ConfigError(f"the {name} set is empty")
+        return TensorLoader(_on(x, device, dtype), y.to(device=device, dtype=torch.long), batch_size, shuffle,
+                            seed=seed)
+    if isinstance(data, (Dataset, DataLoader)):
+        return DatasetLoader(data, name, batch_size, shuffle, seed, device, dtype)
+    raise ConfigError(f"{name} must be a torch Dataset, a DataLoader or an (x, y) pair of tensors, got "
+                      f"{type(data).__name__}")
 
 
 def random_crop(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:

@@ -23,12 +23,15 @@ callers that already have outputs pay no extra forward pass.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..engine import Callback, Event
 from ..errors import DivergenceError
 from .data import ImageData
 from .forget import ForgetSplit
@@ -149,18 +152,66 @@ def compute_outputs(model: nn.Module, data: ImageData, split: ForgetSplit, batch
 
 def metrics_from_outputs(out: Outputs, data: ImageData, split: ForgetSplit, mia_svc: bool = True, seed: int = 0,
                          svc_max_samples: int | None = None) -> dict[str, float]:
-    yf, yr = data.train_y[split.forget_idx], data.train_y[split.retain_idx]
+    """:func:`metrics_from_probs` of the outputs on ``data``'s forget, retain (``split``) and test sets."""
+    return metrics_from_probs((out.forget, data.train_y[split.forget_idx]),
+                              (out.retain, data.train_y[split.retain_idx]), (out.test, data.test_y), mia_svc, seed,
+                              svc_max_samples)
 
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+def metrics_from_probs(forget: Pair, retain: Pair, test: Pair | None = None, mia_svc: bool = True, seed: int = 0,
+                       svc_max_samples: int | None = None) -> dict[str, float]:
+    """FA, UA, RA and, given a non-empty test set, TA, MIA and (unless ``mia_svc=False``) MIA_SVC, in %, from
+    ``(softmax outputs, labels)`` of each set (both attacks need held-out non-members)."""
     def acc(p: torch.Tensor, y: torch.Tensor) -> float:
         return 100.0 * (p.argmax(1) == y).double().mean().item()
 
-    fa = acc(out.forget, yf)
-    res = {"FA": fa, "UA": 100.0 - fa, "RA": acc(out.retain, yr), "TA": acc(out.test, data.test_y),
-           "MIA": mia_entropy_lr(out.retain, out.test, out.forget)}
-    if mia_svc:
-        res["MIA_SVC"] = mia_svc_confidence(out.retain, yr, out.test, data.test_y, out.forget, yf, seed=seed,
-                                            max_samples=svc_max_samples)
+    (pf, yf), (pr, yr) = forget, retain
+    fa = acc(pf, yf)
+    res = {"FA": fa, "UA": 100.0 - fa, "RA": acc(pr, yr)}
+    if test is not None and len(test[1]):
+        pt, yt = test
+        res.update(TA=acc(pt, yt), MIA=mia_entropy_lr(pr, pt, pf))
+        if mia_svc:
+            res["MIA_SVC"] = mia_svc_confidence(pr, yr, pt, yt, pf, yf, seed=seed, max_samples=svc_max_samples)
     return res
+
+
+@torch.no_grad()
+def loader_probs(model: nn.Module, batches: Iterable[Pair]) -> Pair:
+    """Softmax outputs (float32, CPU) and labels of ``model`` over ``(x, y)`` batches, in eval mode (restored)."""
+    was = model.training
+    model.eval()
+    try:
+        out = [(torch.softmax(model(x).float(), dim=1).cpu(), y.cpu()) for x, y in batches]
+    finally:
+        model.train(was)
+    return torch.cat([p for p, _ in out]), torch.cat([y for _, y in out])
+
+
+def curve_callback(model: nn.Module, loaders: Iterable[Any], samples: int, seed: int = 0) -> Callback:
+    """An engine callback for process curves: FA, RA, TA, MIA (:func:`metrics_from_probs`, no SVC attack) of
+    ``model`` on the first ``samples`` samples of the forget, retain and test loaders (``.evaluation()``
+    order; ``None`` for no test set), taken once."""
+    def head(loader: Any) -> Pair:
+        xs, ys = [], []
+        for x, y in loader.evaluation():
+            xs.append(x)
+            ys.append(y)
+            if sum(map(len, ys)) >= samples:
+                break
+        return torch.cat(xs)[:samples], torch.cat(ys)[:samples]
+
+    parts = [None if b is None else head(b) for b in loaders]
+
+    def callback(event: Event) -> dict[str, float]:
+        m = metrics_from_probs(*[None if p is None else loader_probs(model, [p]) for p in parts], mia_svc=False,
+                               seed=seed)
+        return {k: m[k] for k in ("FA", "RA", "TA", "MIA") if k in m}
+
+    return callback
 
 
 def evaluate(model: nn.Module, data: ImageData, split: ForgetSplit, batch_size: int = 256, mia_svc: bool = True,

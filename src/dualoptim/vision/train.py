@@ -6,6 +6,7 @@ batch 128 by default, the paper's pre-training recipe) and returns ``{"history":
 "cpu_s", "images_per_s", "steps"}``. Shuffling and augmentation come from a generator seeded with ``cfg.seed``, so
 a run is reproducible given the seed of the model's initialisation (seed that with :func:`seed_everything`
 before ``create_model``). A NaN/inf loss raises :class:`DivergenceError` naming the epoch and step.
+``fit(model, loader, cfg)`` is that training loop over any ``(x, y)`` batches (``dualoptim.unlearn``'s Retrain).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -120,7 +122,24 @@ def make_sgd(params, cfg: TrainConfig) -> torch.optim.SGD:
 
 def train_classifier(model: nn.Module, data: ImageData, train_idx: torch.Tensor | None, cfg: TrainConfig,
                      progress: bool = True, desc: str = "train") -> dict[str, Any]:
-    """Train ``model`` in place on the training images ``train_idx`` (all when ``None``) with recipe ``cfg``.
+    """Train ``model`` in place on the training images ``train_idx`` (all when ``None``) with recipe ``cfg``
+    (batches: the recipe's augmentation and memory format; see :func:`fit` for what it returns)."""
+    x, y = (data.train_x, data.train_y) if train_idx is None else (data.train_x[train_idx], data.train_y[train_idx])
+    if len(y) == 0:
+        raise ConfigError("cannot train on an empty set of images")
+    augment = make_augment(get_default_augment(data) if cfg.augment == "default" else cfg.augment)
+    loader = TensorLoader(x, y, cfg.batch_size, shuffle=True, seed=cfg.seed, augment=augment,
+                          channels_last=cfg.channels_last)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return fit(model, loader, cfg, progress, desc)
+
+
+def fit(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig,
+        progress: bool = True, desc: str = "train") -> dict[str, Any]:
+    """Train ``model`` in place on ``loader``'s ``(x, y)`` batches (moved to the model's device) with the SGD,
+    schedule, epochs, label smoothing and bf16 of recipe ``cfg`` (the batches are the caller's: their size,
+    order and augmentation).
 
     Returns:
         ``{"history": [{"epoch", "loss", "acc", "lr", "time_s"}, ...], "time_s", "cpu_s", "images_per_s",
@@ -130,17 +149,9 @@ def train_classifier(model: nn.Module, data: ImageData, train_idx: torch.Tensor 
     """
     from tqdm.auto import tqdm
 
-    x, y = (data.train_x, data.train_y) if train_idx is None else (data.train_x[train_idx], data.train_y[train_idx])
-    if len(y) == 0:
-        raise ConfigError("cannot train on an empty set of images")
-    augment = make_augment(get_default_augment(data) if cfg.augment == "default" else cfg.augment)
-    loader = TensorLoader(x, y, cfg.batch_size, shuffle=True, seed=cfg.seed, augment=augment,
-                          channels_last=cfg.channels_last)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     device = next(model.parameters()).device  # batches follow the model (data stays in host memory)
     opt = make_sgd(model.parameters(), cfg)
-    steps_per_epoch = len(loader)
+    steps_per_epoch = len(loader)  # type: ignore[arg-type]
     total, warmup = cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     history, step, seen = [], 0, 0
