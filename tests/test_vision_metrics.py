@@ -14,6 +14,7 @@ from dualoptim.vision.metrics import (
     entropy,
     evaluate,
     loader_probs,
+    metrics_callback,
     metrics_from_outputs,
     metrics_from_probs,
     mia_entropy_lr,
@@ -68,6 +69,23 @@ def test_evaluate_restores_training_mode(digits):
     m = Oracle(10).train()
     evaluate(m, labelled_data(digits), make_forget_split("class:1", digits.train_y, 0), mia_svc=False)
     assert m.training
+
+
+def test_metrics_callback_whole_split_or_seeded_subsample(digits):
+    from types import SimpleNamespace
+
+    data = labelled_data(digits)
+    data.train_x[::2, 0, 0, 0] = (data.train_y[::2] + 1).float() % 10  # the Oracle is wrong on every other image
+    split = make_forget_split("random:0.1", data.train_y, 0)
+    event = SimpleNamespace(model=Oracle(10))
+    whole = metrics_callback(data, split)(event)  # unlearn_classifier's default: FA/UA/RA/TA/MIA of the whole split
+    assert whole == evaluate(event.model, data, split, mia_svc=False)
+    curve = metrics_callback(data, split, samples=20, seed=3, keys=("FA", "RA", "TA"))  # the benchmark's curves
+    got = curve(event)
+    assert set(got) == {"FA", "RA", "TA"} and got == curve(event) == metrics_callback(
+        data, split, samples=20, seed=3, keys=("FA", "RA", "TA"))(event)
+    assert got["FA"] * 20 / 100 == round(got["FA"] * 20 / 100) and got["FA"] != whole["FA"]  # 20 forget samples
+    assert got["TA"] == whole["TA"]  # the whole test set
 
 
 def probs_with_true_prob(p_true: torch.Tensor, labels: torch.Tensor, k: int = 10) -> torch.Tensor:

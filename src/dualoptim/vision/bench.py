@@ -35,17 +35,17 @@ import torch
 from ..cache import get_or_build
 from ..errors import ConfigError
 from ..runner import Job, Outcome, Runner
+from ..stats import DEFAULT_METRICS
 from ..store import ResultsStore, run_key
 from . import report
 from .checkpoint import ClassifierMeta, load_classifier, save_classifier
 from .data import ImageData, load_dataset, stratified_subset
 from .forget import ForgetSplit, make_forget_split
-from .metrics import compute_outputs, evaluate, metrics_from_outputs
+from .metrics import evaluate, metrics_callback
 from .models import create_model
 from .train import TrainConfig, seed_everything, train_classifier
 from .unlearn import UnlearnConfig, unlearn_classifier
 
-TABLE_METRICS = ("FA", "RA", "TA", "MIA")
 _SET_BY_BENCH = ("method", "optim", "seed", "eval_every", "track_grads", "preset")  # not in runs[i].config
 
 
@@ -259,23 +259,6 @@ def _train_or_load(kind: str, key: str, cfg: BenchConfig, ctx: BenchContext, dat
     return (*got.value, got.hit)
 
 
-def _curve_callback(data: ImageData, split: ForgetSplit, samples: int, seed: int):
-    """Process-curve metrics (Fig. 1/2) on a fixed random subsample of each split, to keep them cheap."""
-    g = torch.Generator().manual_seed(seed)
-
-    def pick(idx: torch.Tensor) -> torch.Tensor:
-        return idx[torch.randperm(len(idx), generator=g)[:samples]].sort().values
-
-    sub = ForgetSplit(pick(split.forget_idx), pick(split.retain_idx), split.spec, split.seed, split.digest)
-
-    def callback(event) -> dict[str, float]:
-        out = compute_outputs(event.model, data, sub)
-        m = metrics_from_outputs(out, data, sub, mia_svc=False)
-        return {k: m[k] for k in TABLE_METRICS}
-
-    return callback
-
-
 def run_bench(cfg: BenchConfig, ctx: BenchContext | None = None, only_report: bool = False) -> list[dict[str, Any]]:
     """Run (or resume) the benchmark and write its outputs; returns the Table-1 rows."""
     ctx = ctx or BenchContext()
@@ -324,7 +307,7 @@ def _trial_jobs(cfg: BenchConfig, ctx: BenchContext, data: ImageData, exp: str, 
     def unlearn_row(ucfg: UnlearnConfig) -> Outcome:
         cpu_job = time.process_time()
         model, _, _ = load_classifier(ctx.cache / f"original-{original_key}")
-        callbacks = [_curve_callback(data, split, cfg.curve_samples, seed)] if cfg.eval_every else []
+        callbacks = [metrics_callback(data, split, cfg.curve_samples, seed, DEFAULT_METRICS)] if cfg.eval_every else []
         model, result = unlearn_classifier(model, data, split, ucfg, callbacks=callbacks, progress=ctx.progress)
         t0 = time.perf_counter()
         metrics = evaluated(model)
@@ -363,10 +346,10 @@ def write_report(store: ResultsStore, exp: str, out_dir: Path) -> list[dict[str,
     if not any(r["method"] == report.RETRAIN for r in rows):
         raise ConfigError(f"experiment {exp!r} has no Retrain rows: Gap cannot be computed")
     stored_config = (store.series(f"config:{exp}") or [{}])[0]
-    table = report.summarize(rows, TABLE_METRICS)
-    report.print_table(table, f"{exp}: mean ± std (gap to Retrain) over trials, %", TABLE_METRICS)
+    table = report.summarize(rows)
+    report.print_table(table, f"{exp}: mean ± std (gap to Retrain) over trials, %")
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = report.write_tables(out_dir, table, stored_config, TABLE_METRICS, versions=rows[-1]["versions"])
+    paths = report.write_tables(out_dir, table, stored_config, versions=rows[-1]["versions"])
     evals: dict[str, list] = {}
     history: dict[str, list] = {}
     for r in rows:
@@ -379,8 +362,8 @@ def write_report(store: ResultsStore, exp: str, out_dir: Path) -> list[dict[str,
         hi = store.series(r["key"] + ":history")
         if hi:
             history.setdefault(label, []).append(hi)
-    retrain = {m: table[0][m]["mean"] for m in TABLE_METRICS}
-    figure = report.plot_process(out_dir, evals, retrain, TABLE_METRICS)
+    retrain = {m: table[0][m]["mean"] for m in DEFAULT_METRICS}
+    figure = report.plot_process(out_dir, evals, retrain)
     figures = ([figure] if figure else []) + report.plot_gradients(out_dir, history)
     sweep = stored_config.get("sweep")
     if sweep:

@@ -23,8 +23,8 @@ callers that already have outputs pay no extra forward pass.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from torch import nn
 
 from ..engine import Callback, Event
 from ..errors import DivergenceError
+from ..stats import DEFAULT_METRICS
 from .data import ImageData
 from .forget import ForgetSplit
 
@@ -209,7 +210,7 @@ def curve_callback(model: nn.Module, loaders: Iterable[Any], samples: int, seed:
     def callback(event: Event) -> dict[str, float]:
         m = metrics_from_probs(*[None if p is None else loader_probs(model, [p]) for p in parts], mia_svc=False,
                                seed=seed)
-        return {k: m[k] for k in ("FA", "RA", "TA", "MIA") if k in m}
+        return {k: m[k] for k in DEFAULT_METRICS if k in m}
 
     return callback
 
@@ -220,3 +221,24 @@ def evaluate(model: nn.Module, data: ImageData, split: ForgetSplit, batch_size: 
     non-member rate), all in %, from one forward pass per split (see the module docstring for definitions)."""
     return metrics_from_outputs(compute_outputs(model, data, split, batch_size), data, split, mia_svc, seed,
                                 svc_max_samples)
+
+
+def metrics_callback(data: ImageData, split: ForgetSplit, samples: int | None = None, seed: int = 0,
+                     keys: Sequence[str] | None = None) -> Callback:
+    """An engine callback: FA, UA, RA, TA, MIA (:func:`evaluate`, no SVC attack) of the model at each evaluation,
+    only ``keys`` when given. With ``samples``, forget and retain metrics come from a fixed random subsample of
+    at most ``samples`` indices of each (drawn once with ``seed``; process curves stay cheap), TA from the whole
+    test set."""
+    if samples is not None:
+        g = torch.Generator().manual_seed(seed)
+
+        def pick(idx: torch.Tensor) -> torch.Tensor:
+            return idx[torch.randperm(len(idx), generator=g)[:samples]].sort().values
+
+        split = replace(split, forget_idx=pick(split.forget_idx), retain_idx=pick(split.retain_idx))
+
+    def callback(event: Event) -> dict[str, float]:
+        m = evaluate(event.model, data, split, mia_svc=False)
+        return m if keys is None else {k: m[k] for k in keys}
+
+    return callback

@@ -21,7 +21,6 @@ from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..optim import OptimSpec
 from ..stats import DEFAULT_METRICS, format_cell, gap_table, paired_difference, trial_gaps
 
-METRICS = DEFAULT_METRICS  # FA, RA, TA, MIA: the metrics of Gap
 RETRAIN = "Retrain"
 ORIGINAL = "Original"  # the model before unlearning: what "doing nothing" scores against Retrain
 FOOTER = ("mean ± std over trials (sample std, ddof=1); (gap) = |mean − Retrain's mean|; Gap, Std = their means "
@@ -53,7 +52,7 @@ def label_of(row: Mapping[str, Any]) -> str:
     return row.get("extra", {}).get("label") or row_label(row["method"], row["optimizer"])
 
 
-def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRICS) -> list[dict[str, Any]]:
+def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = DEFAULT_METRICS) -> list[dict[str, Any]]:
     """Table-1 rows from stored runs (one per method x optimizer; trials grouped): Retrain, Original, methods.
 
     A trial whose loss diverged (NaN/inf) is counted in the row's ``diverged`` and left out of its statistics;
@@ -134,7 +133,7 @@ def _cells(r: Mapping[str, Any], metrics: Sequence[str]) -> list[str]:
             format_paired(r.get("paired"))]
 
 
-def table_markdown(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRICS) -> str:
+def table_markdown(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = DEFAULT_METRICS) -> str:
     """The table as GitHub Markdown."""
     head = ["Method", "Trials", *[f"{m} (%)" for m in metrics], "Gap ↓", "Std ↓", "ΔGap vs shared [95% CI]"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -143,7 +142,7 @@ def table_markdown(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = 
     return "\n".join(lines) + "\n\n" + FOOTER + "\n"
 
 
-def table_csv(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRICS) -> str:
+def table_csv(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = DEFAULT_METRICS) -> str:
     """The table as CSV (one column per mean/std/gap)."""
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -160,7 +159,7 @@ def table_csv(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRI
     return buf.getvalue()
 
 
-def print_table(table: Sequence[Mapping[str, Any]], title: str, metrics: Sequence[str] = METRICS) -> None:
+def print_table(table: Sequence[Mapping[str, Any]], title: str, metrics: Sequence[str] = DEFAULT_METRICS) -> None:
     """Print the table with rich (to stdout)."""
     from rich.console import Console
     from rich.markup import escape
@@ -175,7 +174,7 @@ def print_table(table: Sequence[Mapping[str, Any]], title: str, metrics: Sequenc
 
 
 def write_tables(folder: Path, table: Sequence[Mapping[str, Any]], config: Mapping[str, Any],
-                 metrics: Sequence[str] = METRICS, versions: Mapping[str, str] | None = None) -> list[Path]:
+                 metrics: Sequence[str] = DEFAULT_METRICS, versions: Mapping[str, str] | None = None) -> list[Path]:
     """``table.md``, ``table.csv`` and ``summary.json`` (with the producing versions) in ``folder``, atomically."""
     summary = {"rows": [{"method": r["method"], "optimizer": r["optimizer"], "trials": r["trials"],
                          "diverged": r.get("diverged", 0), **{m: dict(r[m]) if r[m] else None for m in metrics},
@@ -205,7 +204,7 @@ def _mean_band(curves: Sequence[Sequence[tuple[float, float]]]) -> tuple[list[fl
 
 
 def plot_process(folder: Path, series: Mapping[str, Sequence[Sequence[Mapping[str, float]]]],
-                 retrain: Mapping[str, float], metrics: Sequence[str] = METRICS) -> Path | None:
+                 retrain: Mapping[str, float], metrics: Sequence[str] = DEFAULT_METRICS) -> Path | None:
     """Figure 1/2: each metric vs unlearning step, mean ± std over trials, Retrain dashed."""
     import matplotlib
 

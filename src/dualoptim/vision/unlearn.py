@@ -23,12 +23,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine import Callback, Event, Schedule, run_unlearning
+from ..engine import Callback, Schedule, run_unlearning
 from ..errors import ConfigError
 from ..optim import OptimSpec, PhasedOptimizer, build_optimizer, state_bytes
 from .data import ImageData, TensorLoader, make_augment
 from .forget import ForgetSplit
 from .methods import check_options, get_method
+from .metrics import metrics_callback
 from .presets import resolve_preset
 from .train import get_default_augment, seed_everything
 
@@ -170,16 +171,6 @@ class RunRecord:
     def summary(self) -> dict[str, Any]:
         """Everything but the per-step rows (for metrics JSON files)."""
         return {k: v for k, v in asdict(self).items() if k not in ("history", "evals")}
-
-
-def metrics_callback(data: ImageData, split: ForgetSplit, mia_svc: bool = False) -> Callback:
-    """A callback returning FA/UA/RA/TA/MIA (and MIA_SVC if asked) of the model at each evaluation."""
-    from .metrics import evaluate
-
-    def callback(event: Event) -> dict[str, float]:
-        return evaluate(event.model, data, split, mia_svc=mia_svc)
-
-    return callback
 
 
 def _loader(data: ImageData, idx: torch.Tensor, batch_size: int, seed: int, cfg: UnlearnConfig,
