@@ -20,6 +20,7 @@ from typing import Any
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..optim import OptimSpec
 from ..stats import DEFAULT_METRICS, format_cell, gap_table, paired_difference, trial_gaps
+from ..tables import Table
 
 RETRAIN = "Retrain"
 ORIGINAL = "Original"  # the model before unlearning: what "doing nothing" scores against Retrain
@@ -136,10 +137,7 @@ def _cells(r: Mapping[str, Any], metrics: Sequence[str]) -> list[str]:
 def table_markdown(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = DEFAULT_METRICS) -> str:
     """The table as GitHub Markdown."""
     head = ["Method", "Trials", *[f"{m} (%)" for m in metrics], "Gap ↓", "Std ↓", "ΔGap vs shared [95% CI]"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in table:
-        lines.append("| " + " | ".join([r["name"], *_cells(r, metrics)]) + " |")
-    return "\n".join(lines) + "\n\n" + FOOTER + "\n"
+    return Table(head, [[r["name"], *_cells(r, metrics)] for r in table]).markdown() + "\n" + FOOTER + "\n"
 
 
 def table_csv(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = DEFAULT_METRICS) -> str:
@@ -185,9 +183,21 @@ def write_tables(folder: Path, table: Sequence[Mapping[str, Any]], config: Mappi
             atomic_write_json(folder / "summary.json", summary)]
 
 
+def _pyplot() -> Any:
+    """``matplotlib.pyplot`` on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _save(fig: Any, path: Path) -> Path:
+    """Write ``fig`` as a PNG atomically and close it."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
     return atomic_write_bytes(path, buf.getvalue())
 
 
@@ -206,11 +216,7 @@ def _mean_band(curves: Sequence[Sequence[tuple[float, float]]]) -> tuple[list[fl
 def plot_process(folder: Path, series: Mapping[str, Sequence[Sequence[Mapping[str, float]]]],
                  retrain: Mapping[str, float], metrics: Sequence[str] = DEFAULT_METRICS) -> Path | None:
     """Figure 1/2: each metric vs unlearning step, mean ± std over trials, Retrain dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     labels = [k for k, v in series.items() if any(len(t) > 1 for t in v)]
     if not labels:
         return None
@@ -232,9 +238,7 @@ def plot_process(folder: Path, series: Mapping[str, Sequence[Sequence[Mapping[st
         ax.set_ylabel("%")
     axes[0].legend(fontsize=7)
     fig.suptitle("Unlearning process (mean ± std over trials)")
-    path = _save(fig, folder / "process.png")
-    plt.close(fig)
-    return path
+    return _save(fig, folder / "process.png")
 
 
 def _moving_average(values: Sequence[float], window: int) -> list[float]:
@@ -249,11 +253,7 @@ def _moving_average(values: Sequence[float], window: int) -> list[float]:
 
 def plot_gradients(folder: Path, history: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]) -> list[Path]:
     """Figure 3 (forget vs retain gradient norms) and Figure 4 (their cosine similarity, moving average)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     labels = [k for k, v in history.items() if v and any("grad_norm" in r for r in v[0])]
     if not labels:
         return []
@@ -277,10 +277,7 @@ def plot_gradients(folder: Path, history: Mapping[str, Sequence[Sequence[Mapping
             a.set_xlabel("unlearning step")
             a.set_ylabel(ylabel)
             a.legend(fontsize=7)
-    paths = [_save(fig, folder / "grad_norms.png"), _save(fig2, folder / "grad_cosine.png")]
-    plt.close(fig)
-    plt.close(fig2)
-    return paths
+    return [_save(fig, folder / "grad_norms.png"), _save(fig2, folder / "grad_cosine.png")]
 
 
 def plot_sweep(folder: Path, points: Mapping[str, Sequence[tuple[float, float, float]]], param: str,
@@ -290,11 +287,7 @@ def plot_sweep(folder: Path, points: Mapping[str, Sequence[tuple[float, float, f
     ``points[label] = [(value, Gap, Std), ...]``; ``original_gap`` (the model before unlearning) is drawn as a
     dotted line: a setting above it is worse than doing nothing.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     if not points:
         return None
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -311,6 +304,4 @@ def plot_sweep(folder: Path, points: Mapping[str, Sequence[tuple[float, float, f
         a.set_ylabel(f"{name} (%)")
     a1.legend(fontsize=7)
     fig.suptitle(f"Sensitivity to {param}")
-    path = _save(fig, folder / "sensitivity.png")
-    plt.close(fig)
-    return path
+    return _save(fig, folder / "sensitivity.png")
