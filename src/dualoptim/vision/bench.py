@@ -245,13 +245,10 @@ def _train_or_load(kind: str, key: str, cfg: BenchConfig, ctx: BenchContext, dat
         model = create_model(cfg.model, data.num_classes, data.in_channels, data.image_size, **cfg.model_options)
         idx = None if split is None else split.retain_idx
         out = train_classifier(model, data, idx, recipe, progress=ctx.progress, desc=kind)
-        meta = ClassifierMeta(dataset=data.name, model=cfg.model, num_classes=data.num_classes,
-                              in_channels=data.in_channels, image_size=data.image_size,
-                              model_options=cfg.model_options, train_subset=data.train_subset,
-                              subset_seed=data.subset_seed, recipe=recipe.to_dict(),
-                              role="original" if split is None else "retrain",
-                              init_seed=cfg.init_seed if seed is None else seed,
-                              timings={"train_s": out["time_s"], "train_cpu_s": out["cpu_s"]})
+        meta = ClassifierMeta.of(data, cfg.model, cfg.model_options, recipe=recipe.to_dict(),
+                                 role="original" if split is None else "retrain",
+                                 init_seed=cfg.init_seed if seed is None else seed,
+                                 timings={"train_s": out["time_s"], "train_cpu_s": out["cpu_s"]})
         save_classifier(folder, model, meta, split)
         return model, meta.timings
 

@@ -62,6 +62,14 @@ class ClassifierMeta:
         if self.role not in ROLES:
             raise ConfigError(f"unknown checkpoint role {self.role!r}; valid: {', '.join(ROLES)}")
 
+    @classmethod
+    def of(cls, data: ImageData, model: str, model_options: dict[str, Any], **fields: Any) -> ClassifierMeta:
+        """The metadata of a ``model`` trained on ``data`` (its name, image shape and exact training subset);
+        ``fields`` sets the others (role, init_seed, recipe, ...)."""
+        return cls(dataset=data.name, model=model, num_classes=data.num_classes, in_channels=data.in_channels,
+                   image_size=data.image_size, model_options=model_options, train_subset=data.train_subset,
+                   subset_seed=data.subset_seed, **fields)
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": KIND, "format": FORMAT, **asdict(self)}
 
@@ -87,15 +95,11 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def split_meta(split: ForgetSplit) -> dict[str, Any]:
-    return split.describe()
-
-
 def save_classifier(directory: str | os.PathLike[str], model: nn.Module, meta: ClassifierMeta,
                     split: ForgetSplit | None = None) -> Path:
     """Atomically write ``model``'s weights, ``meta`` and (if given) ``split``'s forget indices to ``directory``."""
     if split is not None:
-        meta.split = split_meta(split)
+        meta.split = split.describe()
     if not meta.versions:
         meta.versions = versions()
     # record every option, defaults included, so a later change of a default cannot break loading

@@ -179,10 +179,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.epochs = info.default_epochs
     cfg = _recipe(args, {}, seed=args.seed)
     data = load_dataset(args.dataset, args.data_dir, args.train_subset, args.subset_seed)
-    meta = ClassifierMeta(dataset=data.name, model=model_name, num_classes=data.num_classes,
-                          in_channels=data.in_channels, image_size=data.image_size, model_options=options,
-                          train_subset=data.train_subset, subset_seed=data.subset_seed, role="original",
-                          init_seed=args.seed)
+    meta = ClassifierMeta.of(data, model_name, options, role="original", init_seed=args.seed)
     model, result = _fit(args, data, model_name, options, cfg, None, "original")
     meta.recipe, meta.timings = cfg.to_dict(), _timings(result)
     meta.metrics = {"TA": accuracy(model, data.test_x, data.test_y),
@@ -195,7 +192,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from .checkpoint import dataset_for, load_classifier, save_classifier, weights_digest
+    from .checkpoint import ClassifierMeta, dataset_for, load_classifier, save_classifier, weights_digest
     from .forget import make_forget_split
     from .metrics import evaluate
 
@@ -207,10 +204,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     split = make_forget_split(args.forget, data.train_y, args.seed)  # validated before any training
     train_seed = args.seed if args.train_seed is None else args.train_seed
     cfg = _recipe(args, ometa.recipe, seed=train_seed)
-    meta = type(ometa)(dataset=ometa.dataset, model=ometa.model, num_classes=ometa.num_classes,
-                       in_channels=ometa.in_channels, image_size=ometa.image_size, model_options=ometa.model_options,
-                       train_subset=ometa.train_subset, subset_seed=ometa.subset_seed, role="retrain",
-                       init_seed=train_seed)
+    meta = ClassifierMeta.of(data, ometa.model, ometa.model_options, role="retrain", init_seed=train_seed)
     meta.original = {"path": str(args.original), "weights_sha256": weights_digest(original.state_dict())}
     model, result = _fit(args, data, ometa.model, ometa.model_options, cfg, split.retain_idx, "retrain")
     meta.recipe, meta.timings = cfg.to_dict(), _timings(result)
