@@ -11,10 +11,8 @@
    model, evaluates, and stores each result in the results database. Every row (Retrain, Original, each run)
    is a :class:`dualoptim.runner.Job` run by the core :class:`~dualoptim.runner.Runner`: a row whose key is
    already stored is skipped, so a killed benchmark resumes where it stopped, and a diverged run is a row;
-4. writes the table (terminal, Markdown, CSV, summary.json) and the figures.
-
-Everything the table shows is read back from the database (``dualoptim report`` does
-only that step).
+4. writes the table (terminal, Markdown, CSV, summary.json) and the figures: :func:`report.write_report`, which
+   reads everything it shows back from the database (``dualoptim report`` does only that step).
 
 Validation mode (``BenchConfig.validation``, used by ``benchmarks/tune_vision.py``): the training set is
 the same subset (so the same cached original model), but "TA" and the MIA's non-member set come from a
@@ -265,7 +263,7 @@ def run_bench(cfg: BenchConfig, ctx: BenchContext | None = None, only_report: bo
         if not only_report:
             store.put_series(f"config:{exp}", [cfg.to_dict()])
             _execute(cfg, ctx, store, exp)
-        return write_report(store, exp, out_dir)
+        return report.write_report(store, exp, out_dir)
 
 
 def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str) -> None:
@@ -333,46 +331,3 @@ def _trial_jobs(cfg: BenchConfig, ctx: BenchContext, data: ImageData, exp: str, 
         jobs.append(Job(key, method=run.method, optimizer=run.optim, compute=lambda u=ucfg: unlearn_row(u),
                         params=params, extra={"label": run.row}, label=f"{where} {run.row}", **common))
     return jobs
-
-
-def write_report(store: ResultsStore, exp: str, out_dir: Path) -> list[dict[str, Any]]:
-    """Table and figures of experiment ``exp`` from the database alone, written to ``out_dir``."""
-    rows = store.rows(exp)
-    if not rows:
-        raise ConfigError(f"no results for experiment {exp!r} in {store.path}")
-    if not any(r["method"] == report.RETRAIN for r in rows):
-        raise ConfigError(f"experiment {exp!r} has no Retrain rows: Gap cannot be computed")
-    stored_config = (store.series(f"config:{exp}") or [{}])[0]
-    table = report.summarize(rows)
-    report.print_table(table, f"{exp}: mean ± std (gap to Retrain) over trials, %")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = report.write_tables(out_dir, table, stored_config, versions=rows[-1]["versions"])
-    evals: dict[str, list] = {}
-    history: dict[str, list] = {}
-    for r in rows:
-        if r["method"] == report.RETRAIN:
-            continue
-        label = report.label_of(r)
-        ev = store.series(r["key"] + ":evals")
-        if ev:
-            evals.setdefault(label, []).append(ev)
-        hi = store.series(r["key"] + ":history")
-        if hi:
-            history.setdefault(label, []).append(hi)
-    retrain = {m: table[0][m]["mean"] for m in DEFAULT_METRICS}
-    figure = report.plot_process(out_dir, evals, retrain)
-    figures = ([figure] if figure else []) + report.plot_gradients(out_dir, history)
-    sweep = stored_config.get("sweep")
-    if sweep:
-        points: dict[str, list[tuple[float, float, float]]] = {}
-        for row in table[1:]:
-            values = {r["params"].get(sweep) for r in rows if report.label_of(r) == row["name"]}
-            if row["trials"] and len(values) == 1 and isinstance(next(iter(values)), (int, float)):
-                group = report.row_label(row["method"], row["optimizer"])
-                points.setdefault(group, []).append((float(values.pop()), row["Gap"], row["Std"]))
-        original = [row["Gap"] for row in table if row["method"] == report.ORIGINAL]
-        figure = report.plot_sweep(out_dir, points, sweep, original[0] if original else None)
-        figures += [figure] if figure else []
-    print(f"wrote {', '.join(str(p) for p in [*paths, *figures])}")
-    return table
-

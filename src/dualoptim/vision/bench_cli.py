@@ -33,7 +33,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from ..io import check_output
     from ..store import ResultsStore
-    from .bench import write_report
+    from .report import write_report
 
     run_dir = Path(args.run_dir)
     if args.db is None and (run_dir / "results.db").is_file():  # the benchmark root was given

@@ -1,4 +1,4 @@
-"""Paper-style outputs of a benchmark, built from the results database alone.
+"""Paper-style outputs of a benchmark, built from the results database alone (:func:`write_report`).
 
 * Table 1: one row per method x optimizer, each metric as ``mean ± std (gap)``, then Gap
   and Std (Retrain first) -- terminal (rich), Markdown, CSV and ``summary.json``. Each DualOptim row
@@ -17,9 +17,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..optim import OptimSpec
 from ..stats import DEFAULT_METRICS, format_cell, gap_table, paired_difference, trial_gaps
+from ..store import ResultsStore
 from ..tables import Table
 
 RETRAIN = "Retrain"
@@ -305,3 +307,46 @@ def plot_sweep(folder: Path, points: Mapping[str, Sequence[tuple[float, float, f
     a1.legend(fontsize=7)
     fig.suptitle(f"Sensitivity to {param}")
     return _save(fig, folder / "sensitivity.png")
+
+
+def write_report(store: ResultsStore, exp: str, out_dir: Path) -> list[dict[str, Any]]:
+    """Table and figures of experiment ``exp`` from the database alone, written to ``out_dir``."""
+    rows = store.rows(exp)
+    if not rows:
+        raise ConfigError(f"no results for experiment {exp!r} in {store.path}")
+    if not any(r["method"] == RETRAIN for r in rows):
+        raise ConfigError(f"experiment {exp!r} has no Retrain rows: Gap cannot be computed")
+    stored_config = (store.series(f"config:{exp}") or [{}])[0]
+    table = summarize(rows)
+    print_table(table, f"{exp}: mean ± std (gap to Retrain) over trials, %")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = write_tables(out_dir, table, stored_config, versions=rows[-1]["versions"])
+    evals: dict[str, list] = {}
+    history: dict[str, list] = {}
+    for r in rows:
+        if r["method"] == RETRAIN:
+            continue
+        label = label_of(r)
+        ev = store.series(r["key"] + ":evals")
+        if ev:
+            evals.setdefault(label, []).append(ev)
+        hi = store.series(r["key"] + ":history")
+        if hi:
+            history.setdefault(label, []).append(hi)
+    retrain = {m: table[0][m]["mean"] for m in DEFAULT_METRICS}
+    figure = plot_process(out_dir, evals, retrain)
+    figures = ([figure] if figure else []) + plot_gradients(out_dir, history)
+    sweep = stored_config.get("sweep")
+    if sweep:
+        points: dict[str, list[tuple[float, float, float]]] = {}
+        for row in table[1:]:
+            values = {r["params"].get(sweep) for r in rows if label_of(r) == row["name"]}
+            if row["trials"] and len(values) == 1 and isinstance(next(iter(values)), (int, float)):
+                group = row_label(row["method"], row["optimizer"])
+                points.setdefault(group, []).append((float(values.pop()), row["Gap"], row["Std"]))
+        original = [row["Gap"] for row in table if row["method"] == ORIGINAL]
+        figure = plot_sweep(out_dir, points, sweep, original[0] if original else None)
+        figures += [figure] if figure else []
+    print(f"wrote {', '.join(str(p) for p in [*paths, *figures])}")
+    return table
+
