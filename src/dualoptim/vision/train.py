@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DivergenceError
-from .data import ImageData, TensorLoader, get_dataset_info, make_augment
+from .data import Augment, ImageData, TensorLoader, get_dataset_info, make_augment
+from .models import create_model
 
 SCHEDULES = ("cosine", "constant")
 
@@ -127,12 +128,22 @@ def train_classifier(model: nn.Module, data: ImageData, train_idx: torch.Tensor 
     x, y = (data.train_x, data.train_y) if train_idx is None else (data.train_x[train_idx], data.train_y[train_idx])
     if len(y) == 0:
         raise ConfigError("cannot train on an empty set of images")
-    augment = make_augment(get_default_augment(data) if cfg.augment == "default" else cfg.augment)
+    augment = augment_of(data, cfg.augment)
     loader = TensorLoader(x, y, cfg.batch_size, shuffle=True, seed=cfg.seed, augment=augment,
                           channels_last=cfg.channels_last)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return fit(model, loader, cfg, progress, desc)
+
+
+def train_new(model_name: str, data: ImageData, train_idx: torch.Tensor | None, cfg: TrainConfig, init_seed: int,
+              options: dict[str, Any] | None = None, progress: bool = True, desc: str = "train"
+              ) -> tuple[nn.Module, dict[str, Any]]:
+    """A fresh ``model_name`` for ``data``'s classes and image shape, initialised after
+    :func:`seed_everything` (``init_seed``) and trained by :func:`train_classifier`: ``(model, its result)``."""
+    seed_everything(init_seed)
+    model = create_model(model_name, data.num_classes, data.in_channels, data.image_size, **(options or {}))
+    return model, train_classifier(model, data, train_idx, cfg, progress, desc)
 
 
 def fit(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig,
@@ -196,9 +207,12 @@ def fit(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], c
             "images_per_s": seen / elapsed, "steps": step}
 
 
-def get_default_augment(data: ImageData) -> str:
-    """The augmentation registered for ``data``'s dataset (``none`` for unknown names)."""
-    try:
-        return get_dataset_info(data.name).augment
-    except ConfigError:
-        return "none"
+def augment_of(data: ImageData, name: str) -> Augment | None:
+    """The batched augmentation ``name`` (:func:`~dualoptim.vision.data.make_augment`); ``"default"``: the one
+    registered for ``data``'s dataset (none for an unregistered name)."""
+    if name == "default":
+        try:
+            name = get_dataset_info(data.name).augment
+        except ConfigError:
+            name = "none"
+    return make_augment(name)

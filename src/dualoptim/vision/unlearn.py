@@ -31,7 +31,7 @@ from .forget import ForgetSplit
 from .methods import check_options, get_method
 from .metrics import metrics_callback
 from .presets import resolve_preset
-from .train import get_default_augment, seed_everything
+from .train import augment_of, seed_everything
 
 AUTOCAST = {None: None, "none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -95,7 +95,7 @@ class UnlearnConfig:
         if self.autocast not in AUTOCAST:
             raise ConfigError(f"autocast must be one of none, bf16, fp16; got {self.autocast!r}")
         if self.augment != "default":
-            make_augment(None if self.augment == "none" else self.augment)
+            make_augment(self.augment)  # raises for unknown names
         self.options = check_options(self.method, self.options)  # typed values (the CLI gives strings)
         self.make_method()  # unknown method / option names and bad values fail here, before any work
         try:  # the spec and optimizer options, checked on a dummy parameter
@@ -175,10 +175,8 @@ class RunRecord:
 
 def _loader(data: ImageData, idx: torch.Tensor, batch_size: int, seed: int, cfg: UnlearnConfig,
             device: torch.device) -> TensorLoader:
-    augment = make_augment(get_default_augment(data) if cfg.augment == "default" else
-                           (None if cfg.augment == "none" else cfg.augment))
     return TensorLoader(data.train_x[idx].to(device), data.train_y[idx].to(device), batch_size, shuffle=True,
-                        seed=seed, augment=augment, channels_last=cfg.channels_last)
+                        seed=seed, augment=augment_of(data, cfg.augment), channels_last=cfg.channels_last)
 
 
 def unlearn_classifier(model: nn.Module, data: ImageData, split: ForgetSplit, cfg: UnlearnConfig,
