@@ -179,7 +179,7 @@ def get_or_train_classifier(data, *, model_name: str = CLASSIFIER_MODEL, epochs:
     """
     from ..vision.data import stratified_subset
     from ..vision.models import create_model
-    from ..vision.train import TrainConfig, seed_everything, train_classifier
+    from ..vision.train import TrainConfig, train_new
 
     cfg = TrainConfig(epochs=epochs, seed=seed, augment="none")
     key = run_key(kind="gen-classifier", dataset=data.name, image_size=data.image_size, model=model_name,
@@ -193,9 +193,7 @@ def get_or_train_classifier(data, *, model_name: str = CLASSIFIER_MODEL, epochs:
         return model.eval(), meta
 
     def build(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
-        seed_everything(seed)
-        model = create_model(model_name, **shape)
-        info = train_classifier(model, data, None, cfg, progress=progress, desc="train classifier")
+        model, info = train_new(model_name, data, None, cfg, seed, progress=progress, desc="train classifier")
         model.eval()
         test = stratified_subset(data.test_y, min(len(data.test_y), 5000), 0)
         with torch.no_grad():

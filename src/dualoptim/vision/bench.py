@@ -40,8 +40,7 @@ from .checkpoint import ClassifierMeta, load_classifier, save_classifier
 from .data import ImageData, load_dataset, stratified_subset
 from .forget import ForgetSplit, make_forget_split
 from .metrics import evaluate, metrics_callback
-from .models import create_model
-from .train import TrainConfig, seed_everything, train_classifier
+from .train import TrainConfig, train_new
 from .unlearn import UnlearnConfig, unlearn_classifier
 
 _SET_BY_BENCH = ("method", "optim", "seed", "eval_every", "track_grads", "preset")  # not in runs[i].config
@@ -239,13 +238,11 @@ def _train_or_load(kind: str, key: str, cfg: BenchConfig, ctx: BenchContext, dat
 
     def build(folder: Path) -> tuple[torch.nn.Module, dict[str, float]]:
         recipe = TrainConfig.from_dict(cfg.recipe if seed is None else {**cfg.recipe, "seed": seed})
-        seed_everything(cfg.init_seed if seed is None else seed)
-        model = create_model(cfg.model, data.num_classes, data.in_channels, data.image_size, **cfg.model_options)
-        idx = None if split is None else split.retain_idx
-        out = train_classifier(model, data, idx, recipe, progress=ctx.progress, desc=kind)
+        init_seed = cfg.init_seed if seed is None else seed
+        model, out = train_new(cfg.model, data, None if split is None else split.retain_idx, recipe, init_seed,
+                               cfg.model_options, ctx.progress, kind)
         meta = ClassifierMeta.of(data, cfg.model, cfg.model_options, recipe=recipe.to_dict(),
-                                 role="original" if split is None else "retrain",
-                                 init_seed=cfg.init_seed if seed is None else seed,
+                                 role="original" if split is None else "retrain", init_seed=init_seed,
                                  timings={"train_s": out["time_s"], "train_cpu_s": out["cpu_s"]})
         save_classifier(folder, model, meta, split)
         return model, meta.timings

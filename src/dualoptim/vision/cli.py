@@ -145,17 +145,6 @@ def _print_metrics(title: str, metrics: dict[str, float]) -> None:
     Console(soft_wrap=False).print(table)
 
 
-def _fit(args: argparse.Namespace, data, model_name: str, options: dict[str, Any], cfg, train_idx, role: str):
-    """Seed, build and train a model; returns ``(model, train_classifier result)``."""
-    from .models import create_model
-    from .train import seed_everything, train_classifier
-
-    seed_everything(cfg.seed)
-    model = create_model(model_name, data.num_classes, data.in_channels, data.image_size, **options)
-    result = train_classifier(model, data, train_idx, cfg, progress=args.progress, desc=role)
-    return model, result
-
-
 def _timings(result: dict[str, Any]) -> dict[str, float]:
     return {"train_s": round(result["time_s"], 3), "train_cpu_s": round(result["cpu_s"], 3),
             "images_per_s": round(result["images_per_s"], 1)}
@@ -167,6 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import ClassifierMeta, save_classifier
     from .data import get_dataset_info, load_dataset
     from .metrics import accuracy
+    from .train import train_new
 
     _check_out(args)
     info = get_dataset_info(args.dataset)
@@ -180,7 +170,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _recipe(args, {}, seed=args.seed)
     data = load_dataset(args.dataset, args.data_dir, args.train_subset, args.subset_seed)
     meta = ClassifierMeta.of(data, model_name, options, role="original", init_seed=args.seed)
-    model, result = _fit(args, data, model_name, options, cfg, None, "original")
+    model, result = train_new(model_name, data, None, cfg, cfg.seed, options, args.progress, "original")
     meta.recipe, meta.timings = cfg.to_dict(), _timings(result)
     meta.metrics = {"TA": accuracy(model, data.test_x, data.test_y),
                     "train_acc": accuracy(model, data.train_x, data.train_y)}
@@ -195,6 +185,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from .checkpoint import ClassifierMeta, dataset_for, load_classifier, save_classifier, weights_digest
     from .forget import make_forget_split
     from .metrics import evaluate
+    from .train import train_new
 
     _check_out(args, args.original, forget_file(args.forget))
     original, ometa, _ = load_classifier(args.original)
@@ -206,7 +197,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     cfg = _recipe(args, ometa.recipe, seed=train_seed)
     meta = ClassifierMeta.of(data, ometa.model, ometa.model_options, role="retrain", init_seed=train_seed)
     meta.original = {"path": str(args.original), "weights_sha256": weights_digest(original.state_dict())}
-    model, result = _fit(args, data, ometa.model, ometa.model_options, cfg, split.retain_idx, "retrain")
+    model, result = train_new(ometa.model, data, split.retain_idx, cfg, cfg.seed, ometa.model_options, args.progress,
+                              "retrain")
     meta.recipe, meta.timings = cfg.to_dict(), _timings(result)
     start = time.perf_counter()
     meta.metrics = evaluate(model, data, split, mia_svc=args.mia_svc, seed=args.seed)
