@@ -16,7 +16,7 @@ import torch
 from ..engine import Schedule, run_unlearning
 from ..errors import ConfigError
 from ..optim import build_optimizer
-from .methods import create_method, list_methods
+from .methods import METHODS, create_method
 from .model import ConditionalDDPM
 
 # Learning rates per method (forget, retain) and method options; the same for shared and DualOptim rows.
@@ -45,8 +45,7 @@ class UnlearnConfig:
 
     def __post_init__(self) -> None:
         self.method = self.method.lower()
-        if self.method not in list_methods():
-            raise ConfigError(f"unknown generation method {self.method!r}; valid: {', '.join(list_methods())}")
+        METHODS.get(self.method)  # an unknown name: one error listing the valid ones
         if self.iterations < 1 or self.batch_size < 1:
             raise ConfigError("iterations and batch_size must be >= 1")
         defaults = METHOD_DEFAULTS.get(self.method, {})

@@ -19,7 +19,7 @@ from ..registry import Registry
 from ..runner import Job, Outcome, Runner
 from ..store import ResultsStore, run_key
 from ..tables import Table, mean_cell, mean_std_cell
-from .data import RETAIN_OF, load_benchmark
+from .data import FORGET_SPLITS, RETAIN_OF, load_benchmark
 from .evaluate import EvalConfig, evaluate, load_encoder
 from .model import load_model
 from .prepare import PrepareConfig, model_paths
@@ -54,7 +54,7 @@ def quick() -> BenchPreset:
 
 def full() -> BenchPreset:
     """The paper's five methods on forget01/05/10, three seeds."""
-    return BenchPreset(splits=("forget01", "forget05", "forget10"),
+    return BenchPreset(splits=FORGET_SPLITS,
                        methods=("ga+gd", "npo+gd", "me+gd", "dpo+gd", "idk+ap"), seeds=(0, 1, 2))
 
 

@@ -199,12 +199,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser, model_opts: bool = True) -> None:
+    from .data import FORGET_SPLITS
+
     p.add_argument("--data", default=DATA, help=f"benchmark folder from make-data, or 'tofu' (default {DATA})")
     add_runtime_args(p, progress=False)  # --threads: applied by dualoptim.cli.main
     if model_opts:
         g = p.add_argument_group("prepared models (must match 'llm prepare')")
         g.add_argument("--cache", default=CACHE)
-        g.add_argument("--splits", default="forget01,forget05,forget10", help="forget splits with retain models")
+        g.add_argument("--splits", default=",".join(FORGET_SPLITS), help="forget splits with retain models")
         g.add_argument("--vocab-size", type=int, default=2048)
         g.add_argument("--hidden", type=int, default=256)
         g.add_argument("--layers", type=int, default=4)
@@ -216,17 +218,20 @@ def _common(p: argparse.ArgumentParser, model_opts: bool = True) -> None:
         g.add_argument("--batch-size", type=int, default=32)
 
 
-def _hardware(p: argparse.ArgumentParser) -> None:
+def _hardware(p: argparse.ArgumentParser, dtype_default: str | None) -> None:
+    """``--device``, ``--dtype`` (``None``: the recipe's) and ``--trust-remote-code``."""
+    from .model import DTYPES
+
     p.add_argument("--device", default="auto", help="auto (the GPU when there is one) | cpu | cuda | cuda:N")
-    if p.prog.endswith("unlearn"):
-        p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="weights' dtype (default fp32; paper "
-                                                                           "presets bf16)")
+    p.add_argument("--dtype", default=dtype_default, choices=tuple(DTYPES),
+                   help=f"weights' dtype (default {dtype_default or 'fp32; paper presets bf16'})")
     p.add_argument("--trust-remote-code", action="store_true", help="run model code shipped with the checkpoint")
 
 
 def register(subparsers: Any) -> None:
     """Add the ``llm`` command group."""
     from .bench import BENCH_PRESETS
+    from .data import FORGET_SPLITS
     from .recipes import RECIPES
 
     llm = subparsers.add_parser("llm", help="TOFU-style LLM unlearning (make-data, prepare, unlearn, eval, bench)")
@@ -244,7 +249,7 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser("unlearn", help="unlearn a forget split (torchrun/accelerate launch for several processes)")
     _common(p)
-    _hardware(p)
+    _hardware(p, None)
     p.add_argument("--model", help="model folder or HF name (default: the prepared fine-tuned model)")
     p.add_argument("--template", help="prompt template name (qa, llama2) if the model folder has none")
     p.add_argument("--idk", help="refusal pool file (TOFU's idontknow.jsonl; default: the one in --data)")
@@ -256,7 +261,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--scheme", default="dual", choices=("joint", "alternate", "dual"))
     p.add_argument("--optim", "--optimizer", dest="optimizer", help="optimizer spec (default adamw; adamw+adamw for "
                    "dual); --optimizer is the old name")
-    p.add_argument("--split", default="forget10", choices=("forget01", "forget05", "forget10"))
+    p.add_argument("--split", default="forget10", choices=FORGET_SPLITS)
     p.add_argument("--unlearn-epochs", type=int, help="passes over the forget set (default 5)")
     p.add_argument("--global-batch", type=int, help="examples per optimizer step, all processes (default 16)")
     p.add_argument("--grad-accum", type=int, help="micro-batches per step and process (default 1)")
@@ -289,9 +294,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", help="model folder (default: the prepared fine-tuned model)")
     p.add_argument("--retain-model", help="retain model for KS forget quality (default: the prepared one)")
     p.add_argument("--template")
-    _hardware(p)
-    p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
-    p.add_argument("--split", default="forget10", choices=("forget01", "forget05", "forget10"))
+    _hardware(p, "fp32")
+    p.add_argument("--split", default="forget10", choices=FORGET_SPLITS)
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--max-items", type=int, default=0)
     p.add_argument("--encoder", default="auto", help="auto | none | sentence-encoder folder")

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from .data import FORGET_SPLITS
 from .methods.base import seq_logprob
 from .tokenizer import encode_prompts, encode_qa, pad_id
 
@@ -58,8 +59,8 @@ class EvalConfig:
     max_items: int = 0
 
     def __post_init__(self) -> None:
-        if self.forget_split not in ("forget01", "forget05", "forget10"):
-            raise ConfigError(f"unknown forget split {self.forget_split!r}; valid: forget01, forget05, forget10")
+        if self.forget_split not in FORGET_SPLITS:
+            raise ConfigError(f"unknown forget split {self.forget_split!r}; valid: {', '.join(FORGET_SPLITS)}")
         if self.max_new_tokens <= 0 or self.batch_size <= 0 or self.max_items < 0:
             raise ConfigError("max_new_tokens and batch_size must be > 0, max_items >= 0")
 

@@ -105,29 +105,29 @@ def prepare(cfg: PrepareConfig, log: Any = print) -> dict[str, Any]:
                                                   "model_config": asdict(mcfg), "stats": stats})
 
     get_or_build(base_dir, lambda folder: None, build_base)
-    targets = [("full", "full")] + [(RETAIN_OF[f], RETAIN_OF[f]) for f in cfg.forget_splits]
-    for name, split in targets:
-        def build(folder: Path, name: str = name, split: str = split) -> None:
+    targets = ["full", *(RETAIN_OF[f] for f in cfg.forget_splits)]  # each model is named after its training split
+    for split in targets:
+        def build(folder: Path, split: str = split) -> None:
             model, tok, _ = load_model(base_dir)
             # A from-scratch model forgets the control facts when fine-tuned on authors only (measured: world-fact
             # probability 6e-5 after 6 epochs); a pretrained LM keeps them. Replaying them keeps MC meaningful.
             records = data[split] + (data["real_authors"] + data["world_facts"] if cfg.replay_control else [])
             log(f"[prepare] fine-tune base on {split} ({len(data[split])} items"
                 f"{' + control replay' if cfg.replay_control else ''} x {cfg.finetune.epochs} epochs)")
-            stats = train_lm(model, enc(tok, records), cfg.finetune, desc=name)
-            report["timings"][name] = stats
-            save_model(model, tok, folder, template, {"stage": name, "train_split": split,
+            stats = train_lm(model, enc(tok, records), cfg.finetune, desc=split)
+            report["timings"][split] = stats
+            save_model(model, tok, folder, template, {"stage": split, "train_split": split,
                                                       "train": asdict(cfg.finetune), "stats": stats})
-            log(f"[prepare] {name}: {stats['seconds']:.0f} s, {stats['tokens_per_s']:.0f} tokens/s, "
+            log(f"[prepare] {split}: {stats['seconds']:.0f} s, {stats['tokens_per_s']:.0f} tokens/s, "
                 f"final loss {stats['final_loss']:.3f}")
 
-        if get_or_build(root / name, lambda folder: None, build).hit:
-            log(f"[prepare] {name}: cached at {root / name}")
+        if get_or_build(root / split, lambda folder: None, build).hit:
+            log(f"[prepare] {split}: cached at {root / split}")
     if report["timings"]:
         old = json.loads((root / "prepare.json").read_text()) if (root / "prepare.json").is_file() else {}
         atomic_write_json(root / "prepare.json", {**old, **report["timings"], "config": json.loads(
             json.dumps(asdict(cfg), default=str))})
-    report["models"] = {"base": str(base_dir), **{n: str(root / n) for n, _ in targets}}
+    report["models"] = {"base": str(base_dir), **{n: str(root / n) for n in targets}}
     return report
 
 
