@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..cache import get_or_build
+from ..cache import get_or_build, key_folder
 from ..errors import ConfigError, DivergenceError
 from ..io import load_checkpoint, save_checkpoint
 from ..store import run_key, versions
@@ -182,8 +182,9 @@ def get_or_train_classifier(data, *, model_name: str = CLASSIFIER_MODEL, epochs:
     from ..vision.train import TrainConfig, train_new
 
     cfg = TrainConfig(epochs=epochs, seed=seed, augment="none")
-    key = run_key(kind="gen-classifier", dataset=data.name, image_size=data.image_size, model=model_name,
-                  recipe=cfg.to_dict(), n_train=len(data.train_y), train_subset=data.train_subset)
+    folder = key_folder(root, "classifier", kind="gen-classifier", dataset=data.name, image_size=data.image_size,
+                        model=model_name, recipe=cfg.to_dict(), n_train=len(data.train_y),
+                        train_subset=data.train_subset)
     shape = dict(num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size)
 
     def load(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -203,4 +204,4 @@ def get_or_train_classifier(data, *, model_name: str = CLASSIFIER_MODEL, epochs:
         save_checkpoint(folder, dict(model.state_dict()), meta)
         return model, meta
 
-    return get_or_build(Path(root) / f"classifier-{key}", load, build).value
+    return get_or_build(folder, load, build).value
