@@ -192,15 +192,18 @@ def verdict_text(a: dict[str, Any], heldout_name: str = "held-out") -> tuple[str
 Pair = tuple[torch.Tensor, torch.Tensor]
 
 
-def final_verdict(original: tuple[Pair, Pair, Pair | None], unlearned: tuple[Pair, Pair, Pair | None]
-                  ) -> tuple[str, dict[str, Any]]:
+def final_verdict(original: tuple[Pair, Pair, Pair | None], unlearned: tuple[Pair, Pair, Pair | None],
+                  heldout_name: str = "held-out") -> tuple[str, dict[str, Any]]:
     """The audit's verdict from ``(forget, retain, held-out or None)`` softmax outputs and labels of the
-    original and the unlearned model (full sets, k = 2 standard errors): ``(sentence, details)``."""
+    original and the unlearned model (full sets, k = 2 standard errors): ``(sentence, details)``.
+    ``heldout_name`` says in the sentence (and ``details["heldout"]``) which held-out data were used."""
     kind, classes = forget_kind(original[0][1], original[1][1])
     before = assess(original[0], original[2], kind, classes, None, 2.0, retain=original[1])
     final = assess(unlearned[0], unlearned[2], kind, classes, before.get("kept"), 2.0, retain=unlearned[1])
-    status, text = verdict_text(final)
-    return text, {**final, "target": final["status"], "status": status, "classes": list(classes), "before": before}
+    status, text = verdict_text(final, heldout_name)
+    heldout = heldout_name if original[2] is not None else None
+    return text, {**final, "target": final["status"], "status": status, "classes": list(classes), "before": before,
+                  "heldout": heldout}
 
 
 # --------------------------------------------------------------------------------------------- subsets
