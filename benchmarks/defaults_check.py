@@ -83,17 +83,19 @@ def retrain_status(a: dict) -> str:
 
 
 def run_setting(dataset: str, model_name: str, forget: str, methods: list[str], seeds: list[int], subset: int,
-                test_size: int, epochs: int) -> dict:
+                test_size: int, epochs: int, subset_seed: int = 0, heldout_seed: int = 1234,
+                original_seed: int = 0) -> dict:
     fm = dataset == "fashion-mnist"
-    data = load_dataset(dataset, train_subset=subset if fm else None)
-    g = torch.Generator().manual_seed(1234)
+    data = load_dataset(dataset, train_subset=subset if fm else None, subset_seed=subset_seed)
+    g = torch.Generator().manual_seed(heldout_seed)
     test_idx = torch.randperm(len(data.test_y), generator=g)[:test_size] if fm else torch.arange(len(data.test_y))
     test = (data.test_x[test_idx], data.test_y[test_idx])
     recipe = TrainConfig(epochs=epochs, lr=0.05 if model_name == "mlp" else 0.1, augment="none",
                          channels_last=model_name != "mlp")
-    seed_everything(0)
+    seed_everything(original_seed)
     original = make_model(model_name, data)
-    fit = train_classifier(original, data, None, recipe, progress=False)
+    fit = train_classifier(original, data, None, TrainConfig(**{**recipe.to_dict(), "seed": original_seed}),
+                           progress=False)
     tag = f"[{dataset}/{model_name}/{forget}]"
     print(f"{tag} original trained in {fit['time_s']:.0f} s, final train acc {fit['history'][-1]['acc']:.1f}",
           flush=True)
@@ -141,6 +143,8 @@ def run_setting(dataset: str, model_name: str, forget: str, methods: list[str], 
                       f"{100 * fraction:.0f}% of Retrain, verdict {status} / Retrain says {ref}", flush=True)
     table = gap_table(per_trial, "Retrain", METRICS)
     return {"dataset": dataset, "model": model_name, "forget": forget, "train_size": data.num_train,
+            "subset_seed": subset_seed if fm else None, "heldout_seed": heldout_seed if fm else None,
+            "original_seed": original_seed,
             "test_size": len(test[1]), "recipe": recipe.to_dict(), "original_train_acc": fit["history"][-1]["acc"],
             "seeds": seeds, "table": table, "runs": runs}
 
@@ -193,6 +197,10 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--fmnist-subset", type=int, default=2000)
     p.add_argument("--fmnist-test", type=int, default=2000, help="held-out images drawn from the test set")
+    p.add_argument("--subset-seed", type=int, default=0, help="seed of the stratified Fashion-MNIST training subset")
+    p.add_argument("--heldout-seed", type=int, default=1234, help="seed of the Fashion-MNIST held-out draw")
+    p.add_argument("--original-seed", type=int, default=0, help="seed of the original model's initialisation and "
+                   "training order")
     p.add_argument("--epochs", type=int, default=40, help="epochs of the original and Retrain recipe (memorize)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/defaults_check.json")
@@ -203,7 +211,8 @@ def main() -> None:
     for item in args.settings.split(","):
         dataset, model_name, forget = item.split(":", 2)
         results.append(run_setting(dataset, model_name, forget, args.methods.split(","), args.seeds,
-                                   args.fmnist_subset, args.fmnist_test, args.epochs))
+                                   args.fmnist_subset, args.fmnist_test, args.epochs, args.subset_seed,
+                                   args.heldout_seed, args.original_seed))
         atomic_write_json(args.out, {"results": results, "args": vars(args)})
         print("\n" + markdown(results[-1]), flush=True)
     print("\n" + summary(results))

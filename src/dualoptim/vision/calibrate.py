@@ -35,6 +35,8 @@ CLASS_TARGET = 2.0  # %: forgotten-class accuracy of a model that never saw the 
 MIN_TOL_ACC, MIN_TOL_AUC, MIN_TOL_UTIL = 2.0, 0.02, 2.0
 MAX_EPOCHS = 10  # rule v2: epoch mode keeps the method's (paper's) 10 epochs with full retain passes
 RETAIN_PASSES = 5  # rule v2: iteration mode (SFRon): ~5 passes over the retain set (paper: 1500 / 316 = 4.7)
+MAX_BACKOFFS = 2  # rule v3: a utility drop restores the last good state and divides the forget lr by sqrt(10),
+#                   at most twice (a factor 10 below the lr in use); the next drop ends the run as in rule v2
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -252,7 +254,10 @@ class Monitor:
     """Measures the target on fixed subsamples during unlearning; usable as the engine's ``stop`` hook.
 
     ``every``: minimum steps between checks (a check happens only after a retain step, when the retain
-    phase has repaired what the forget steps broke). ``checks`` records every check.
+    phase has repaired what the forget steps broke). ``checks`` records every check. A check that finds a
+    utility drop restores the last state that passed the utility test (rule v2) and, up to
+    :data:`MAX_BACKOFFS` times, goes on from there with the forget lr divided by sqrt(10) (rule v3); after
+    that it ends the run.
     """
 
     net: nn.Module
@@ -266,6 +271,7 @@ class Monitor:
     kept_before: float | None = None
     restore: bool = True  # rule v2: a utility drop restores the last state that passed the utility test
     max_scale: float = 1.0  # escalation: the forget lr may grow by PROBE_RATIO per check up to this factor
+    backoffs: int = 0  # rule v3: utility drops answered by a restore + a smaller forget lr so far
     _last: int = -1
     _prev: dict[str, Any] | None = None
     _good: tuple[int, dict[str, torch.Tensor]] | None = None
@@ -292,6 +298,13 @@ class Monitor:
         if a["utility_drop"]:
             if self.restore and self._good is not None:
                 self.net.load_state_dict(self._good[1])
+                if self.backoffs < MAX_BACKOFFS:  # rule v3: back off and go on from the last good state
+                    self.backoffs += 1
+                    scale = event.lr_scale["forget"] / PROBE_RATIO
+                    event.lr_scale["forget"] = scale
+                    self.max_scale = scale  # never escalate back to a forget lr that dropped utility
+                    self.checks[-1].update(forget_lr_scale=scale, restored=self._good[0])
+                    return None
                 return f"utility drop: restored step {self._good[0]}"
             return "utility drop"
         if self.restore:
