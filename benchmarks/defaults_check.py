@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from dualoptim.io import atomic_write_json
+from dualoptim.optim import OptimSpec
 from dualoptim.stats import format_cell, gap_table
 from dualoptim.vision import TrainConfig, create_model, load_dataset, make_forget_split, seed_everything
 from dualoptim.vision.api import unlearn
@@ -172,15 +173,16 @@ def summary(results: list[dict]) -> str:
     fractions, agree = [], []
     for res in results:
         gaps = {r["name"]: r["Gap"] for r in res["table"]}
+        dual = {x["label"] for x in res["runs"] if OptimSpec.parse(x["optim"]).is_dual}
         lines.append(f"| {res['dataset']}/{res['model']} {res['forget']} | "
                      + " | ".join(f"{gaps.get(n, float('nan')):.2f}" for n in names) + " |")
         for n in names:
-            if n == "Original" or n not in gaps or "+" not in n.split("[")[1]:
+            if n not in gaps or n not in dual:
                 continue
             total += 1
             beats += gaps[n] < gaps["Original"]
             half += gaps[n] <= 0.5 * gaps["Original"]
-        fractions += [x["time_fraction"] for x in res["runs"] if "+" in x["optim"]]
+        fractions += [x["time_fraction"] for x in res["runs"] if x["label"] in dual]
         agree += [x["agree"] for x in res["runs"]]
     lines.append("")
     lines.append(f"DualOptim rows: Gap < Original's in {beats}/{total} (method, setting) cells; Gap <= 0.5 x "
@@ -204,7 +206,14 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=40, help="epochs of the original and Retrain recipe (memorize)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/defaults_check.json")
+    p.add_argument("--report", default=None, metavar="JSON", help="only print the tables of a finished (or "
+                   "partial) run's --out file")
     args = p.parse_args()
+    if args.report:
+        with open(args.report) as fh:
+            results = json.load(fh)["results"]
+        print("\n".join(markdown(r) for r in results) + "\n" + summary(results))
+        return
     torch.set_num_threads(args.threads)
     start, c0 = time.perf_counter(), cpu_s()
     results = []
