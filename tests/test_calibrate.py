@@ -177,6 +177,9 @@ def test_verdict_wording():
     assert status == "forgotten" and "forget accuracy 86.9% vs held-out 87.3%" in text and "AUC" in text
     assert verdict_text({**base, "status": "not met"})[0] == "NOT forgotten"
     assert verdict_text({**base, "status": "target met", "utility_drop": True})[1].startswith("utility lost")
+    assert verdict_text({**base, "status": "overshot"})[0] == "forgotten"
+    status, text = verdict_text({**base, "status": "overshot", "utility_drop": True})  # not "forgotten"
+    assert status == "utility lost" and "over-forgotten" in text
 
 
 def test_engine_stop_hook_ends_the_run_and_may_scale_the_forget_lr():

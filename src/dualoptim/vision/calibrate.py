@@ -178,9 +178,11 @@ def verdict_text(a: dict[str, Any], heldout_name: str = "held-out") -> tuple[str
         nums = (f"forget accuracy {a['FA']:.1f}% vs {heldout_name} {a['HA']:.1f}% (allowed +{a['tol_acc']:.1f}); "
                 f"membership-attack AUC forget vs {heldout_name} {a['AUC']:.2f} (0.5 = indistinguishable, "
                 f"allowed +{a['tol_auc']:.2f})")
-    if a["status"] == "target met" and a["utility_drop"]:
+    if a["status"] in ("target met", "overshot") and a["utility_drop"]:
+        how = ("forgotten" if a["status"] == "target met"
+               else "over-forgotten (it looks LESS like training data than unseen data does)")
         return "utility lost", (f"utility lost: {util} (allowed -{a['tol_util']:.1f}); the forget set is "
-                                f"forgotten ({nums})")
+                                f"{how} ({nums})")
     if a["status"] == "target met":
         return "forgotten", f"forgotten: the forget set now scores like unseen data ({nums})" + (
             f"; utility kept ({util})" if util else "")
