@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from dualoptim.io import atomic_write_json
+from dualoptim.optim import OptimSpec
 from dualoptim.stats import format_cell, gap_table
 from dualoptim.vision import TrainConfig, create_model, load_dataset, make_forget_split, seed_everything
 from dualoptim.vision.api import unlearn
@@ -83,17 +84,19 @@ def retrain_status(a: dict) -> str:
 
 
 def run_setting(dataset: str, model_name: str, forget: str, methods: list[str], seeds: list[int], subset: int,
-                test_size: int, epochs: int) -> dict:
+                test_size: int, epochs: int, subset_seed: int = 0, heldout_seed: int = 1234,
+                original_seed: int = 0) -> dict:
     fm = dataset == "fashion-mnist"
-    data = load_dataset(dataset, train_subset=subset if fm else None)
-    g = torch.Generator().manual_seed(1234)
+    data = load_dataset(dataset, train_subset=subset if fm else None, subset_seed=subset_seed)
+    g = torch.Generator().manual_seed(heldout_seed)
     test_idx = torch.randperm(len(data.test_y), generator=g)[:test_size] if fm else torch.arange(len(data.test_y))
     test = (data.test_x[test_idx], data.test_y[test_idx])
     recipe = TrainConfig(epochs=epochs, lr=0.05 if model_name == "mlp" else 0.1, augment="none",
                          channels_last=model_name != "mlp")
-    seed_everything(0)
+    seed_everything(original_seed)
     original = make_model(model_name, data)
-    fit = train_classifier(original, data, None, recipe, progress=False)
+    fit = train_classifier(original, data, None, TrainConfig(**{**recipe.to_dict(), "seed": original_seed}),
+                           progress=False)
     tag = f"[{dataset}/{model_name}/{forget}]"
     print(f"{tag} original trained in {fit['time_s']:.0f} s, final train acc {fit['history'][-1]['acc']:.1f}",
           flush=True)
@@ -141,6 +144,8 @@ def run_setting(dataset: str, model_name: str, forget: str, methods: list[str], 
                       f"{100 * fraction:.0f}% of Retrain, verdict {status} / Retrain says {ref}", flush=True)
     table = gap_table(per_trial, "Retrain", METRICS)
     return {"dataset": dataset, "model": model_name, "forget": forget, "train_size": data.num_train,
+            "subset_seed": subset_seed if fm else None, "heldout_seed": heldout_seed if fm else None,
+            "original_seed": original_seed,
             "test_size": len(test[1]), "recipe": recipe.to_dict(), "original_train_acc": fit["history"][-1]["acc"],
             "seeds": seeds, "table": table, "runs": runs}
 
@@ -168,15 +173,16 @@ def summary(results: list[dict]) -> str:
     fractions, agree = [], []
     for res in results:
         gaps = {r["name"]: r["Gap"] for r in res["table"]}
+        dual = {x["label"] for x in res["runs"] if OptimSpec.parse(x["optim"]).is_dual}
         lines.append(f"| {res['dataset']}/{res['model']} {res['forget']} | "
                      + " | ".join(f"{gaps.get(n, float('nan')):.2f}" for n in names) + " |")
         for n in names:
-            if n == "Original" or n not in gaps or "+" not in n.split("[")[1]:
+            if n not in gaps or n not in dual:
                 continue
             total += 1
             beats += gaps[n] < gaps["Original"]
             half += gaps[n] <= 0.5 * gaps["Original"]
-        fractions += [x["time_fraction"] for x in res["runs"] if "+" in x["optim"]]
+        fractions += [x["time_fraction"] for x in res["runs"] if x["label"] in dual]
         agree += [x["agree"] for x in res["runs"]]
     lines.append("")
     lines.append(f"DualOptim rows: Gap < Original's in {beats}/{total} (method, setting) cells; Gap <= 0.5 x "
@@ -193,17 +199,29 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--fmnist-subset", type=int, default=2000)
     p.add_argument("--fmnist-test", type=int, default=2000, help="held-out images drawn from the test set")
+    p.add_argument("--subset-seed", type=int, default=0, help="seed of the stratified Fashion-MNIST training subset")
+    p.add_argument("--heldout-seed", type=int, default=1234, help="seed of the Fashion-MNIST held-out draw")
+    p.add_argument("--original-seed", type=int, default=0, help="seed of the original model's initialisation and "
+                   "training order")
     p.add_argument("--epochs", type=int, default=40, help="epochs of the original and Retrain recipe (memorize)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/defaults_check.json")
+    p.add_argument("--report", default=None, metavar="JSON", help="only print the tables of a finished (or "
+                   "partial) run's --out file")
     args = p.parse_args()
+    if args.report:
+        with open(args.report) as fh:
+            results = json.load(fh)["results"]
+        print("\n".join(markdown(r) for r in results) + "\n" + summary(results))
+        return
     torch.set_num_threads(args.threads)
     start, c0 = time.perf_counter(), cpu_s()
     results = []
     for item in args.settings.split(","):
         dataset, model_name, forget = item.split(":", 2)
         results.append(run_setting(dataset, model_name, forget, args.methods.split(","), args.seeds,
-                                   args.fmnist_subset, args.fmnist_test, args.epochs))
+                                   args.fmnist_subset, args.fmnist_test, args.epochs, args.subset_seed,
+                                   args.heldout_seed, args.original_seed))
         atomic_write_json(args.out, {"results": results, "args": vars(args)})
         print("\n" + markdown(results[-1]), flush=True)
     print("\n" + summary(results))

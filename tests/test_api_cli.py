@@ -57,7 +57,8 @@ def test_audit_command_writes_json_and_html(checkpoints, capsys):
     assert "Gap=" in capsys.readouterr().out
     a = json.loads((root / "a.json").read_text())
     assert a["method"] == "salun" and a["optim"] == "adam+sgd" and a["timings"]["unlearn_s"] == 1.5
-    assert a["sizes"] == {"forget": split.num_forget, "retain": split.num_retain, "test": len(data.test_y)}
+    assert a["sizes"] == {"forget": split.num_forget, "retain": split.num_retain, "test": len(data.test_y),
+                          "heldout": len(data.test_y)}
     assert a["source"]["split"]["digest"] == split.digest
     for name, model in models.items():
         want = evaluate(model, data, split, seed=4)
@@ -93,3 +94,51 @@ def test_audit_command_errors_are_one_line(checkpoints, capsys):
     assert rc == 2 and "checkpoint folder not found" in capsys.readouterr().err
     rc = main(["audit", "--original", str(root / "orig"), "--unlearned", str(root / "orig")])
     assert rc == 2 and "stores no forget set" in capsys.readouterr().err
+
+
+def test_audit_heldout_file_none_and_default(checkpoints, tmp_path, capsys):
+    """``--heldout FILE`` feeds the verdict (and only the verdict); ``none`` falls back to "unknown"; the default
+    names the test split; a bad file is one error line before anything is written."""
+    import numpy as np
+
+    from dualoptim.vision.metrics import predict_probs
+
+    root, data, split, models = checkpoints
+    base = ["audit", "--original", str(root / "orig"), "--unlearned", str(root / "un"), "--forget", "random:0.1",
+            "--seed", "4", "--no-svc", "--threads", "1"]
+    # held-out = the forget set's own images: it then scores exactly like "held-out" (FA = HA, AUC = 0.5); with
+    # the test split instead (flag ignored) HA, AUC and the sample count all differ
+    fx, fy = data.train_x[split.forget_idx], data.train_y[split.forget_idx]
+    torch.save({"x": fx, "y": fy}, tmp_path / "same.pt")
+    assert main([*base, "--heldout", str(tmp_path / "same.pt"), "--json", str(tmp_path / "f.json")]) == 0
+    out = capsys.readouterr().out
+    a = json.loads((tmp_path / "f.json").read_text())
+    d = a["verdict_details"]
+    want = 100.0 * (predict_probs(models["unlearned"], fx).argmax(1) == fy).double().mean().item()
+    assert d["HA"] == pytest.approx(want) and d["FA"] == pytest.approx(want) and d["AUC"] == pytest.approx(0.5)
+    assert d["n_heldout"] == split.num_forget and a["sizes"]["heldout"] == split.num_forget
+    assert d["target"] == "target met" and d["heldout"] == "held-out (same.pt)" and "same.pt" in a["verdict"]
+    assert a["sizes"]["test"] == len(data.test_y) and a["source"]["heldout"] == str(tmp_path / "same.pt")
+    assert f"verdict: {a['verdict']}" in out
+    # .npz with a slice of the test split: its size reaches the verdict
+    np.savez(tmp_path / "val.npz", x=data.test_x[:100].numpy(), y=data.test_y[:100].numpy())
+    assert main([*base, "--heldout", str(tmp_path / "val.npz"), "--json", str(tmp_path / "v.json")]) == 0
+    assert json.loads((tmp_path / "v.json").read_text())["verdict_details"]["n_heldout"] == 100
+    # none: the sample-wise verdict cannot be decided and says so; default: the test split, named
+    assert main([*base, "--heldout", "none", "--json", str(tmp_path / "n.json")]) == 0
+    a = json.loads((tmp_path / "n.json").read_text())
+    assert a["verdict"].startswith("unknown: no held-out data") and "--heldout" in a["verdict"]
+    assert a["verdict_details"]["heldout"] is None and a["sizes"]["heldout"] == 0
+    assert main([*base, "--json", str(tmp_path / "t.json")]) == 0
+    d = json.loads((tmp_path / "t.json").read_text())["verdict_details"]
+    assert d["heldout"] == "held-out (test split)" and d["n_heldout"] == len(data.test_y)
+    capsys.readouterr()
+    # unusable files: one line on stderr, exit 2, no output written
+    np.savez(tmp_path / "bad.npz", x=np.zeros((5, 1, 4, 4), np.float32), y=np.zeros(5, np.int64))
+    torch.save({"x": fx, "y": fy + 10}, tmp_path / "labels.pt")
+    for bad, message in (("bad.npz", "expected float (N, 1, 8, 8)"), ("labels.pt", "labels must be class indices"),
+                         ("missing.pt", "no such file")):
+        assert main([*base, "--heldout", str(tmp_path / bad), "--json", str(tmp_path / "x.json")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "x.json").exists()

@@ -177,6 +177,9 @@ def test_verdict_wording():
     assert status == "forgotten" and "forget accuracy 86.9% vs held-out 87.3%" in text and "AUC" in text
     assert verdict_text({**base, "status": "not met"})[0] == "NOT forgotten"
     assert verdict_text({**base, "status": "target met", "utility_drop": True})[1].startswith("utility lost")
+    assert verdict_text({**base, "status": "overshot"})[0] == "forgotten"
+    status, text = verdict_text({**base, "status": "overshot", "utility_drop": True})  # not "forgotten"
+    assert status == "utility lost" and "over-forgotten" in text
 
 
 def test_engine_stop_hook_ends_the_run_and_may_scale_the_forget_lr():
@@ -204,3 +207,35 @@ def test_engine_stop_hook_ends_the_run_and_may_scale_the_forget_lr():
     res = run_unlearning(model, get_method("rl"), opt, batches, batches, Schedule(epochs=1), progress=False,
                          stop=lambda e: "at once")
     assert res.steps == 0 and res.stop_reason == "at once"
+
+
+def test_utility_drop_backs_off_twice_then_stops_restored():
+    """Rule v3: a utility drop restores the last good state and divides the forget lr by sqrt(10) (no escalation
+    above it afterwards); the third drop ends the run, restored (v2)."""
+    from types import SimpleNamespace
+
+    from dualoptim.vision.calibrate import MAX_BACKOFFS, PROBE_RATIO, Monitor
+
+    net = nn.Linear(2, 2)
+    mon = Monitor(net, (torch.zeros(1, 2), torch.zeros(1, dtype=torch.long)), None, "sample", [], max_scale=10.0)
+    drops = [False, False, True, False, False, True, True]  # per check; the forget set never moves (FA 90)
+    script = iter([{"kind": "sample", "FA": 90.0, "AUC": 0.8, "status": "not met", "utility_drop": d} for d in drops])
+    mon.measure = lambda k=1.0: next(script)
+    scale = {"forget": 1.0, "retain": 1.0}
+
+    def check(step):
+        return mon(SimpleNamespace(phase="start" if step == 0 else "retain", step=step, lr_scale=scale))
+
+    assert check(0) is None and check(1) is None  # kept states: steps 0 and 1; no progress: escalated
+    assert scale["forget"] == pytest.approx(PROBE_RATIO)
+    good = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    assert check(2) is None  # utility drop 1: restored, backed off
+    assert all(torch.equal(v, good[k]) for k, v in net.state_dict().items())
+    assert scale["forget"] == pytest.approx(1.0) and mon.max_scale == pytest.approx(1.0)
+    assert mon.checks[-1]["restored"] == 1 and mon.backoffs == 1
+    assert check(3) is None and check(4) is None  # no progress, but no escalation above the backed-off lr
+    assert scale["forget"] == pytest.approx(1.0)
+    assert check(5) is None and scale["forget"] == pytest.approx(1 / PROBE_RATIO) and mon.backoffs == MAX_BACKOFFS == 2
+    assert check(6) == "utility drop: restored step 4"

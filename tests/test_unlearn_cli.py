@@ -102,6 +102,23 @@ def test_nan_guard_exits_2_and_leaves_no_output(original, tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir()] == []  # no temporary folder left either
 
 
+def test_unlearn_heldout_file_reaches_calibration_and_verdict(original, tmp_path, capsys):
+    """``--heldout FILE`` (here: a 120-image slice of the test split) is what calibration and the verdict use."""
+    from dualoptim.vision import load_dataset
+
+    data = load_dataset("digits")
+    torch.save((data.test_x[:120], data.test_y[:120]), tmp_path / "val.pt")
+    out = tmp_path / "rl"
+    assert _unlearn(original, out, "--method", "rl", "--epochs", "1", "--heldout", str(tmp_path / "val.pt")) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    d = report["verdict_details"]
+    assert d["n_heldout"] == 120 and d["heldout"] == "held-out (val.pt)"
+    assert report["heldout"] == str(tmp_path / "val.pt")
+    assert report["calibration"]["mode"] == "auto" and "val.pt" in report["verdict"]
+    assert _unlearn(original, tmp_path / "y", "--method", "rl", "--heldout", str(tmp_path / "nope.npz")) == 2
+    assert "--heldout" in capsys.readouterr().err and not (tmp_path / "y").exists()
+
+
 @pytest.mark.parametrize("args,message", [
     (["--method", "salun", "--opt", "sparsity=0.5"], "no option"),
     (["--method", "salun", "--opt", "ratio"], "KEY=VALUE"),

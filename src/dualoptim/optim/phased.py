@@ -150,22 +150,35 @@ class PhasedOptimizer(FullStateOptimizer):
         """The (non-trivial) mask entries of ``phase``."""
         return dict(self._masks[_check_phase(phase)])
 
+    def _kept(self, phase: str) -> dict[torch.Tensor, torch.Tensor]:
+        """``~mask`` (the entries that must not change) per masked parameter of ``phase``, computed once per
+        mask: a step then costs no mask inversion. ``set_mask``/``load_state_dict`` replace the mask dict, which
+        invalidates the cache."""
+        masks = self._masks[phase]
+        cache = self.__dict__.setdefault("_kept_cache", {})
+        hit = cache.get(phase)
+        if hit is None or hit[0] is not masks:
+            hit = cache[phase] = (masks, {p: ~m for p, m in masks.items()})
+        return hit[1]
+
     def _mask_grads(self, phase: str) -> None:
         with torch.no_grad():
-            for p, m in self._masks[phase].items():
+            for p, keep in self._kept(phase).items():
                 if p.grad is not None:
-                    p.grad.masked_fill_(~m, 0)
+                    p.grad.masked_fill_(keep, 0)
 
     @contextmanager
     def _masked(self, phase: str) -> Iterator[None]:
-        masks = self._masks[phase]
+        kept = self._kept(phase)
         self._mask_grads(phase)
         with torch.no_grad():
-            frozen = {p: p.masked_select(~m) for p, m in masks.items()}
+            # a full copy + where is ~3x faster than masked_select/masked_scatter_ (no compaction) and gives
+            # bit-identical parameters: kept entries get their old values back, the others keep the step's
+            frozen = {p: p.clone() for p in kept}
         yield
         with torch.no_grad():
-            for p, values in frozen.items():
-                p.masked_scatter_(~masks[p], values)
+            for p, old in frozen.items():
+                torch.where(kept[p], old, p, out=p)
 
     # -- step ---------------------------------------------------------------------
     @torch.no_grad()

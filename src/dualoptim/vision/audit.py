@@ -155,7 +155,8 @@ class Audit:
     def summary(self) -> str:
         """A few plain-text lines: one row per model, Gap when there is a Retrain reference."""
         lines = [f"{self.method} [{self.optim}]: forget {self.sizes.get('forget')}, retain {self.sizes.get('retain')}, "
-                 f"test {self.sizes.get('test')} samples; unlearning {self.timings.get('unlearn_s', 0):.1f} s"]
+                 f"test {self.sizes.get('test')}{self._heldout_size()} samples; unlearning "
+                 f"{self.timings.get('unlearn_s', 0):.1f} s"]
         for name, row in self._rows():
             cells = " ".join(f"{m}={_fmt(row.get(m))}" for m in METRICS)
             gap = f"  Gap={self.gap[name]:.2f}" if name in self.gap else ""
@@ -174,6 +175,11 @@ class Audit:
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
+    def _heldout_size(self, sep: str = ", ") -> str:
+        """The held-out set of the verdict, when it is not the test set (``dualoptim audit --heldout FILE``)."""
+        n = self.sizes.get("heldout")
+        return "" if n is None or n == self.sizes.get("test") else f"{sep}held-out (verdict) {n}"
+
     def _rows(self) -> list[tuple[str, dict[str, float | None]]]:
         rows = [("Original", self.original), ("Unlearned", self.unlearned)]
         return rows + ([("Retrain", self.retrain)] if self.retrain is not None else [])
@@ -191,7 +197,8 @@ class Audit:
             body.append([name, *[_fmt(row.get(m)) for m in METRICS], gap])
         parts = [f"<h1>Unlearning audit: {e(self.method)} [{e(self.optim)}]</h1>",
                  f"<p>{e(self.created)} &middot; forget {self.sizes.get('forget')} / retain "
-                 f"{self.sizes.get('retain')} / test {self.sizes.get('test')} samples</p>"]
+                 f"{self.sizes.get('retain')} / test {self.sizes.get('test')}{e(self._heldout_size(' / '))} "
+                 "samples</p>"]
         if self.verdict:
             status = self.verdict_details.get("status", self.verdict.split(":")[0])
             colour = VERDICT_COLOURS.get(status, "#555555")

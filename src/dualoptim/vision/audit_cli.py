@@ -4,8 +4,11 @@
         --retrain runs/fm/retrain-1 --json audit.json --html audit.html
 
 All checkpoints are evaluated on the forget set drawn from the original model's training set (FA, UA, RA,
-TA and both MIA variants, see ``dualoptim.vision.audit``), with the retrain-free verdict (the dataset's test
-split as held-out data). Warnings that change what the numbers mean (a Retrain or unlearned checkpoint made
+TA and both MIA variants, see ``dualoptim.vision.audit``), with the retrain-free verdict (docs/defaults.md):
+held-out data the original never trained on define "never seen" (``--heldout``: the dataset's test split by
+default, a FILE of images and labels such as a validation set, or ``none``: the verdict is then "unknown" for
+sample-wise forgetting; the verdict names the held-out data it used). TA and the MIAs keep the test
+split. Warnings that change what the numbers mean (a Retrain or unlearned checkpoint made
 for another forget set or another original, a degenerate model) go into the JSON, the HTML and the output.
 Method, optimizer, hyper-parameters, timings, calibration and the process curve come from the unlearned
 checkpoint's ``metrics.json`` when ``dualoptim unlearn`` wrote one.
@@ -23,6 +26,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..runtime import add_runtime_args
 from .cli import forget_file
+from .unlearn_cli import HELDOUT_HELP, heldout_data, heldout_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "split stored in the unlearned checkpoint)")
     p.add_argument("--seed", type=int, default=None, help="seed of the forget split (default: the stored one)")
     p.add_argument("--retrain", default=None, help="checkpoint folder of a Retrain model for this forget set")
+    p.add_argument("--heldout", default="test", metavar="test|none|FILE", help=HELDOUT_HELP)
     p.add_argument("--json", default=None, metavar="FILE", help="write the audit as JSON")
     p.add_argument("--html", default=None, metavar="FILE", help="write the self-contained HTML report")
     p.add_argument("--data-dir", default=None, help="folder with the dataset files")
@@ -57,7 +62,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from .calibrate import final_verdict
     from .checkpoint import dataset_for, load_classifier, weights_digest
     from .forget import make_forget_split
-    from .metrics import compute_outputs, metrics_from_outputs
+    from .metrics import compute_outputs, metrics_from_outputs, predict_probs
 
     warnings: list[str] = []  # every warning that changes what the numbers mean: JSON, HTML and stdout
 
@@ -68,7 +73,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     for flag, path in (("--json", args.json), ("--html", args.html)):  # before any work (issue 19)
         if path:
             check_output(path, inputs=(args.original, args.unlearned, args.retrain, args.data_dir,
-                                       forget_file(args.forget)), kind="file", flag=flag)
+                                       forget_file(args.forget), heldout_file(args.heldout)), kind="file", flag=flag)
     original, ometa, _ = load_classifier(args.original)
     unlearned, umeta, _ = load_classifier(args.unlearned)
     _same_data("unlearned", umeta, ometa)
@@ -84,6 +89,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.unlearned} stores no forget set: pass --forget (e.g. random:0.1) and --seed")
     seed = args.seed if args.seed is not None else (stored.get("seed", 0) if spec == stored.get("spec") else 0)
     data = dataset_for(ometa, args.data_dir)
+    heldout, heldout_name = heldout_data(args.heldout, data)
     split = make_forget_split(spec, data.train_y, seed)
     for name, meta in (("unlearned", umeta), ("retrain", rmeta)):
         have = (meta.split or {}).get("digest") if meta is not None else None
@@ -105,10 +111,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
     results = {name: metrics_from_outputs(o, data, split, **kw) for name, o in outs.items()}
     yf, yr = data.train_y[split.forget_idx], data.train_y[split.retain_idx]
 
-    def triple(o):
-        return (o.forget, yf), (o.retain, yr), (o.test, data.test_y)
+    def triple(name, model):
+        o = outs[name]
+        if heldout is None or args.heldout == "test":
+            held = None if heldout is None else (o.test, data.test_y)
+        else:
+            held = (predict_probs(model, heldout[0]), heldout[1])
+        return (o.forget, yf), (o.retain, yr), held
 
-    verdict, details = final_verdict(triple(outs["original"]), triple(outs["unlearned"]))
+    verdict, details = final_verdict(triple("original", original), triple("unlearned", unlearned), heldout_name)
     for name, m in (("original", original), ("unlearned", unlearned), ("Retrain", retrain)):
         if m is not None:
             for w in degenerate_warnings(name, results[name.lower()], data.num_classes, m):
@@ -127,12 +138,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
         timings["retrain_s"] = float(rmeta.timings["train_s"])
     audit = Audit.build(
         method=config.get("method", "unknown"), optim=config.get("optim", "unknown"), hyperparameters=config,
-        sizes={"forget": split.num_forget, "retain": split.num_retain, "test": len(data.test_y)},
+        sizes={"forget": split.num_forget, "retain": split.num_retain, "test": len(data.test_y),
+               "heldout": 0 if heldout is None else len(heldout[1])},
         original=results["original"], unlearned=results["unlearned"], retrain=results.get("retrain"),
         timings=timings, process=[r for r in info.get("evals", []) if "step" in r],
         source={"original": str(args.original), "original_weights_sha256": odigest, "unlearned": str(args.unlearned),
                 "retrain": args.retrain, "dataset": ometa.dataset, "train_subset": ometa.train_subset,
-                "model": ometa.model, "split": split.describe()},
+                "model": ometa.model, "split": split.describe(), "heldout": args.heldout},
         verdict=verdict, verdict_details=details, calibration=info.get("calibration", {}), warnings=warnings)
     print(audit.summary())
     if args.json:

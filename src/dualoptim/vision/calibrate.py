@@ -35,6 +35,8 @@ CLASS_TARGET = 2.0  # %: forgotten-class accuracy of a model that never saw the 
 MIN_TOL_ACC, MIN_TOL_AUC, MIN_TOL_UTIL = 2.0, 0.02, 2.0
 MAX_EPOCHS = 10  # rule v2: epoch mode keeps the method's (paper's) 10 epochs with full retain passes
 RETAIN_PASSES = 5  # rule v2: iteration mode (SFRon): ~5 passes over the retain set (paper: 1500 / 316 = 4.7)
+MAX_BACKOFFS = 2  # rule v3: a utility drop restores the last good state and divides the forget lr by sqrt(10),
+#                   at most twice (a factor 10 below the lr in use); the next drop ends the run as in rule v2
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -176,9 +178,11 @@ def verdict_text(a: dict[str, Any], heldout_name: str = "held-out") -> tuple[str
         nums = (f"forget accuracy {a['FA']:.1f}% vs {heldout_name} {a['HA']:.1f}% (allowed +{a['tol_acc']:.1f}); "
                 f"membership-attack AUC forget vs {heldout_name} {a['AUC']:.2f} (0.5 = indistinguishable, "
                 f"allowed +{a['tol_auc']:.2f})")
-    if a["status"] == "target met" and a["utility_drop"]:
+    if a["status"] in ("target met", "overshot") and a["utility_drop"]:
+        how = ("forgotten" if a["status"] == "target met"
+               else "over-forgotten (it looks LESS like training data than unseen data does)")
         return "utility lost", (f"utility lost: {util} (allowed -{a['tol_util']:.1f}); the forget set is "
-                                f"forgotten ({nums})")
+                                f"{how} ({nums})")
     if a["status"] == "target met":
         return "forgotten", f"forgotten: the forget set now scores like unseen data ({nums})" + (
             f"; utility kept ({util})" if util else "")
@@ -192,15 +196,18 @@ def verdict_text(a: dict[str, Any], heldout_name: str = "held-out") -> tuple[str
 Pair = tuple[torch.Tensor, torch.Tensor]
 
 
-def final_verdict(original: tuple[Pair, Pair, Pair | None], unlearned: tuple[Pair, Pair, Pair | None]
-                  ) -> tuple[str, dict[str, Any]]:
+def final_verdict(original: tuple[Pair, Pair, Pair | None], unlearned: tuple[Pair, Pair, Pair | None],
+                  heldout_name: str = "held-out") -> tuple[str, dict[str, Any]]:
     """The audit's verdict from ``(forget, retain, held-out or None)`` softmax outputs and labels of the
-    original and the unlearned model (full sets, k = 2 standard errors): ``(sentence, details)``."""
+    original and the unlearned model (full sets, k = 2 standard errors): ``(sentence, details)``.
+    ``heldout_name`` says in the sentence (and ``details["heldout"]``) which held-out data were used."""
     kind, classes = forget_kind(original[0][1], original[1][1])
     before = assess(original[0], original[2], kind, classes, None, 2.0, retain=original[1])
     final = assess(unlearned[0], unlearned[2], kind, classes, before.get("kept"), 2.0, retain=unlearned[1])
-    status, text = verdict_text(final)
-    return text, {**final, "target": final["status"], "status": status, "classes": list(classes), "before": before}
+    status, text = verdict_text(final, heldout_name)
+    heldout = heldout_name if original[2] is not None else None
+    return text, {**final, "target": final["status"], "status": status, "classes": list(classes), "before": before,
+                  "heldout": heldout}
 
 
 # --------------------------------------------------------------------------------------------- subsets
@@ -249,7 +256,10 @@ class Monitor:
     """Measures the target on fixed subsamples during unlearning; usable as the engine's ``stop`` hook.
 
     ``every``: minimum steps between checks (a check happens only after a retain step, when the retain
-    phase has repaired what the forget steps broke). ``checks`` records every check.
+    phase has repaired what the forget steps broke). ``checks`` records every check. A check that finds a
+    utility drop restores the last state that passed the utility test (rule v2) and, up to
+    :data:`MAX_BACKOFFS` times, goes on from there with the forget lr divided by sqrt(10) (rule v3); after
+    that it ends the run.
     """
 
     net: nn.Module
@@ -263,6 +273,7 @@ class Monitor:
     kept_before: float | None = None
     restore: bool = True  # rule v2: a utility drop restores the last state that passed the utility test
     max_scale: float = 1.0  # escalation: the forget lr may grow by PROBE_RATIO per check up to this factor
+    backoffs: int = 0  # rule v3: utility drops answered by a restore + a smaller forget lr so far
     _last: int = -1
     _prev: dict[str, Any] | None = None
     _good: tuple[int, dict[str, torch.Tensor]] | None = None
@@ -289,6 +300,13 @@ class Monitor:
         if a["utility_drop"]:
             if self.restore and self._good is not None:
                 self.net.load_state_dict(self._good[1])
+                if self.backoffs < MAX_BACKOFFS:  # rule v3: back off and go on from the last good state
+                    self.backoffs += 1
+                    scale = event.lr_scale["forget"] / PROBE_RATIO
+                    event.lr_scale["forget"] = scale
+                    self.max_scale = scale  # never escalate back to a forget lr that dropped utility
+                    self.checks[-1].update(forget_lr_scale=scale, restored=self._good[0])
+                    return None
                 return f"utility drop: restored step {self._good[0]}"
             return "utility drop"
         if self.restore:

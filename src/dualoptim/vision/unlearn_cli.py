@@ -9,23 +9,35 @@
 ``--seed`` from that training set, runs the method and writes the unlearned checkpoint (``--out``) plus
 ``<out>/metrics.json`` (config, FA/UA/RA/TA/MIA/MIA_SVC, timings, per-step history, verdict). Without
 ``--forget-lr`` the run is calibrated without a Retrain (``--calibrate auto``, docs/defaults.md): the held-out
-data (``--heldout test``: the dataset's test split) define how unseen data scores, a short probe picks the
-forget lr and unlearning stops once the forget set scores like held-out data (class-wise: its class is no
-longer predicted) or held-out accuracy drops; it runs through ``dualoptim.unlearn`` on the in-memory tensors
-(no augmentation). ``--forget-lr`` (or ``--calibrate off``) runs the preset path: values not given on the command
-line come from the preset for the original's dataset (``--preset``; see ``dualoptim methods --presets``).
-Both print a verdict: "forgotten: ..." / "NOT forgotten: ..." / "utility lost: ...". Nothing is written
-unless the run finishes: a NaN/inf loss stops it with one message naming the step and phase (exit status 2).
+data (``--heldout test``: the dataset's test split, or a FILE of images and labels) define how unseen data
+scores, a short probe picks the forget lr and unlearning stops once the forget set scores like held-out data
+(class-wise: its class is no longer predicted) or held-out accuracy drops; it runs through
+``dualoptim.unlearn`` on the in-memory tensors (no augmentation). ``--forget-lr`` (or ``--calibrate off``)
+runs the preset path: values not given on the command line come from the preset for the original's dataset
+(``--preset``; see ``dualoptim methods --presets``). Both print a verdict: "forgotten: ..." / "NOT
+forgotten: ..." / "utility lost: ...". Nothing is written unless the run finishes: a NaN/inf loss stops it
+with one message naming the step and phase (exit status 2).
 """
 
 from __future__ import annotations
 
 import argparse
+import pickle
 import time
+from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
 
 from ..errors import ConfigError
 from ..runtime import add_runtime_args, parse_key_values
+
+HELDOUT_HELP = ("held-out data the original never trained on; they define 'never seen' for calibration and the "
+                "verdict: test (the dataset's test split, default), none (the verdict is then 'unknown' for "
+                "sample-wise forgetting), or FILE: a .pt file (torch.save of {'x': X, 'y': Y} or (X, Y)) or a .npz "
+                "file (arrays x, y) of float images in the model's input format (normalized like the training set, "
+                "as the dataset's test images) and class labels, e.g. a validation set")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,9 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibrate", choices=("auto", "off"), default="auto",
                    help="auto: calibrate without a Retrain unless --forget-lr is given (docs/defaults.md); off: the "
                         "preset's values")
-    p.add_argument("--heldout", choices=("test", "none"), default="test",
-                   help="held-out data that define 'never seen' for calibration and the verdict: the dataset's "
-                        "test split (default) or none (the verdict is then 'unknown' for sample-wise forgetting)")
+    p.add_argument("--heldout", default="test", metavar="test|none|FILE", help=HELDOUT_HELP)
     g = p.add_argument_group("overrides (default: the preset's value)")
     g.add_argument("--forget-lr", type=float, default=None)
     g.add_argument("--retain-lr", type=float, default=None)
@@ -106,7 +116,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from .metrics import evaluate
     from .unlearn import unlearn_classifier
 
-    out = check_output(args.out, inputs=(args.original, args.data_dir, forget_file(args.forget)),
+    out = check_output(args.out, inputs=(args.original, args.data_dir, forget_file(args.forget),
+                                         heldout_file(args.heldout)),
                        overwrite=args.overwrite)  # before any work: not over an input, writable, ours to replace
     model, meta, _ = load_classifier(args.original)
     if meta.role != "original":
@@ -124,7 +135,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     split = make_forget_split(args.forget, data.train_y, args.seed)
     original = {"path": str(args.original), "weights_sha256": weights_digest(model.state_dict())}
 
-    heldout = (data.test_x, data.test_y) if args.heldout == "test" else None
+    heldout, heldout_name = heldout_data(args.heldout, data)
     before = _outputs(model, data, split, heldout)
     if args.calibrate == "auto" and args.forget_lr is None:
         model, report, line = _calibrated(model, data, split, cfg, args, heldout)
@@ -141,7 +152,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
                 f"preparation)")
     start = time.perf_counter()
     metrics = evaluate(model, data, split, mia_svc=args.mia_svc, seed=args.seed)
-    verdict, details = final_verdict(before, _outputs(model, data, split, heldout))
+    verdict, details = final_verdict(before, _outputs(model, data, split, heldout), heldout_name)
     report["timings"]["eval_s"] = round(time.perf_counter() - start, 3)
     warnings = degenerate_warnings("unlearned", metrics, data.num_classes, model)
 
@@ -159,6 +170,58 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     for w in warnings:
         print(f"warning: {w}")
     return 0
+
+
+def heldout_file(value: str | None) -> str | None:
+    """The file a ``--heldout`` value reads (anything but ``test`` / ``none``), else None: an input of the command."""
+    return None if value in (None, "test", "none") else value
+
+
+def heldout_data(value: str, data: Any) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, str]:
+    """The held-out tensors ``(x, y)`` named by ``--heldout`` (see :data:`HELDOUT_HELP`), or None for ``none``,
+    and how the verdict names them. A file is checked against ``data`` (image shape, label range)."""
+    if value == "test":
+        return (data.test_x, data.test_y), "held-out (test split)"
+    if value == "none":
+        return None, "held-out"
+    path = Path(value)
+    flag = f"--heldout {value}"
+    if not path.is_file():
+        raise ConfigError(f"{flag}: no such file (use test, none or a .pt / .npz file of images and labels)")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                missing = {"x", "y"} - set(z.files)
+                if missing:
+                    raise ConfigError(f"{flag}: the .npz file has arrays {sorted(z.files)}, needs 'x' and 'y'")
+                x, y = torch.from_numpy(z["x"]), torch.from_numpy(z["y"])
+        elif path.suffix in (".pt", ".pth"):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(obj, dict) and {"x", "y"} <= set(obj):
+                x, y = obj["x"], obj["y"]
+            elif isinstance(obj, (tuple, list)) and len(obj) == 2:
+                x, y = obj
+            else:
+                raise ConfigError(f"{flag}: expected {{'x': images, 'y': labels}} or (images, labels) in the file")
+        else:
+            raise ConfigError(f"{flag}: unknown file type {path.suffix!r} (use .pt or .npz)")
+    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
+        raise ConfigError(f"{flag}: cannot read it ({err})") from None
+    if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+        raise ConfigError(f"{flag}: images and labels must be tensors / arrays")
+    want = tuple(data.test_x.shape[1:])
+    if not x.is_floating_point() or tuple(x.shape[1:]) != want or x.ndim != 4:
+        raise ConfigError(f"{flag}: images are {x.dtype} {tuple(x.shape)}; expected float "
+                          f"(N, {', '.join(map(str, want))}) in the model's input format (normalized like the "
+                          "dataset's training images)")
+    y = y.reshape(-1)
+    if y.is_floating_point() or y.dtype == torch.bool or len(y) != len(x) or not len(y):
+        raise ConfigError(f"{flag}: expected one integer class label per image; got {len(y)} {y.dtype} labels for "
+                          f"{len(x)} images")
+    if int(y.min()) < 0 or int(y.max()) >= data.num_classes:
+        raise ConfigError(f"{flag}: labels must be class indices in [0, {data.num_classes}); got range "
+                          f"[{int(y.min())}, {int(y.max())}]")
+    return (x.to(data.test_x.dtype).contiguous(), y.long()), f"held-out ({path.name})"
 
 
 def _outputs(model: Any, data: Any, split: Any, heldout: Any) -> tuple:
