@@ -131,8 +131,8 @@ def test_tuning_uses_validation_mode_and_refuses_reported_seeds():
         assert len({len(g[2]) for g in GRID if g[0] == method}) == 1
     assert 0.018 in [p["forget_lr"] for p in next(g[2] for g in GRID if g[:2] == ("salun", "sgd"))]
     scrub = {g[1]: g[2] for g in GRID if g[0] == "scrub"}  # its own paper's knobs, the same grid on both sides
-    searched = [p for p in scrub["adam"] if "options" in p]
-    assert searched == [p for p in scrub["adam+adam"] if "options" in p]
+    searched = [p for p in scrub["adam"] if "options" in p][:12]  # then 2 refining points per side
+    assert searched == [p for p in scrub["adam+adam"] if "options" in p][:12]
     assert {(p["options"]["T"], p["options"]["msteps"]) for p in searched} == {(1.0, 10), (1.0, 3), (4.0, 10), (4.0, 3)}
     labels = [r.row for r in cfg.runs]
     assert len(set(labels)) == len(labels)  # one table row per point
