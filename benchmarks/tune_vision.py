@@ -63,11 +63,12 @@ GRID: tuple[tuple[str, str, tuple[Point, ...]], ...] = (
     ("sfron", "sgd", tuple({"options": {"alpha": a}, "forget_lr": 0.01, "retain_lr": 0.01}
                            for a in (1.0, 10.0, 100.0, 1000.0))),
     ("sfron", "adam+sgd", _lr_points((3e-4, 1e-3, 3e-3, 1e-2))),  # paper: alpha 1, eta_f 1e-4 .. 4.1e-4
-    # paper: 1e-4; then its paper's grid; then +2 points at the best (T=4, msteps=10): past the grid's edge
-    ("scrub", "adam", _lr_points((1e-4, 3e-4, 1e-3)) + _scrub_points() + _lr_points((3e-3, 4e-3), T=4.0, msteps=10)),
-    # paper: 1.5e-4; then its paper's grid; then +2 points at the best (T=4, msteps=10): between its neighbours
+    # paper: 1e-4; then its paper's grid; then twice +2 points at the best (T=4, msteps=10): past the grid's edge
+    ("scrub", "adam", _lr_points((1e-4, 3e-4, 1e-3)) + _scrub_points()
+     + _lr_points((3e-3, 4e-3, 6e-3, 8e-3), T=4.0, msteps=10)),
+    # paper: 1.5e-4; then its paper's grid; then twice +2 points at the best (T=4, msteps=10): between its neighbours
     ("scrub", "adam+adam", _lr_points((1.5e-4, 5e-4, 1.5e-3)) + _scrub_points()
-     + _lr_points((7e-4, 1.4e-3), T=4.0, msteps=10)),
+     + _lr_points((7e-4, 1.4e-3, 8.5e-4, 1.2e-3), T=4.0, msteps=10)),
 )
 
 
