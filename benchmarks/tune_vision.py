@@ -64,10 +64,11 @@ GRID: tuple[tuple[str, str, tuple[Point, ...]], ...] = (
                            for a in (1.0, 10.0, 100.0, 1000.0))),
     ("sfron", "adam+sgd", _lr_points((3e-4, 1e-3, 3e-3, 1e-2))),  # paper: alpha 1, eta_f 1e-4 .. 4.1e-4
     # paper: 1e-4; then its paper's grid; then twice +2 points at the best (T=4, msteps=10): past the grid's edge
-    ("scrub", "adam", _lr_points((1e-4, 3e-4, 1e-3)) + _scrub_points()
+    # (every SCRUB point pins T and msteps: the preset's options would otherwise leak into the third search's points)
+    ("scrub", "adam", _lr_points((1e-4, 3e-4), T=1.0, msteps=10) + _scrub_points()
      + _lr_points((3e-3, 4e-3, 6e-3, 8e-3), T=4.0, msteps=10)),
     # paper: 1.5e-4; then its paper's grid; then twice +2 points at the best (T=4, msteps=10): between its neighbours
-    ("scrub", "adam+adam", _lr_points((1.5e-4, 5e-4, 1.5e-3)) + _scrub_points()
+    ("scrub", "adam+adam", _lr_points((1.5e-4, 1.5e-3), T=1.0, msteps=10) + _scrub_points()
      + _lr_points((7e-4, 1.4e-3, 8.5e-4, 1.2e-3), T=4.0, msteps=10)),
 )
 
@@ -103,11 +104,15 @@ def tune_config(seeds: list[int], only: list[str] | None = None) -> BenchConfig:
                        validation=True, description="forget-lr / alpha search on validation seeds and split")
 
 
-def search_table(rows: list[dict]) -> str:
-    """Markdown: every grid point's mean metrics, per-seed Gap and validation Gap; the chosen value per side."""
+def search_table(rows: list[dict], labels: set[str] | None = None) -> str:
+    """Markdown: every grid point's mean metrics, per-seed Gap and validation Gap; the chosen value per side.
+
+    ``labels``: the rows to show (besides Retrain and Original), e.g. the current grid's; None: every stored row.
+    """
     by_label: dict[str, dict[int, dict]] = defaultdict(dict)
     for r in rows:
-        if not r.get("extra", {}).get("diverged"):
+        keep = labels is None or report.label_of(r) in labels or r["method"] in (report.RETRAIN, report.ORIGINAL)
+        if keep and not r.get("extra", {}).get("diverged"):
             by_label[report.label_of(r)][r["trial"]] = r["metrics"]
     ref = by_label.pop(report.RETRAIN)
     trials = sorted(ref)
@@ -147,7 +152,7 @@ def main() -> None:
     ctx = BenchContext(root=Path(args.root), data_dir=args.data_dir, progress=False)
     run_bench(cfg, ctx)
     with ctx.store() as store:
-        print(search_table(store.rows(f"vision/{cfg.name}")))
+        print(search_table(store.rows(f"vision/{cfg.name}"), {r.row for r in grid_runs()}))
 
 
 if __name__ == "__main__":

@@ -121,7 +121,7 @@ def test_validation_split_is_disjoint_and_training_set_unchanged(digits):
 
 def test_tuning_uses_validation_mode_and_refuses_reported_seeds():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmarks.tune_vision import GRID, tune_config
+    from benchmarks.tune_vision import GRID, _scrub_points, tune_config
 
     cfg = tune_config([100, 101, 102])
     quick = get_bench_preset("quick")
@@ -131,9 +131,11 @@ def test_tuning_uses_validation_mode_and_refuses_reported_seeds():
         assert len({len(g[2]) for g in GRID if g[0] == method}) == 1
     assert 0.018 in [p["forget_lr"] for p in next(g[2] for g in GRID if g[:2] == ("salun", "sgd"))]
     scrub = {g[1]: g[2] for g in GRID if g[0] == "scrub"}  # its own paper's knobs, the same grid on both sides
-    searched = [p for p in scrub["adam"] if "options" in p][:12]  # then 2 refining points per side
-    assert searched == [p for p in scrub["adam+adam"] if "options" in p][:12]
-    assert {(p["options"]["T"], p["options"]["msteps"]) for p in searched} == {(1.0, 10), (1.0, 3), (4.0, 10), (4.0, 3)}
+    grid = _scrub_points()
+    assert all(p in side for side in scrub.values() for p in grid)  # then refining points per side
+    assert {(p["options"]["T"], p["options"]["msteps"]) for p in grid} == {(1.0, 10), (1.0, 3), (4.0, 10), (4.0, 3)}
+    # every SCRUB point pins its options: a preset's T must not leak into a point stored without one
+    assert all({"T", "msteps"} <= set(p["options"]) for side in scrub.values() for p in side)
     labels = [r.row for r in cfg.runs]
     assert len(set(labels)) == len(labels)  # one table row per point
     assert "sfron [sgd] alpha=10" in labels and "scrub+DO [adam+adam] T=4 msteps=3 forget_lr=0.001" in labels
