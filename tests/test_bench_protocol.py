@@ -121,15 +121,24 @@ def test_validation_split_is_disjoint_and_training_set_unchanged(digits):
 
 def test_tuning_uses_validation_mode_and_refuses_reported_seeds():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmarks.tune_vision import GRID, tune_config
+    from benchmarks.tune_vision import GRID, _scrub_points, tune_config
 
     cfg = tune_config([100, 101, 102])
     quick = get_bench_preset("quick")
     assert cfg.validation and cfg.seeds == [100, 101, 102]
     assert (cfg.train_subset, cfg.recipe, cfg.model_options) == (quick.train_subset, quick.recipe, quick.model_options)
     for method in {g[0] for g in GRID}:  # both sides of a method get the same number of points
-        assert len({len(g[3]) for g in GRID if g[0] == method}) == 1
-    assert 0.018 in next(g[3] for g in GRID if g[:2] == ("salun", "sgd"))
+        assert len({len(g[2]) for g in GRID if g[0] == method}) == 1
+    assert 0.018 in [p["forget_lr"] for p in next(g[2] for g in GRID if g[:2] == ("salun", "sgd"))]
+    scrub = {g[1]: g[2] for g in GRID if g[0] == "scrub"}  # its own paper's knobs, the same grid on both sides
+    grid = _scrub_points()
+    assert all(p in side for side in scrub.values() for p in grid)  # then refining points per side
+    assert {(p["options"]["T"], p["options"]["msteps"]) for p in grid} == {(1.0, 10), (1.0, 3), (4.0, 10), (4.0, 3)}
+    # every SCRUB point pins its options: a preset's T must not leak into a point stored without one
+    assert all({"T", "msteps"} <= set(p["options"]) for side in scrub.values() for p in side)
+    labels = [r.row for r in cfg.runs]
+    assert len(set(labels)) == len(labels)  # one table row per point
+    assert "sfron [sgd] alpha=10" in labels and "scrub+DO [adam+adam] T=4 msteps=3 forget_lr=0.001" in labels
     sfron = [r for r in cfg.runs if (r.method, r.optim) == ("sfron", "sgd")]
     assert all(r.config["forget_lr"] == r.config["retain_lr"] for r in sfron)  # shared SFRon: eta_f = eta_r
     assert len({r.config["options"]["alpha"] for r in sfron}) == len(sfron)

@@ -71,9 +71,14 @@ PRESETS: dict[str, dict[str, dict[str, Preset]]] = {
                "dual": _p("adam+sgd", 1e-5, 5e-4, epochs=10, source="not searched")},
         "rl": {"shared": _p("sgd", 6e-3, 0.01, epochs=10, source="SalUn's searched lr (same losses, no mask)"),
                "dual": _p("adam+sgd", 1.3e-3, 0.01, epochs=10, source="SalUn's searched lr (same losses, no mask)")},
-        "scrub": {"shared": _p("adam", 1e-3, 1e-4, epochs=10, source="searched (1e-4..1e-3: validation Gap 4.97-5.13)"),
-                  "dual": _p("adam+adam", 5e-4, 1e-4, epochs=10, source="searched (1.5e-4..1.5e-3: validation Gap "
-                                                                       "4.56 at 5e-4; 1.5e-3 collapses)")},
+        # SCRUB by its own paper's knobs (T x max-step epochs x eta_f, 18 points per side): T=4 with a max
+        # step every epoch wins on both sides (gamma 1, alpha 0.5 as the DualOptim code).
+        "scrub": {"shared": _p("adam", 4e-3, 1e-4, epochs=10, options={"T": 4.0},
+                               source="searched (T 1/4 x msteps 3/10 x 1e-4..8e-3: validation Gap 2.89 at T=4, "
+                                      "4e-3)"),
+                  "dual": _p("adam+adam", 1e-3, 1e-4, epochs=10, options={"T": 4.0},
+                             source="searched (T 1/4 x msteps 3/10 x 1.5e-4..2e-3: validation Gap 3.21 at T=4, 1e-3; "
+                                    "1.2e-3 collapses on one seed)")},
         "salun": {"shared": _p("sgd", 6e-3, 0.01, epochs=10, options={"ratio": 0.5},
                                source="searched (3e-4..0.018 incl. the paper's 0.018: validation Gap 8.3-8.8)"),
                   "dual": _p("adam+sgd", 1.3e-3, 0.01, epochs=10, options={"ratio": 0.5},
