@@ -30,6 +30,7 @@ from .audit import Audit, degenerate_warnings
 from .calibrate import (
     MAX_EPOCHS,
     MONITOR_SAMPLES,
+    NO_BUDGET,
     RETAIN_PASSES,
     Monitor,
     final_verdict,
@@ -37,6 +38,7 @@ from .calibrate import (
     ladder,
     probe_forget_lr,
     subsample,
+    work_budget,
 )
 from .data import Data, as_loader
 from .inputs import LogitsModel, extract_logits, untrained_model, user_sets
@@ -124,6 +126,7 @@ def calibrated_schedule(schedule: Schedule, forget_batches: int, retain_batches:
 def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None = None, method: str = "salun",
             optim: str | None = None, forget_lr: float | None = None, retain_lr: float | None = None,
             calibrate: str = "auto", epochs: int | None = None, iterations: int | None = None,
+            train_epochs: int | None = None,
             batch_size: int = 128, method_options: Mapping[str, Any] | None = None,
             optim_options: Mapping[str, Any] | None = None, output_key: str | int | None = None,
             retrain: bool | nn.Module | Callable[[], nn.Module] = False,
@@ -153,6 +156,10 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
             budget and early stop with it); a missing ``retain_lr`` is the default (:func:`default_lrs`).
         calibrate: ``"auto"`` (calibrate unless ``forget_lr`` is given) or ``"off"`` (untuned fixed defaults).
         epochs / iterations: override the method's schedule length (epoch-style / iteration-style methods).
+        train_epochs: how many epochs (passes over its training data) the original was trained for. With it a
+            calibrated run's schedule is capped so that its work (steps, probe, checks, preparation) is at most
+            20 % of a Retrain of that length (rule v4, docs/defaults.md); without it the budget is rule v3's
+            (at most 10 epochs) and the audit says "time budget unknown: pass train_epochs".
         batch_size: batch size for Datasets and tensor pairs (DataLoaders keep their own).
         method_options: method options, e.g. ``{"ratio": 0.5}`` for SalUn (SFRon defaults to alpha = 1).
         optim_options: ``build_optimizer`` options, e.g. ``{"retain_weight_decay": 0}``.
@@ -184,6 +191,10 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
     optim = optim or info.dual_optim
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if train_epochs is not None and (isinstance(train_epochs, bool) or not isinstance(train_epochs, int)
+                                     or train_epochs < 1):
+        raise ConfigError(f"train_epochs must be an integer >= 1 (the epochs the original model was trained for), "
+                          f"got {train_epochs!r}")
     if eval_every is not None and eval_every < 1:
         raise ConfigError(f"eval_every must be >= 1, got {eval_every}")
     net, sets = user_sets(model, forget, retain, test, batch_size, seed, output_key)
@@ -242,6 +253,16 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
                 net, lambda: get_method(info.name, **options), make_opt, next(iter(sets.forget)),
                 next(iter(sets.retain)), monitor, candidates, seed)
         lr_source = "calibrated (probe, docs/defaults.md)"
+        if train_epochs is not None and epochs is None and iterations is None:  # rule v4: a work budget
+            schedule, budget = work_budget(schedule, lambda s: _plan_steps(m, s, len(sets.forget), len(sets.retain)),
+                                           len(sets.forget), len(sets.retain), train_epochs, len(probe_rows))
+            budget["source"] = "train_epochs="
+            n_forget_steps = _plan_steps(m, schedule, len(sets.forget), len(sets.retain))[0]
+        elif train_epochs is None:
+            budget = {"train_epochs": None, "note": NO_BUDGET}
+        else:
+            budget = {"train_epochs": train_epochs, "source": "train_epochs=", "note": "epochs= / iterations= given"}
+        calibration["budget"] = budget
         monitor.every = max(2, sum(_plan_steps(m, schedule, len(sets.forget), len(sets.retain))) // 10)
         monitor.max_scale = candidates[-1] / forget_lr
         calibration.update(mode="auto", reason="no forget_lr given", forget_lr=forget_lr, probe=probe_rows,

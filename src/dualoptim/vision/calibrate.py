@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -37,6 +37,13 @@ MAX_EPOCHS = 10  # rule v2: epoch mode keeps the method's (paper's) 10 epochs wi
 RETAIN_PASSES = 5  # rule v2: iteration mode (SFRon): ~5 passes over the retain set (paper: 1500 / 316 = 4.7)
 MAX_BACKOFFS = 2  # rule v3: a utility drop restores the last good state and divides the forget lr by sqrt(10),
 #                   at most twice (a factor 10 below the lr in use); the next drop ends the run as in rule v2
+# rule v4: a work budget of WORK_FRACTION x a Retrain of the user's train_epochs, in units of one training step on
+# one retain batch (docs/defaults.md); the costs are the v3 profile's (Fashion-MNIST / mlp, SalUn + DualOptim)
+WORK_FRACTION = 0.2
+STEP_WORK = 1.35  # a masked DualOptim step: 5.0 ms vs the Retrain's 3.7 ms
+PROBE_WORK = 20.0  # per probe candidate tried: 12 steps x 1.35 + model copy, optimizer and preparation
+CHECK_WORK = 12.0  # all checks of a run: <= 11 during unlearning + the one before the first step
+NO_BUDGET = "time budget unknown: pass train_epochs"
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -328,6 +335,47 @@ def _progressed(prev: dict[str, Any], now: dict[str, Any]) -> bool:
         return now["FA"] < prev["FA"] - MIN_TOL_ACC / 2
     auc_moved = now.get("AUC") is not None and now["AUC"] < prev["AUC"] - now.get("tol_auc", MIN_TOL_AUC) / 2
     return now["FA"] < prev["FA"] - now.get("tol_acc", MIN_TOL_ACC) / 2 or auc_moved
+
+
+# ----------------------------------------------------------------------------------------------- budget
+
+def work_budget(schedule: Any, plan: Callable[[Any], tuple[int, int]], forget_batches: int, retain_batches: int,
+                train_epochs: int, probe_candidates: int) -> tuple[Any, dict[str, Any]]:
+    """Rule v4: ``schedule`` capped so that the run's work is at most ``WORK_FRACTION`` of a Retrain.
+
+    A Retrain is ``train_epochs`` passes over the retain set: ``W_R = train_epochs x retain_batches`` units
+    (one unit = one training step on one retain batch). The fixed part (``PROBE_WORK`` per probe candidate
+    tried, ``CHECK_WORK`` for the checks, ``forget_batches + retain_batches`` for the method's preparation) is
+    charged first; the schedule keeps the longest length (epochs, or iterations in iteration mode) up to its
+    own whose ``STEP_WORK x (forget + retain steps)`` fits in what is left, never below 1 epoch / one forget
+    step (``forget_every`` iterations). ``plan(schedule) -> (forget steps, retain steps)``.
+
+    Returns:
+        The capped schedule and the budget record for the audit (``calibration["budget"]``).
+    """
+    retrain_work = float(train_epochs * retain_batches)
+    fixed = PROBE_WORK * probe_candidates + CHECK_WORK + forget_batches + retain_batches
+    left = WORK_FRACTION * retrain_work - fixed
+    key = "iterations" if schedule.mode == "iteration" else "epochs"
+    own = getattr(schedule, key)
+    floor = min(own, schedule.forget_every if key == "iterations" else 1)
+
+    def fits(n: int) -> bool:
+        return STEP_WORK * sum(plan(replace(schedule, **{key: n}))) <= left
+
+    lo, hi = floor, own  # the largest n in [floor, own] that fits (work grows with n), else the floor
+    if fits(hi):
+        lo = hi
+    else:
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    capped = replace(schedule, **{key: lo})
+    work = fixed + STEP_WORK * sum(plan(capped))
+    return capped, {"train_epochs": train_epochs, "fraction": WORK_FRACTION, "retrain_work": retrain_work,
+                    "fixed_work": fixed, "probe_candidates": probe_candidates, key: lo, f"{key}_v3": own,
+                    "planned_work": work, "planned_fraction": work / retrain_work if retrain_work else None,
+                    "floor": lo == floor and not fits(lo)}
 
 
 # ------------------------------------------------------------------------------------------------ probe
