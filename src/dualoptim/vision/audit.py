@@ -49,14 +49,16 @@ VERDICT_COLOURS = {"forgotten": "#1b7a2e", "NOT forgotten": "#b3261e", "utility 
 
 
 def budget_text(b: dict[str, Any]) -> str:
-    """The calibration's time budget in words (rule v4, docs/defaults.md)."""
+    """The calibration's time budget in words, starting with "time budget" (rule v4, docs/defaults.md)."""
     if "retrain_work" not in b:
-        return str(b.get("note", "?"))
+        note = str(b.get("note", "?"))
+        return note if note.startswith("time budget") else f"time budget: none ({note})"
     key = "iterations" if "iterations" in b else "epochs"
     floor = ", the floor: the probe and checks alone use the budget" if b.get("floor") else ""
     frac = b.get("planned_fraction")
-    return (f"{100 * b['fraction']:.0f}% of a Retrain of {b['train_epochs']} epochs ({b.get('source', 'given')}): "
-            f"{b[key]} {key} (without the budget {b[f'{key}_v3']}){floor}; planned work "
+    return (f"time budget: {100 * b['fraction']:.0f}% of a Retrain of {b['train_epochs']} epochs "
+            f"({b.get('source', 'given')}): {b[key]} {key[:-1] if b[key] == 1 else key} (without the budget "
+            f"{b[f'{key}_v3']}){floor}; planned work "
             + (f"{100 * frac:.0f}% of a Retrain's" if frac is not None else "?"))
 
 
@@ -181,7 +183,7 @@ class Audit:
             lines.append(f"calibrated: forget lr {cal.get('forget_lr', 0):.3g} {source}, stopped: "
                          f"{cal.get('stop_reason', '?')} after {self.timings.get('unlearn_steps', '?')} steps")
             if cal.get("budget"):
-                lines.append(f"time budget: {budget_text(cal['budget'])}")
+                lines.append(budget_text(cal["budget"]))
         elif cal:
             lines.append(f"not calibrated ({cal.get('reason', 'off')})")
         if self.verdict:
@@ -227,7 +229,7 @@ class Audit:
                    f"stopped: {cal.get('stop_reason', '?')}" if cal.get("mode") == "auto"
                    else f"not calibrated ({cal.get('reason', 'off')})")
             if cal.get("budget"):
-                how += f"; time budget: {budget_text(cal['budget'])}"
+                how += f"; {budget_text(cal['budget'])}"
             parts.append(f"<p>Run: {e(how)} (docs/defaults.md).</p>")
         parts += ["<h2>Metrics</h2>", _table(head, body), f"<p>{e(GAP_DEFINITION)}</p>",
                  "<h2>What the metrics mean</h2>",

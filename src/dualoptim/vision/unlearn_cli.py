@@ -170,7 +170,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         "warnings": warnings, "heldout": args.heldout, **report})
     print(f"{line} -> {out}")
     if report["calibration"].get("budget"):
-        print(f"time budget: {budget_text(report['calibration']['budget'])}")
+        print(budget_text(report["calibration"]["budget"]))
     _print_metrics(f"{cfg.method} {cfg.optim} on {data.name}, forget {split.spec} seed {split.seed}", metrics)
     print(f"verdict: {verdict}")
     for w in warnings:
