@@ -27,19 +27,7 @@ from ..engine import _plan as _plan_steps
 from ..errors import ConfigError
 from ..optim import OptimSpec, build_optimizer
 from .audit import Audit, degenerate_warnings
-from .calibrate import (
-    MAX_EPOCHS,
-    MONITOR_SAMPLES,
-    NO_BUDGET,
-    RETAIN_PASSES,
-    Monitor,
-    final_verdict,
-    forget_kind,
-    ladder,
-    probe_forget_lr,
-    subsample,
-    work_budget,
-)
+from .calibrate import calibrate_run, calibrated_schedule, final_verdict, forget_kind
 from .data import Data, as_loader
 from .inputs import LogitsModel, extract_logits, untrained_model, user_sets
 from .inputs import Sets as _Sets
@@ -112,15 +100,6 @@ def _outputs(net: nn.Module, sets: _Sets) -> Outputs:
 def _metrics(outputs: Outputs, seed: int) -> dict[str, float | None]:
     """FA, UA, RA, TA, MIA, MIA_SVC (None without a test set)."""
     return {**dict.fromkeys(METRICS), **metrics_from_probs(*outputs, seed=seed)}
-
-
-def calibrated_schedule(schedule: Schedule, forget_batches: int, retain_batches: int) -> Schedule:
-    """The method's schedule with its forget:retain balance (docs/defaults.md, rule v2): at most ``MAX_EPOCHS``
-    epochs, or ``RETAIN_PASSES`` passes over the retain set of iterations (SFRon's 1500 overfit small sets)."""
-    if schedule.mode == "iteration":
-        cap = max(schedule.forget_every, RETAIN_PASSES * retain_batches)
-        return Schedule(**{**schedule.__dict__, "iterations": min(schedule.iterations, cap)})
-    return Schedule(**{**schedule.__dict__, "epochs": min(schedule.epochs, MAX_EPOCHS)})
 
 
 def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None = None, method: str = "salun",
@@ -208,6 +187,7 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
         recipe = retrain_recipe if isinstance(retrain_recipe, TrainConfig) else TrainConfig(**(retrain_recipe or {}))
 
     schedule: Schedule = m.default_schedule()
+    plan = lambda s: _plan_steps(m, s, len(sets.forget), len(sets.retain))  # noqa: E731 -- (forget, retain) steps
     calibrating = calibrate == "auto" and forget_lr is None
     if calibrating and epochs is None and iterations is None:
         schedule = calibrated_schedule(schedule, len(sets.forget), len(sets.retain))
@@ -216,7 +196,7 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
     if iterations is not None:
         schedule = Schedule(**{**schedule.__dict__, "iterations": iterations})
     lr_source = "given" if forget_lr is not None and retain_lr is not None else "default (docs/defaults.md)"
-    n_forget_steps = _plan_steps(m, schedule, len(sets.forget), len(sets.retain))[0] if m.uses_forget else 0
+    n_forget_steps = plan(schedule)[0] if m.uses_forget else 0
     if forget_lr is None or retain_lr is None:
         try:
             d_forget, d_retain = default_lrs(info.name, optim, n_forget_steps)
@@ -242,31 +222,14 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
     elif not calibrating:
         calibration["reason"] = "forget_lr given"
     if calibrating and m.uses_forget:
-        monitor = _make_monitor(net, sets, kind, classes, seed)
-        candidates = ladder(OptimSpec.parse(optim).forget)
-        if monitor.measure()["status"] in ("target met", "overshot"):  # nothing to do: the run stops at step 0
-            forget_lr, probe_rows = candidates[0], []
-        else:
-            make_opt = lambda mod, lr: build_optimizer(mod.parameters(), optim, lr, retain_lr,  # noqa: E731
-                                                       **dict(optim_options or {}))
-            forget_lr, probe_rows = probe_forget_lr(
-                net, lambda: get_method(info.name, **options), make_opt, next(iter(sets.forget)),
-                next(iter(sets.retain)), monitor, candidates, seed)
+        make_opt = lambda mod, lr: build_optimizer(mod.parameters(), optim, lr, retain_lr,  # noqa: E731
+                                                   **dict(optim_options or {}))
+        forget_lr, schedule, monitor, fields = calibrate_run(
+            net, sets, lambda: get_method(info.name, **options), plan, make_opt, OptimSpec.parse(optim).forget,
+            schedule, train_epochs, epochs is not None or iterations is not None, kind, classes, seed)
+        calibration.update(fields)
         lr_source = "calibrated (probe, docs/defaults.md)"
-        if train_epochs is not None and epochs is None and iterations is None:  # rule v4: a work budget
-            schedule, budget = work_budget(schedule, lambda s: _plan_steps(m, s, len(sets.forget), len(sets.retain)),
-                                           len(sets.forget), len(sets.retain), train_epochs, len(probe_rows))
-            budget["source"] = "train_epochs="
-            n_forget_steps = _plan_steps(m, schedule, len(sets.forget), len(sets.retain))[0]
-        elif train_epochs is None:
-            budget = {"train_epochs": None, "note": NO_BUDGET}
-        else:
-            budget = {"train_epochs": train_epochs, "source": "train_epochs=", "note": "epochs= / iterations= given"}
-        calibration["budget"] = budget
-        monitor.every = max(2, sum(_plan_steps(m, schedule, len(sets.forget), len(sets.retain))) // 10)
-        monitor.max_scale = candidates[-1] / forget_lr
-        calibration.update(mode="auto", reason="no forget_lr given", forget_lr=forget_lr, probe=probe_rows,
-                           heldout="test" if sets.test is not None else None, check_every=monitor.every)
+        n_forget_steps = plan(schedule)[0]
     elif calibrating:
         calibration["reason"] = f"{info.name} has no forget phase"
     calibrate_s = time.perf_counter() - unlearn_start
@@ -321,22 +284,3 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
                         calibration=calibration, warnings=warnings)
     model.eval()
     return UnlearnOutcome(model=model, audit=audit, result=result, retrain_model=retrain_model)
-
-
-def _make_monitor(net: nn.Module, sets: _Sets, kind: str, classes: list[int], seed: int) -> Monitor:
-    """Fixed random subsamples (at most MONITOR_SAMPLES per group) for the checks during unlearning."""
-    (forget,) = subsample(sets.forget.evaluation(), MONITOR_SAMPLES, seed)
-    heldout = retain = None
-    if sets.test is not None:
-        if kind == "class":
-            cls = torch.tensor(classes, dtype=torch.long)
-            parts = subsample(sets.test.evaluation(), MONITOR_SAMPLES, seed + 1,
-                              group=lambda y: (~torch.isin(y.cpu(), cls)).long(), groups=2)
-            parts = [p for p in parts if len(p[1])]
-            heldout = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
-        else:
-            (heldout,) = subsample(sets.test.evaluation(), MONITOR_SAMPLES, seed + 1)
-    else:
-        (retain,) = subsample(sets.retain.evaluation(), MONITOR_SAMPLES, seed + 2)
-    return Monitor(net, forget, heldout, kind, classes, retain)
-

@@ -337,6 +337,81 @@ def _progressed(prev: dict[str, Any], now: dict[str, Any]) -> bool:
     return now["FA"] < prev["FA"] - now.get("tol_acc", MIN_TOL_ACC) / 2 or auc_moved
 
 
+# ------------------------------------------------------------------------------------------- one run
+
+def calibrated_schedule(schedule: Any, forget_batches: int, retain_batches: int) -> Any:
+    """The method's schedule with its forget:retain balance (docs/defaults.md, rule v2): at most ``MAX_EPOCHS``
+    epochs, or ``RETAIN_PASSES`` passes over the retain set of iterations (SFRon's 1500 overfit small sets)."""
+    if schedule.mode == "iteration":
+        cap = max(schedule.forget_every, RETAIN_PASSES * retain_batches)
+        return replace(schedule, iterations=min(schedule.iterations, cap))
+    return replace(schedule, epochs=min(schedule.epochs, MAX_EPOCHS))
+
+
+def make_monitor(net: nn.Module, sets: Any, kind: str, classes: list[int], seed: int) -> Monitor:
+    """Fixed random subsamples (at most MONITOR_SAMPLES per group) of ``sets`` (``vision.inputs.Sets``) for the
+    checks during unlearning."""
+    (forget,) = subsample(sets.forget.evaluation(), MONITOR_SAMPLES, seed)
+    heldout = retain = None
+    if sets.test is not None:
+        if kind == "class":
+            cls = torch.tensor(classes, dtype=torch.long)
+            parts = subsample(sets.test.evaluation(), MONITOR_SAMPLES, seed + 1,
+                              group=lambda y: (~torch.isin(y.cpu(), cls)).long(), groups=2)
+            parts = [p for p in parts if len(p[1])]
+            heldout = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+        else:
+            (heldout,) = subsample(sets.test.evaluation(), MONITOR_SAMPLES, seed + 1)
+    else:
+        (retain,) = subsample(sets.retain.evaluation(), MONITOR_SAMPLES, seed + 2)
+    return Monitor(net, forget, heldout, kind, classes, retain)
+
+
+def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], plan: Callable[[Any], tuple[int, int]],
+                  make_optimizer: Callable[[nn.Module, float], Any], forget_optimizer: str, schedule: Any,
+                  train_epochs: int | None, length_given: bool, kind: str, classes: list[int], seed: int
+                  ) -> tuple[float, Any, Monitor, dict[str, Any]]:
+    """Calibrate one run without a Retrain (docs/defaults.md, rules v1-v4): the monitor's subsamples, the
+    forget-lr probe (skipped when the target is met already), the work budget and the check interval.
+
+    Args:
+        net: the model to unlearn (not changed: the probe works on copies).
+        sets: the run's forget / retain / test batches (``vision.inputs.Sets``).
+        make_method: a fresh instance of the method (one per probe candidate).
+        plan: ``plan(schedule) -> (forget steps, retain steps)`` on these sets.
+        make_optimizer: ``make_optimizer(module, forget_lr)`` builds the run's optimizer.
+        forget_optimizer: the forget optimizer's name (picks the probe's ladder).
+        schedule: the method's schedule, already capped as rule v3 says unless ``length_given``.
+        train_epochs: how long the original was trained (rule v4's budget), or None (rule v3's).
+        length_given: the user gave ``epochs=`` / ``iterations=`` (no budget cap).
+        kind, classes, seed: forgetting kind and classes, seed of the subsamples and the probe.
+
+    Returns:
+        The forget lr, the schedule to run, the monitor (the engine's ``stop`` hook) and the audit's
+        ``calibration`` fields.
+    """
+    monitor = make_monitor(net, sets, kind, classes, seed)
+    candidates = ladder(forget_optimizer)
+    if monitor.measure()["status"] in ("target met", "overshot"):  # nothing to do: the run stops at step 0
+        forget_lr, probe_rows = candidates[0], []
+    else:
+        forget_lr, probe_rows = probe_forget_lr(net, make_method, make_optimizer, next(iter(sets.forget)),
+                                                next(iter(sets.retain)), monitor, candidates, seed)
+    if train_epochs is not None and not length_given:  # rule v4: a work budget
+        schedule, budget = work_budget(schedule, plan, len(sets.forget), len(sets.retain), train_epochs,
+                                       len(probe_rows))
+        budget["source"] = "train_epochs="
+    elif train_epochs is None:
+        budget = {"train_epochs": None, "note": NO_BUDGET}
+    else:
+        budget = {"train_epochs": train_epochs, "source": "train_epochs=", "note": "epochs= / iterations= given"}
+    monitor.every = max(2, sum(plan(schedule)) // 10)
+    monitor.max_scale = candidates[-1] / forget_lr
+    fields = {"budget": budget, "mode": "auto", "reason": "no forget_lr given", "forget_lr": forget_lr,
+              "probe": probe_rows, "heldout": "test" if sets.test is not None else None, "check_every": monitor.every}
+    return forget_lr, schedule, monitor, fields
+
+
 # ----------------------------------------------------------------------------------------------- budget
 
 def work_budget(schedule: Any, plan: Callable[[Any], tuple[int, int]], forget_batches: int, retain_batches: int,
