@@ -20,7 +20,8 @@ Measured with ``--threads 1`` on 2 CPU cores shared with other jobs (rules v3 / 
 attack AUC 0.54), close to the Retrain's forget accuracy (99.3 %) — but the Gap to Retrain (4.02) is above
 doing nothing's (1.37): the entropy MIA falls to 76 % vs the Retrain's 90 %. With ``--train-epochs 15`` (the
 recipe's length: rule v4 caps the work at 20 % of a Retrain) this tiny model's Retrain is 165 units of work
-and 20 % of it is less than the probe and the checks cost, so the run gets the floor, 1 epoch (13 steps): forget
+and 20 % of it is less than the probe and the checks cost, so the run gets the floor, 1 epoch (13 steps;
+planned work 74 % of a Retrain's, the audit says so): forget
 accuracy stays 100 % and the verdict says "NOT forgotten" (Gap 1.27 vs doing nothing's 1.94 against that
 run's Retrain, which differs: it is trained after unlearning, from a different random state). This
 Dataset's test split (the last 297 digits) is harder than its training images, so held-out data drawn like
