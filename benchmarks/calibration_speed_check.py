@@ -8,6 +8,8 @@ lr, the probe rows, the stop reason, the steps, every check, the metrics, the ve
     OMP_NUM_THREADS=1 python benchmarks/calibration_speed_check.py --out runs/speed_before.json   # old code
     OMP_NUM_THREADS=1 python benchmarks/calibration_speed_check.py --out runs/speed_after.json    # new code
     python benchmarks/calibration_speed_check.py --compare runs/speed_before.json runs/speed_after.json
+
+``--train-epochs 40`` runs the same cases under rule v4's work budget (the originals train for 40 epochs).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ CASES = (("fashion-mnist", "mlp", "random:0.1", (("salun", "adam+sgd"), ("sfron"
 DECISIONS = ("forget_lr", "probe", "stop", "steps", "checks", "unlearned", "verdict", "weights")
 
 
-def run() -> dict:
+def run(train_epochs: int | None = None) -> dict:
     out = {}
     for dataset, model_name, forget, runs in CASES:
         fm = dataset == "fashion-mnist"
@@ -51,7 +53,8 @@ def run() -> dict:
         sets = dict(forget=(data.train_x[f], data.train_y[f]), retain=(data.train_x[r], data.train_y[r]),
                     test=(data.test_x[idx], data.test_y[idx]))
         for method, optim in runs:
-            res = unlearn(copy.deepcopy(original), method=method, optim=optim, seed=0, progress=False, **sets)
+            res = unlearn(copy.deepcopy(original), method=method, optim=optim, seed=0, train_epochs=train_epochs,
+                          progress=False, **sets)
             a = json.loads(res.audit.to_json())
             key = f"{dataset}/{model_name}/{forget} {method} [{optim}]"
             out[key] = {"cpu_s": a["timings"]["unlearn_total_cpu_s"], "forget_lr": a["hyperparameters"]["forget_lr"],
@@ -78,12 +81,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/calibration_speed.json")
     p.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"), default=None)
+    p.add_argument("--train-epochs", type=int, default=None, help="pass train_epochs= (rule v4's work budget; the "
+                   "originals are trained for 40 epochs); default: none (rule v3's budget)")
     args = p.parse_args()
     if args.compare:
         before, after = (json.loads(Path(x).read_text()) for x in args.compare)
         raise SystemExit(0 if compare(before, after) else 1)
     torch.set_num_threads(1)
-    atomic_write_json(args.out, run())
+    atomic_write_json(args.out, run(args.train_epochs))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ For each setting (dataset : model : forget spec) the script trains an original m
 set, then per trial seed draws the forget set, trains a Retrain on the retain set with the same recipe (for
 this report only: calibration never sees it) and runs
 
-    dualoptim.unlearn(copy_of_original, forget=..., retain=..., test=..., method=m, optim=o, retrain=retrain)
+    dualoptim.unlearn(copy_of_original, forget=..., retain=..., test=..., method=m, optim=o, retrain=retrain,
+                      train_epochs=<the originals' --epochs>)   # rule v4's budget; --no-train-epochs: v3's
 
 for every method with its DualOptim spec and with the shared-optimizer baseline, under the same retrain-free
 calibration (docs/defaults.md). It reports per setting a Table-1-style block (mean ± std over seeds, gap to
@@ -85,7 +86,7 @@ def retrain_status(a: dict) -> str:
 
 def run_setting(dataset: str, model_name: str, forget: str, methods: list[str], seeds: list[int], subset: int,
                 test_size: int, epochs: int, subset_seed: int = 0, heldout_seed: int = 1234,
-                original_seed: int = 0) -> dict:
+                original_seed: int = 0, train_epochs: bool = True) -> dict:
     fm = dataset == "fashion-mnist"
     data = load_dataset(dataset, train_subset=subset if fm else None, subset_seed=subset_seed)
     g = torch.Generator().manual_seed(heldout_seed)
@@ -115,8 +116,9 @@ def run_setting(dataset: str, model_name: str, forget: str, methods: list[str], 
             info = get_method_info(method)
             for optim in (info.dual_optim, info.shared_optim):
                 t0, c0 = time.perf_counter(), cpu_s()
+                # the originals' epoch count is the user's training length (rule v4's budget); without it: v3's
                 out = unlearn(copy.deepcopy(original), method=method, optim=optim, retrain=retrain, seed=seed,
-                              progress=False, **sets)
+                              train_epochs=epochs if train_epochs else None, progress=False, **sets)
                 wall, cpu = time.perf_counter() - t0, cpu_s() - c0
                 a = json.loads(out.audit.to_json())
                 if first:  # the same Retrain and original for every method of this trial
@@ -138,8 +140,11 @@ def run_setting(dataset: str, model_name: str, forget: str, methods: list[str], 
                              "audit": {k: a[k] for k in ("unlearned", "original", "retrain", "verdict",
                                                          "verdict_details", "calibration", "hyperparameters",
                                                          "timings", "warnings")}})
+                budget = a["calibration"].get("budget") or {}
+                length = budget.get("epochs", budget.get("iterations", "-"))
                 print(f"{tag} seed {seed} {label}: Gap {a['gap']['Unlearned']:.2f} (original "
-                      f"{a['gap']['Original']:.2f}), forget lr {a['hyperparameters']['forget_lr']:.2g}, stop "
+                      f"{a['gap']['Original']:.2f}), budget {length}, forget lr "
+                      f"{a['hyperparameters']['forget_lr']:.2g}, stop "
                       f"{a['calibration'].get('stop_reason')}, {a['timings']['unlearn_steps']} steps, time "
                       f"{100 * fraction:.0f}% of Retrain, verdict {status} / Retrain says {ref}", flush=True)
     table = gap_table(per_trial, "Retrain", METRICS)
@@ -204,6 +209,8 @@ def main() -> None:
     p.add_argument("--original-seed", type=int, default=0, help="seed of the original model's initialisation and "
                    "training order")
     p.add_argument("--epochs", type=int, default=40, help="epochs of the original and Retrain recipe (memorize)")
+    p.add_argument("--no-train-epochs", dest="train_epochs", action="store_false", help="call unlearn without "
+                   "train_epochs (rule v3's budget); default: pass --epochs as train_epochs (rule v4's budget)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/defaults_check.json")
     p.add_argument("--report", default=None, metavar="JSON", help="only print the tables of a finished (or "
@@ -221,7 +228,7 @@ def main() -> None:
         dataset, model_name, forget = item.split(":", 2)
         results.append(run_setting(dataset, model_name, forget, args.methods.split(","), args.seeds,
                                    args.fmnist_subset, args.fmnist_test, args.epochs, args.subset_seed,
-                                   args.heldout_seed, args.original_seed))
+                                   args.heldout_seed, args.original_seed, args.train_epochs))
         atomic_write_json(args.out, {"results": results, "args": vars(args)})
         print("\n" + markdown(results[-1]), flush=True)
     print("\n" + summary(results))

@@ -77,6 +77,56 @@ def test_defaults_forget_a_memorized_model(memorized):
     assert a.calibration["mode"] == "auto" and a.calibration["probe"] and a.calibration["stop_reason"]
     assert a.hyperparameters["lr_source"].startswith("calibrated")
     assert not a.verdict.startswith("NOT forgotten")
+    # without train_epochs the budget is rule v3's, and the audit says the time budget is unknown
+    assert a.calibration["budget"] == {"train_epochs": None, "note": "time budget unknown: pass train_epochs"}
+    assert a.hyperparameters["schedule"]["epochs"] == 10 and "time budget unknown" in a.summary()
+
+
+def test_work_budget_caps_the_schedule_to_a_fifth_of_a_retrain():
+    """Rule v4: the longest schedule whose work (fixed part first) fits in 0.2 x train_epochs retain passes."""
+    from dualoptim.engine import _plan
+    from dualoptim.vision.calibrate import CHECK_WORK, PROBE_WORK, STEP_WORK, work_budget
+    from dualoptim.vision.methods import get_method
+
+    for name in ("salun", "sfron"):
+        m = get_method(name)
+        s = m.default_schedule()
+        if s.mode == "iteration":
+            s = api.calibrated_schedule(s, 2, 15)  # v3's cap: 5 retain passes
+        key = "iterations" if s.mode == "iteration" else "epochs"
+        plan = lambda sch, m=m: _plan(m, sch, 2, 15)  # noqa: E731 -- 2 forget and 15 retain batches
+        for train_epochs, candidates in ((40, 3), (60, 1), (120, 2)):
+            capped, b = work_budget(s, plan, 2, 15, train_epochs, candidates)
+            left = 0.2 * train_epochs * 15 - (PROBE_WORK * candidates + CHECK_WORK + 2 + 15)
+            n = getattr(capped, key)
+            assert b[key] == n and b[f"{key}_v3"] == getattr(s, key) and b["retrain_work"] == train_epochs * 15
+            assert STEP_WORK * sum(plan(capped)) <= left or (n == (s.forget_every if key == "iterations" else 1))
+            longer = type(s)(**{**capped.__dict__, key: n + 1})
+            assert n == getattr(s, key) or STEP_WORK * sum(plan(longer)) > left  # the longest that fits
+            assert b["planned_work"] <= 0.2 * b["retrain_work"] + 1e-9 or b["floor"]
+        # a long training leaves v3's schedule as it is; a 1-epoch one gets the floor (1 epoch / one forget step)
+        assert getattr(work_budget(s, plan, 2, 15, 2000, 3)[0], key) == getattr(s, key)
+        capped, b = work_budget(s, plan, 2, 15, 1, 5)
+        assert getattr(capped, key) == (s.forget_every if key == "iterations" else 1) and b["floor"]
+        assert plan(capped)[0] >= 1
+
+
+def test_train_epochs_caps_a_calibrated_run_and_is_checked(memorized):
+    model, forget, retain, test = memorized
+    out = dualoptim.unlearn(copy.deepcopy(model), forget=forget, retain=retain, test=test, method="rl",
+                            train_epochs=3, progress=False)  # 3 x 11 retain batches: the floor, 1 epoch
+    a = out.audit
+    b = a.calibration["budget"]
+    assert b["train_epochs"] == 3 and b["source"] == "train_epochs=" and b["epochs"] == 1 and b["floor"]
+    assert a.hyperparameters["schedule"]["epochs"] == 1 and out.result.steps <= 1 + 11
+    assert "20% of a Retrain of 3 epochs" in a.summary() and "time budget" in a.to_html()
+    out = dualoptim.unlearn(copy.deepcopy(model), forget=forget, retain=retain, test=test, method="rl",
+                            train_epochs=3, epochs=2, forget_lr=1e-4, retain_lr=0.01, progress=False)
+    assert out.audit.hyperparameters["schedule"]["epochs"] == 2  # explicit lrs: no calibration, no budget
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ConfigError, match="train_epochs must be an integer >= 1"):
+            dualoptim.unlearn(copy.deepcopy(model), forget=forget, retain=retain, test=test, method="rl",
+                              train_epochs=bad, progress=False)
 
 
 def test_class_wise_target_and_explicit_lrs_switch_calibration_off(memorized):

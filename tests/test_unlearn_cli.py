@@ -72,6 +72,11 @@ def test_unlearn_without_learning_rates_calibrates_and_forgets(memorized, tmp_pa
     report = json.loads((out / "metrics.json").read_text())
     assert report["calibration"]["mode"] == "auto" and report["calibration"]["stop_reason"]
     assert report["config"]["lr_source"].startswith("calibrated") and "calibrated forget lr" in text
+    # rule v4: the training length comes from the original checkpoint's recipe (60 epochs), said in the output
+    budget = report["calibration"]["budget"]
+    assert budget["train_epochs"] == 60 and budget["source"] == "the original checkpoint's recipe"
+    assert report["config"]["schedule"]["epochs"] == budget["epochs"] <= 10
+    assert "time budget: 20% of a Retrain of 60 epochs (the original checkpoint's recipe)" in text
     assert "verdict: " in text and report["verdict"] and report["verdict_details"]["kind"] == "sample"
     # the calibrated run acts on a memorizing model (fails if the defaults leave it unchanged); whether that is
     # enough is the verdict's job, checked against its own numbers
@@ -109,8 +114,11 @@ def test_unlearn_heldout_file_reaches_calibration_and_verdict(original, tmp_path
     data = load_dataset("digits")
     torch.save((data.test_x[:120], data.test_y[:120]), tmp_path / "val.pt")
     out = tmp_path / "rl"
-    assert _unlearn(original, out, "--method", "rl", "--epochs", "1", "--heldout", str(tmp_path / "val.pt")) == 0
+    assert _unlearn(original, out, "--method", "rl", "--epochs", "1", "--heldout", str(tmp_path / "val.pt"),
+                    "--train-epochs", "7") == 0
     report = json.loads((out / "metrics.json").read_text())
+    assert report["calibration"]["budget"] == {"train_epochs": 7, "source": "--train-epochs",
+                                               "note": "epochs= / iterations= given"}  # --train-epochs overrides
     d = report["verdict_details"]
     assert d["n_heldout"] == 120 and d["heldout"] == "held-out (val.pt)"
     assert report["heldout"] == str(tmp_path / "val.pt")
@@ -127,6 +135,7 @@ def test_unlearn_heldout_file_reaches_calibration_and_verdict(original, tmp_path
     (["--method", "rl", "--preset", "nope"], "unknown preset"),
     (["--method", "rl", "--forget-lr", "-1"], "forget_lr"),
     (["--method", "rl", "--bf16"], "--bf16 only apply to the preset path"),
+    (["--method", "rl", "--train-epochs", "0"], "--train-epochs must be >= 1"),
 ])
 def test_bad_options_exit_2_before_any_work(original, tmp_path, capsys, args, message):
     assert _unlearn(original, tmp_path / "x", *args) == 2

@@ -27,17 +27,7 @@ from ..engine import _plan as _plan_steps
 from ..errors import ConfigError
 from ..optim import OptimSpec, build_optimizer
 from .audit import Audit, degenerate_warnings
-from .calibrate import (
-    MAX_EPOCHS,
-    MONITOR_SAMPLES,
-    RETAIN_PASSES,
-    Monitor,
-    final_verdict,
-    forget_kind,
-    ladder,
-    probe_forget_lr,
-    subsample,
-)
+from .calibrate import calibrate_run, calibrated_schedule, final_verdict, forget_kind
 from .data import Data, as_loader
 from .inputs import LogitsModel, extract_logits, untrained_model, user_sets
 from .inputs import Sets as _Sets
@@ -112,18 +102,10 @@ def _metrics(outputs: Outputs, seed: int) -> dict[str, float | None]:
     return {**dict.fromkeys(METRICS), **metrics_from_probs(*outputs, seed=seed)}
 
 
-def calibrated_schedule(schedule: Schedule, forget_batches: int, retain_batches: int) -> Schedule:
-    """The method's schedule with its forget:retain balance (docs/defaults.md, rule v2): at most ``MAX_EPOCHS``
-    epochs, or ``RETAIN_PASSES`` passes over the retain set of iterations (SFRon's 1500 overfit small sets)."""
-    if schedule.mode == "iteration":
-        cap = max(schedule.forget_every, RETAIN_PASSES * retain_batches)
-        return Schedule(**{**schedule.__dict__, "iterations": min(schedule.iterations, cap)})
-    return Schedule(**{**schedule.__dict__, "epochs": min(schedule.epochs, MAX_EPOCHS)})
-
-
 def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None = None, method: str = "salun",
             optim: str | None = None, forget_lr: float | None = None, retain_lr: float | None = None,
             calibrate: str = "auto", epochs: int | None = None, iterations: int | None = None,
+            train_epochs: int | None = None,
             batch_size: int = 128, method_options: Mapping[str, Any] | None = None,
             optim_options: Mapping[str, Any] | None = None, output_key: str | int | None = None,
             retrain: bool | nn.Module | Callable[[], nn.Module] = False,
@@ -153,6 +135,10 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
             budget and early stop with it); a missing ``retain_lr`` is the default (:func:`default_lrs`).
         calibrate: ``"auto"`` (calibrate unless ``forget_lr`` is given) or ``"off"`` (untuned fixed defaults).
         epochs / iterations: override the method's schedule length (epoch-style / iteration-style methods).
+        train_epochs: how many epochs (passes over its training data) the original was trained for. With it a
+            calibrated run's schedule is capped so that its work (steps, probe, checks, preparation) is at most
+            20 % of a Retrain of that length (rule v4, docs/defaults.md); without it the budget is rule v3's
+            (at most 10 epochs) and the audit says "time budget unknown: pass train_epochs".
         batch_size: batch size for Datasets and tensor pairs (DataLoaders keep their own).
         method_options: method options, e.g. ``{"ratio": 0.5}`` for SalUn (SFRon defaults to alpha = 1).
         optim_options: ``build_optimizer`` options, e.g. ``{"retain_weight_decay": 0}``.
@@ -184,6 +170,10 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
     optim = optim or info.dual_optim
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if train_epochs is not None and (isinstance(train_epochs, bool) or not isinstance(train_epochs, int)
+                                     or train_epochs < 1):
+        raise ConfigError(f"train_epochs must be an integer >= 1 (the epochs the original model was trained for), "
+                          f"got {train_epochs!r}")
     if eval_every is not None and eval_every < 1:
         raise ConfigError(f"eval_every must be >= 1, got {eval_every}")
     net, sets = user_sets(model, forget, retain, test, batch_size, seed, output_key)
@@ -197,6 +187,7 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
         recipe = retrain_recipe if isinstance(retrain_recipe, TrainConfig) else TrainConfig(**(retrain_recipe or {}))
 
     schedule: Schedule = m.default_schedule()
+    plan = lambda s: _plan_steps(m, s, len(sets.forget), len(sets.retain))  # noqa: E731 -- (forget, retain) steps
     calibrating = calibrate == "auto" and forget_lr is None
     if calibrating and epochs is None and iterations is None:
         schedule = calibrated_schedule(schedule, len(sets.forget), len(sets.retain))
@@ -205,7 +196,7 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
     if iterations is not None:
         schedule = Schedule(**{**schedule.__dict__, "iterations": iterations})
     lr_source = "given" if forget_lr is not None and retain_lr is not None else "default (docs/defaults.md)"
-    n_forget_steps = _plan_steps(m, schedule, len(sets.forget), len(sets.retain))[0] if m.uses_forget else 0
+    n_forget_steps = plan(schedule)[0] if m.uses_forget else 0
     if forget_lr is None or retain_lr is None:
         try:
             d_forget, d_retain = default_lrs(info.name, optim, n_forget_steps)
@@ -231,21 +222,14 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
     elif not calibrating:
         calibration["reason"] = "forget_lr given"
     if calibrating and m.uses_forget:
-        monitor = _make_monitor(net, sets, kind, classes, seed)
-        candidates = ladder(OptimSpec.parse(optim).forget)
-        if monitor.measure()["status"] in ("target met", "overshot"):  # nothing to do: the run stops at step 0
-            forget_lr, probe_rows = candidates[0], []
-        else:
-            make_opt = lambda mod, lr: build_optimizer(mod.parameters(), optim, lr, retain_lr,  # noqa: E731
-                                                       **dict(optim_options or {}))
-            forget_lr, probe_rows = probe_forget_lr(
-                net, lambda: get_method(info.name, **options), make_opt, next(iter(sets.forget)),
-                next(iter(sets.retain)), monitor, candidates, seed)
+        make_opt = lambda mod, lr: build_optimizer(mod.parameters(), optim, lr, retain_lr,  # noqa: E731
+                                                   **dict(optim_options or {}))
+        forget_lr, schedule, monitor, fields = calibrate_run(
+            net, sets, lambda: get_method(info.name, **options), plan, make_opt, OptimSpec.parse(optim).forget,
+            schedule, train_epochs, epochs is not None or iterations is not None, kind, classes, seed)
+        calibration.update(fields)
         lr_source = "calibrated (probe, docs/defaults.md)"
-        monitor.every = max(2, sum(_plan_steps(m, schedule, len(sets.forget), len(sets.retain))) // 10)
-        monitor.max_scale = candidates[-1] / forget_lr
-        calibration.update(mode="auto", reason="no forget_lr given", forget_lr=forget_lr, probe=probe_rows,
-                           heldout="test" if sets.test is not None else None, check_every=monitor.every)
+        n_forget_steps = plan(schedule)[0]
     elif calibrating:
         calibration["reason"] = f"{info.name} has no forget phase"
     calibrate_s = time.perf_counter() - unlearn_start
@@ -300,22 +284,3 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
                         calibration=calibration, warnings=warnings)
     model.eval()
     return UnlearnOutcome(model=model, audit=audit, result=result, retrain_model=retrain_model)
-
-
-def _make_monitor(net: nn.Module, sets: _Sets, kind: str, classes: list[int], seed: int) -> Monitor:
-    """Fixed random subsamples (at most MONITOR_SAMPLES per group) for the checks during unlearning."""
-    (forget,) = subsample(sets.forget.evaluation(), MONITOR_SAMPLES, seed)
-    heldout = retain = None
-    if sets.test is not None:
-        if kind == "class":
-            cls = torch.tensor(classes, dtype=torch.long)
-            parts = subsample(sets.test.evaluation(), MONITOR_SAMPLES, seed + 1,
-                              group=lambda y: (~torch.isin(y.cpu(), cls)).long(), groups=2)
-            parts = [p for p in parts if len(p[1])]
-            heldout = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
-        else:
-            (heldout,) = subsample(sets.test.evaluation(), MONITOR_SAMPLES, seed + 1)
-    else:
-        (retain,) = subsample(sets.retain.evaluation(), MONITOR_SAMPLES, seed + 2)
-    return Monitor(net, forget, heldout, kind, classes, retain)
-

@@ -48,6 +48,20 @@ VERDICT_COLOURS = {"forgotten": "#1b7a2e", "NOT forgotten": "#b3261e", "utility 
                    "unknown": "#555555"}
 
 
+def budget_text(b: dict[str, Any]) -> str:
+    """The calibration's time budget in words, starting with "time budget" (rule v4, docs/defaults.md)."""
+    if "retrain_work" not in b:
+        note = str(b.get("note", "?"))
+        return note if note.startswith("time budget") else f"time budget: none ({note})"
+    key = "iterations" if "iterations" in b else "epochs"
+    floor = ", the floor: the probe and checks alone use the budget" if b.get("floor") else ""
+    frac = b.get("planned_fraction")
+    return (f"time budget: {100 * b['fraction']:.0f}% of a Retrain of {b['train_epochs']} epochs "
+            f"({b.get('source', 'given')}): {b[key]} {key[:-1] if b[key] == 1 else key} (without the budget "
+            f"{b[f'{key}_v3']}){floor}; planned work "
+            + (f"{100 * frac:.0f}% of a Retrain's" if frac is not None else "?"))
+
+
 def degenerate_warnings(name: str, metrics: dict[str, float | None], num_classes: int,
                         model: torch.nn.Module | None = None) -> list[str]:
     """Warnings that make a model's numbers meaningless: non-finite or huge weights, accuracy near chance."""
@@ -168,6 +182,8 @@ class Audit:
             source = "from the probe" if cal.get("probe") else "(probe skipped: the target was met already)"
             lines.append(f"calibrated: forget lr {cal.get('forget_lr', 0):.3g} {source}, stopped: "
                          f"{cal.get('stop_reason', '?')} after {self.timings.get('unlearn_steps', '?')} steps")
+            if cal.get("budget"):
+                lines.append(budget_text(cal["budget"]))
         elif cal:
             lines.append(f"not calibrated ({cal.get('reason', 'off')})")
         if self.verdict:
@@ -212,6 +228,8 @@ class Audit:
             how = (f"calibrated without a Retrain: forget lr {cal.get('forget_lr', 0):.3g} chosen by the probe; "
                    f"stopped: {cal.get('stop_reason', '?')}" if cal.get("mode") == "auto"
                    else f"not calibrated ({cal.get('reason', 'off')})")
+            if cal.get("budget"):
+                how += f"; {budget_text(cal['budget'])}"
             parts.append(f"<p>Run: {e(how)} (docs/defaults.md).</p>")
         parts += ["<h2>Metrics</h2>", _table(head, body), f"<p>{e(GAP_DEFINITION)}</p>",
                  "<h2>What the metrics mean</h2>",

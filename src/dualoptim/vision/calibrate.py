@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -37,6 +37,13 @@ MAX_EPOCHS = 10  # rule v2: epoch mode keeps the method's (paper's) 10 epochs wi
 RETAIN_PASSES = 5  # rule v2: iteration mode (SFRon): ~5 passes over the retain set (paper: 1500 / 316 = 4.7)
 MAX_BACKOFFS = 2  # rule v3: a utility drop restores the last good state and divides the forget lr by sqrt(10),
 #                   at most twice (a factor 10 below the lr in use); the next drop ends the run as in rule v2
+# rule v4: a work budget of WORK_FRACTION x a Retrain of the user's train_epochs, in units of one training step on
+# one retain batch (docs/defaults.md); the costs are the v3 profile's (Fashion-MNIST / mlp, SalUn + DualOptim)
+WORK_FRACTION = 0.2
+STEP_WORK = 1.35  # a masked DualOptim step: 5.0 ms vs the Retrain's 3.7 ms
+PROBE_WORK = 20.0  # per probe candidate tried: 12 steps x 1.35 + model copy, optimizer and preparation
+CHECK_WORK = 12.0  # all checks of a run: <= 11 during unlearning + the one before the first step
+NO_BUDGET = "time budget unknown: pass train_epochs"
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -328,6 +335,122 @@ def _progressed(prev: dict[str, Any], now: dict[str, Any]) -> bool:
         return now["FA"] < prev["FA"] - MIN_TOL_ACC / 2
     auc_moved = now.get("AUC") is not None and now["AUC"] < prev["AUC"] - now.get("tol_auc", MIN_TOL_AUC) / 2
     return now["FA"] < prev["FA"] - now.get("tol_acc", MIN_TOL_ACC) / 2 or auc_moved
+
+
+# ------------------------------------------------------------------------------------------- one run
+
+def calibrated_schedule(schedule: Any, forget_batches: int, retain_batches: int) -> Any:
+    """The method's schedule with its forget:retain balance (docs/defaults.md, rule v2): at most ``MAX_EPOCHS``
+    epochs, or ``RETAIN_PASSES`` passes over the retain set of iterations (SFRon's 1500 overfit small sets)."""
+    if schedule.mode == "iteration":
+        cap = max(schedule.forget_every, RETAIN_PASSES * retain_batches)
+        return replace(schedule, iterations=min(schedule.iterations, cap))
+    return replace(schedule, epochs=min(schedule.epochs, MAX_EPOCHS))
+
+
+def make_monitor(net: nn.Module, sets: Any, kind: str, classes: list[int], seed: int) -> Monitor:
+    """Fixed random subsamples (at most MONITOR_SAMPLES per group) of ``sets`` (``vision.inputs.Sets``) for the
+    checks during unlearning."""
+    (forget,) = subsample(sets.forget.evaluation(), MONITOR_SAMPLES, seed)
+    heldout = retain = None
+    if sets.test is not None:
+        if kind == "class":
+            cls = torch.tensor(classes, dtype=torch.long)
+            parts = subsample(sets.test.evaluation(), MONITOR_SAMPLES, seed + 1,
+                              group=lambda y: (~torch.isin(y.cpu(), cls)).long(), groups=2)
+            parts = [p for p in parts if len(p[1])]
+            heldout = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+        else:
+            (heldout,) = subsample(sets.test.evaluation(), MONITOR_SAMPLES, seed + 1)
+    else:
+        (retain,) = subsample(sets.retain.evaluation(), MONITOR_SAMPLES, seed + 2)
+    return Monitor(net, forget, heldout, kind, classes, retain)
+
+
+def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], plan: Callable[[Any], tuple[int, int]],
+                  make_optimizer: Callable[[nn.Module, float], Any], forget_optimizer: str, schedule: Any,
+                  train_epochs: int | None, length_given: bool, kind: str, classes: list[int], seed: int
+                  ) -> tuple[float, Any, Monitor, dict[str, Any]]:
+    """Calibrate one run without a Retrain (docs/defaults.md, rules v1-v4): the monitor's subsamples, the
+    forget-lr probe (skipped when the target is met already), the work budget and the check interval.
+
+    Args:
+        net: the model to unlearn (not changed: the probe works on copies).
+        sets: the run's forget / retain / test batches (``vision.inputs.Sets``).
+        make_method: a fresh instance of the method (one per probe candidate).
+        plan: ``plan(schedule) -> (forget steps, retain steps)`` on these sets.
+        make_optimizer: ``make_optimizer(module, forget_lr)`` builds the run's optimizer.
+        forget_optimizer: the forget optimizer's name (picks the probe's ladder).
+        schedule: the method's schedule, already capped as rule v3 says unless ``length_given``.
+        train_epochs: how long the original was trained (rule v4's budget), or None (rule v3's).
+        length_given: the user gave ``epochs=`` / ``iterations=`` (no budget cap).
+        kind, classes, seed: forgetting kind and classes, seed of the subsamples and the probe.
+
+    Returns:
+        The forget lr, the schedule to run, the monitor (the engine's ``stop`` hook) and the audit's
+        ``calibration`` fields.
+    """
+    monitor = make_monitor(net, sets, kind, classes, seed)
+    candidates = ladder(forget_optimizer)
+    if monitor.measure()["status"] in ("target met", "overshot"):  # nothing to do: the run stops at step 0
+        forget_lr, probe_rows = candidates[0], []
+    else:
+        forget_lr, probe_rows = probe_forget_lr(net, make_method, make_optimizer, next(iter(sets.forget)),
+                                                next(iter(sets.retain)), monitor, candidates, seed)
+    if train_epochs is not None and not length_given:  # rule v4: a work budget
+        schedule, budget = work_budget(schedule, plan, len(sets.forget), len(sets.retain), train_epochs,
+                                       len(probe_rows))
+        budget["source"] = "train_epochs="
+    elif train_epochs is None:
+        budget = {"train_epochs": None, "note": NO_BUDGET}
+    else:
+        budget = {"train_epochs": train_epochs, "source": "train_epochs=", "note": "epochs= / iterations= given"}
+    monitor.every = max(2, sum(plan(schedule)) // 10)
+    monitor.max_scale = candidates[-1] / forget_lr
+    fields = {"budget": budget, "mode": "auto", "reason": "no forget_lr given", "forget_lr": forget_lr,
+              "probe": probe_rows, "heldout": "test" if sets.test is not None else None, "check_every": monitor.every}
+    return forget_lr, schedule, monitor, fields
+
+
+# ----------------------------------------------------------------------------------------------- budget
+
+def work_budget(schedule: Any, plan: Callable[[Any], tuple[int, int]], forget_batches: int, retain_batches: int,
+                train_epochs: int, probe_candidates: int) -> tuple[Any, dict[str, Any]]:
+    """Rule v4: ``schedule`` capped so that the run's work is at most ``WORK_FRACTION`` of a Retrain.
+
+    A Retrain is ``train_epochs`` passes over the retain set: ``W_R = train_epochs x retain_batches`` units
+    (one unit = one training step on one retain batch). The fixed part (``PROBE_WORK`` per probe candidate
+    tried, ``CHECK_WORK`` for the checks, ``forget_batches + retain_batches`` for the method's preparation) is
+    charged first; the schedule keeps the longest length (epochs, or iterations in iteration mode) up to its
+    own whose ``STEP_WORK x (forget + retain steps)`` fits in what is left, never below 1 epoch / one forget
+    step (``forget_every`` iterations). ``plan(schedule) -> (forget steps, retain steps)``.
+
+    Returns:
+        The capped schedule and the budget record for the audit (``calibration["budget"]``).
+    """
+    retrain_work = float(train_epochs * retain_batches)
+    fixed = PROBE_WORK * probe_candidates + CHECK_WORK + forget_batches + retain_batches
+    left = WORK_FRACTION * retrain_work - fixed
+    key = "iterations" if schedule.mode == "iteration" else "epochs"
+    own = getattr(schedule, key)
+    floor = min(own, schedule.forget_every if key == "iterations" else 1)
+
+    def fits(n: int) -> bool:
+        return STEP_WORK * sum(plan(replace(schedule, **{key: n}))) <= left
+
+    lo, hi = floor, own  # the largest n in [floor, own] that fits (work grows with n), else the floor
+    if fits(hi):
+        lo = hi
+    else:
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    capped = replace(schedule, **{key: lo})
+    work = fixed + STEP_WORK * sum(plan(capped))
+    return capped, {"train_epochs": train_epochs, "fraction": WORK_FRACTION, "retrain_work": retrain_work,
+                    "fixed_work": fixed, "probe_candidates": probe_candidates, key: lo, f"{key}_v3": own,
+                    "planned_work": work, "planned_fraction": work / retrain_work if retrain_work else None,
+                    "floor": lo == floor and not fits(lo)}
 
 
 # ------------------------------------------------------------------------------------------------ probe

@@ -69,6 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--retain-lr", type=float, default=None)
     g.add_argument("--epochs", type=int, default=None, help="epochs (epoch-mode methods)")
     g.add_argument("--iterations", type=int, default=None, help="outer iterations (SFRon)")
+    g.add_argument("--train-epochs", type=int, default=None, help="epochs the original was trained for: a calibrated "
+                   "run's time budget is 20%% of a Retrain of that length (docs/defaults.md, rule v4); default: the "
+                   "original checkpoint's recipe")
     g.add_argument("--batch-size", type=int, default=None, help="batch size of both loaders (default 128)")
     g.add_argument("--retain-batches-per-epoch", type=int, default=None, help="cap retain steps per epoch")
     g.add_argument("--optim-option", action="append", default=[], metavar="KEY=VALUE",
@@ -108,7 +111,7 @@ def config_from_args(args: argparse.Namespace, dataset: str):
 def cmd_unlearn(args: argparse.Namespace) -> int:
 
     from ..io import atomic_write_json, check_output
-    from .audit import degenerate_warnings
+    from .audit import budget_text, degenerate_warnings
     from .calibrate import final_verdict
     from .checkpoint import dataset_for, load_classifier, save_classifier, weights_digest
     from .cli import _print_metrics, forget_file
@@ -123,6 +126,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     if meta.role != "original":
         raise ConfigError(f"{args.original} is a {meta.role!r} checkpoint; --original needs the original model")
     cfg = config_from_args(args, meta.dataset)  # every option is checked before data is loaded
+    train_epochs = train_epochs_of(args, meta)
     if args.calibrate == "auto" and args.forget_lr is None:
         preset_only = [flag for flag, value in (("--augment", args.augment), ("--bf16", args.bf16 or None),
                                                 ("--channels-last", args.channels_last),
@@ -138,7 +142,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     heldout, heldout_name = heldout_data(args.heldout, data)
     before = _outputs(model, data, split, heldout)
     if args.calibrate == "auto" and args.forget_lr is None:
-        model, report, line = _calibrated(model, data, split, cfg, args, heldout)
+        model, report, line = _calibrated(model, data, split, cfg, args, heldout, *train_epochs)
     else:
         model, result = unlearn_classifier(model, data, split, cfg, progress=args.progress)
         report = {**result.summary(), "evals": result.evals, "history": result.history,
@@ -165,6 +169,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         "split": split.describe(), "metrics": metrics, "verdict": verdict, "verdict_details": details,
         "warnings": warnings, "heldout": args.heldout, **report})
     print(f"{line} -> {out}")
+    if report["calibration"].get("budget"):
+        print(budget_text(report["calibration"]["budget"]))
     _print_metrics(f"{cfg.method} {cfg.optim} on {data.name}, forget {split.spec} seed {split.seed}", metrics)
     print(f"verdict: {verdict}")
     for w in warnings:
@@ -234,7 +240,22 @@ def _outputs(model: Any, data: Any, split: Any, heldout: Any) -> tuple:
     return out[0], out[1], (None if heldout is None else (predict_probs(model, heldout[0]), heldout[1]))
 
 
-def _calibrated(model: Any, data: Any, split: Any, cfg: Any, args: argparse.Namespace, heldout: Any
+def train_epochs_of(args: argparse.Namespace, meta: Any) -> tuple[int | None, str | None]:
+    """How long the original was trained and where that comes from: ``--train-epochs``, else the checkpoint's
+    recipe (``recipe.epochs``), else ``(None, None)`` (rule v3's budget)."""
+    if args.train_epochs is not None:
+        if args.train_epochs < 1:
+            raise ConfigError(f"--train-epochs must be >= 1 (the epochs the original was trained for), got "
+                              f"{args.train_epochs}")
+        return args.train_epochs, "--train-epochs"
+    epochs = (meta.recipe or {}).get("epochs")
+    if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1:
+        return epochs, "the original checkpoint's recipe"
+    return None, None
+
+
+def _calibrated(model: Any, data: Any, split: Any, cfg: Any, args: argparse.Namespace, heldout: Any,
+                train_epochs: int | None = None, train_epochs_source: str | None = None
                 ) -> tuple[Any, dict[str, Any], str]:
     """Run ``dualoptim.unlearn`` (calibrated) on the split's tensors: the model, the report fields, a summary line."""
     from ..optim import OptimSpec
@@ -243,10 +264,14 @@ def _calibrated(model: Any, data: Any, split: Any, cfg: Any, args: argparse.Name
     f, r = split.forget_idx, split.retain_idx
     res = unlearn(model, forget=(data.train_x[f], data.train_y[f]), retain=(data.train_x[r], data.train_y[r]),
                   test=heldout, method=cfg.method, optim=cfg.optim, retain_lr=cfg.retain_lr, epochs=args.epochs,
-                  iterations=args.iterations, batch_size=args.batch_size or 128, method_options=cfg.options,
+                  iterations=args.iterations, train_epochs=train_epochs, batch_size=args.batch_size or 128,
+                  method_options=cfg.options,
                   optim_options=cfg.optim_options or None, seed=cfg.seed, eval_every=args.eval_every,
                   track_grads=args.track_grads, progress=args.progress)
     a, hist = res.audit, res.result.history
+    budget = a.calibration.get("budget")
+    if budget is not None and train_epochs_source is not None and "source" in budget:
+        budget["source"] = train_epochs_source
     config = {**cfg.to_dict(), "forget_lr": a.hyperparameters["forget_lr"], "augment": "none",
               "lr_source": a.hyperparameters["lr_source"], "schedule": a.hyperparameters["schedule"]}
     n_f = sum(1 for h in hist if h["phase"] == "forget")
