@@ -33,43 +33,10 @@ from .inputs import LogitsModel, extract_logits, untrained_model, user_sets
 from .inputs import Sets as _Sets
 from .methods import get_method, get_method_info
 from .metrics import METRICS, Pair, curve_callback, loader_probs, metrics_from_probs
-from .presets import resolve_preset
+from .presets import default_lrs, resolve_lrs
 from .train import TrainConfig, fit
 
 __all__ = ["LogitsModel", "UnlearnOutcome", "default_lrs", "extract_logits", "unlearn"]
-
-# Method-agnostic DualOptim defaults (docs/defaults.md). Forget optimizer: the paper's Adam lr (1e-4, its
-# range is 1e-4..1.5e-4) was used with ~350 forget steps (ResNet-18, CIFAR-10 10%: 35 batches x 10 epochs,
-# SFRon 1500 / 5 = 300). Adam moves each weight by about lr per step, so on a smaller forget set (fewer steps)
-# the default keeps the paper's total travel: lr = 1e-4 * 350 / forget_steps, between 1x and 10x of 1e-4.
-# The retain (and SGD forget) default is the paper's pre-training lr of each family.
-DEFAULT_LR = {"adam": 1e-4, "adamw": 1e-4, "adam-bf16": 1e-4, "adamw-bf16": 1e-4, "sgd": 0.01, "sgd-bf16": 0.01}
-PAPER_FORGET_STEPS = 350
-MAX_FORGET_LR_SCALE = 10.0
-
-
-def default_lrs(method: str, optim: str, forget_steps: int | None = None) -> tuple[float, float]:
-    """Untuned default (forget_lr, retain_lr) for ``method`` with optimizer spec ``optim`` (docs/defaults.md).
-
-    With an Adam-family forget optimizer and ``forget_steps`` (the number of forget steps the run will take)
-    the forget lr is scaled by ``PAPER_FORGET_STEPS / forget_steps``, clipped to [1, 10].
-    """
-    spec = OptimSpec.parse(optim)
-    if spec.shared_state:  # the shared baseline: the paper's per-method learning rates (presets.cifar10-paper)
-        fields = resolve_preset(get_method_info(method).name, optim, preset="cifar10-paper")
-        if "forget_lr" not in fields or "retain_lr" not in fields:
-            raise ConfigError(f"no default learning rates for {method} with the shared optimizer {optim!r}; pass "
-                              "forget_lr= and retain_lr=")
-        return fields["forget_lr"], fields["retain_lr"]
-    f, r = spec.names
-    if f not in DEFAULT_LR or r not in DEFAULT_LR:
-        raise ConfigError(f"no default learning rates for {optim!r} (defaults exist for the optimizers "
-                          f"{sorted(DEFAULT_LR)}); pass forget_lr= and retain_lr=")
-    scale = 1.0
-    if f.startswith("adam") and forget_steps:
-        scale = min(max(PAPER_FORGET_STEPS / forget_steps, 1.0), MAX_FORGET_LR_SCALE)
-    return DEFAULT_LR[f] * scale, DEFAULT_LR[r]
-
 
 @dataclass
 class UnlearnOutcome:
@@ -195,19 +162,8 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
         schedule = Schedule(**{**schedule.__dict__, "epochs": epochs})
     if iterations is not None:
         schedule = Schedule(**{**schedule.__dict__, "iterations": iterations})
-    lr_source = "given" if forget_lr is not None and retain_lr is not None else "default (docs/defaults.md)"
     n_forget_steps = plan(schedule)[0] if m.uses_forget else 0
-    if forget_lr is None or retain_lr is None:
-        try:
-            d_forget, d_retain = default_lrs(info.name, optim, n_forget_steps)
-        except ConfigError:
-            spec = OptimSpec.parse(optim)
-            if not (calibrating and spec.forget in DEFAULT_LR and spec.retain in DEFAULT_LR):
-                raise
-            # calibration probes the forget lr; the retain lr is the optimizer family's default
-            d_forget, d_retain = DEFAULT_LR[spec.forget], DEFAULT_LR[spec.retain]
-        forget_lr = d_forget if forget_lr is None else forget_lr
-        retain_lr = d_retain if retain_lr is None else retain_lr
+    forget_lr, retain_lr, lr_source = resolve_lrs(info.name, optim, forget_lr, retain_lr, n_forget_steps, calibrating)
 
     t0 = time.perf_counter()
     original_out = _outputs(net, sets)

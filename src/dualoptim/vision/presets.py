@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..optim import OptimSpec, get_optimizer_info
+from .methods import get_method_info
 
 MODES = ("shared", "dual")
 
@@ -166,3 +167,54 @@ def resolve_preset(method: str, optim: str | None = None, *, dataset: str | None
                 out[phase] = getattr(c, phase)
                 break
     return out
+
+
+# Method-agnostic DualOptim defaults (docs/defaults.md). Forget optimizer: the paper's Adam lr (1e-4, its
+# range is 1e-4..1.5e-4) was used with ~350 forget steps (ResNet-18, CIFAR-10 10%: 35 batches x 10 epochs,
+# SFRon 1500 / 5 = 300). Adam moves each weight by about lr per step, so on a smaller forget set (fewer steps)
+# the default keeps the paper's total travel: lr = 1e-4 * 350 / forget_steps, between 1x and 10x of 1e-4.
+# The retain (and SGD forget) default is the paper's pre-training lr of each family.
+DEFAULT_LR = {"adam": 1e-4, "adamw": 1e-4, "adam-bf16": 1e-4, "adamw-bf16": 1e-4, "sgd": 0.01, "sgd-bf16": 0.01}
+PAPER_FORGET_STEPS = 350
+MAX_FORGET_LR_SCALE = 10.0
+
+
+def default_lrs(method: str, optim: str, forget_steps: int | None = None) -> tuple[float, float]:
+    """Untuned default (forget_lr, retain_lr) for ``method`` with optimizer spec ``optim`` (docs/defaults.md).
+
+    With an Adam-family forget optimizer and ``forget_steps`` (the number of forget steps the run will take)
+    the forget lr is scaled by ``PAPER_FORGET_STEPS / forget_steps``, clipped to [1, 10].
+    """
+    spec = OptimSpec.parse(optim)
+    if spec.shared_state:  # the shared baseline: the paper's per-method learning rates (presets.cifar10-paper)
+        fields = resolve_preset(get_method_info(method).name, optim, preset="cifar10-paper")
+        if "forget_lr" not in fields or "retain_lr" not in fields:
+            raise ConfigError(f"no default learning rates for {method} with the shared optimizer {optim!r}; pass "
+                              "forget_lr= and retain_lr=")
+        return fields["forget_lr"], fields["retain_lr"]
+    f, r = spec.names
+    if f not in DEFAULT_LR or r not in DEFAULT_LR:
+        raise ConfigError(f"no default learning rates for {optim!r} (defaults exist for the optimizers "
+                          f"{sorted(DEFAULT_LR)}); pass forget_lr= and retain_lr=")
+    scale = 1.0
+    if f.startswith("adam") and forget_steps:
+        scale = min(max(PAPER_FORGET_STEPS / forget_steps, 1.0), MAX_FORGET_LR_SCALE)
+    return DEFAULT_LR[f] * scale, DEFAULT_LR[r]
+
+def resolve_lrs(method: str, optim: str, forget_lr: float | None, retain_lr: float | None, forget_steps: int,
+                calibrating: bool) -> tuple[float, float, str]:
+    """``(forget_lr, retain_lr, source)`` of a :func:`dualoptim.unlearn` run: given values win, missing ones are
+    :func:`default_lrs`; a calibrated run (which probes the forget lr) takes the optimizer family's default where
+    the method has no default for ``optim``."""
+    source = "given" if forget_lr is not None and retain_lr is not None else "default (docs/defaults.md)"
+    if forget_lr is None or retain_lr is None:
+        try:
+            d_forget, d_retain = default_lrs(method, optim, forget_steps)
+        except ConfigError:
+            spec = OptimSpec.parse(optim)
+            if not (calibrating and spec.forget in DEFAULT_LR and spec.retain in DEFAULT_LR):
+                raise
+            d_forget, d_retain = DEFAULT_LR[spec.forget], DEFAULT_LR[spec.retain]
+        forget_lr = d_forget if forget_lr is None else forget_lr
+        retain_lr = d_retain if retain_lr is None else retain_lr
+    return forget_lr, retain_lr, source

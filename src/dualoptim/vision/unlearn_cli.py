@@ -69,9 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--retain-lr", type=float, default=None)
     g.add_argument("--epochs", type=int, default=None, help="epochs (epoch-mode methods)")
     g.add_argument("--iterations", type=int, default=None, help="outer iterations (SFRon)")
-    g.add_argument("--train-epochs", type=int, default=None, help="epochs the original was trained for: a calibrated "
-                   "run's time budget is 20%% of a Retrain of that length (docs/defaults.md, rule v4); default: the "
-                   "original checkpoint's recipe")
+    g.add_argument("--train-epochs", default=None, metavar="N|recipe",
+                   help="epochs the original was trained for ('recipe': the original checkpoint's): caps a calibrated "
+                   "run's time at 20%% of a Retrain of that length (docs/defaults.md, rule v4; it forgets less on "
+                   "short trainings); default: no cap (rule v3)")
     g.add_argument("--batch-size", type=int, default=None, help="batch size of both loaders (default 128)")
     g.add_argument("--retain-batches-per-epoch", type=int, default=None, help="cap retain steps per epoch")
     g.add_argument("--optim-option", action="append", default=[], metavar="KEY=VALUE",
@@ -241,17 +242,24 @@ def _outputs(model: Any, data: Any, split: Any, heldout: Any) -> tuple:
 
 
 def train_epochs_of(args: argparse.Namespace, meta: Any) -> tuple[int | None, str | None]:
-    """How long the original was trained and where that comes from: ``--train-epochs``, else the checkpoint's
-    recipe (``recipe.epochs``), else ``(None, None)`` (rule v3's budget)."""
-    if args.train_epochs is not None:
-        if args.train_epochs < 1:
-            raise ConfigError(f"--train-epochs must be >= 1 (the epochs the original was trained for), got "
-                              f"{args.train_epochs}")
-        return args.train_epochs, "--train-epochs"
-    epochs = (meta.recipe or {}).get("epochs")
-    if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1:
-        return epochs, "the original checkpoint's recipe"
-    return None, None
+    """How long the original was trained and where that comes from: ``--train-epochs N``, ``--train-epochs recipe``
+    (the checkpoint's ``recipe.epochs``), else ``(None, None)`` (no time budget: rule v3)."""
+    if args.train_epochs is None:
+        return None, None
+    if args.train_epochs == "recipe":
+        epochs = (meta.recipe or {}).get("epochs")
+        if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1:
+            return epochs, "the original checkpoint's recipe"
+        raise ConfigError("--train-epochs recipe: the original checkpoint records no training epochs; pass "
+                          "--train-epochs N")
+    try:
+        epochs = int(args.train_epochs)
+    except ValueError:
+        epochs = 0
+    if epochs < 1:
+        raise ConfigError(f"--train-epochs must be 'recipe' or an integer >= 1 (the epochs the original was trained "
+                          f"for), got {args.train_epochs!r}")
+    return epochs, "--train-epochs"
 
 
 def _calibrated(model: Any, data: Any, split: Any, cfg: Any, args: argparse.Namespace, heldout: Any,
