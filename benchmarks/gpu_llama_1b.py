@@ -36,6 +36,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without install
 
+from dualoptim.io import atomic_write_text  # noqa: E402
 from dualoptim.optim import build_optimizer, state_bytes  # noqa: E402
 
 SIZES = {  # hidden, layers, heads, kv_heads, intermediate, vocab
@@ -239,8 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
         report["runs"].append(measure(args, configs, torch.device(args.device)))
     out = args.out or (os.path.join(os.environ["OUT"], "gpu_llama_1b.json") if os.environ.get("OUT") else None)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=1))
+        atomic_write_text(out, json.dumps(report, indent=1))  # never half-written; NaN kept as measured
     return report
 
 

@@ -35,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without install
 
+from dualoptim.io import atomic_write_text  # noqa: E402
 from dualoptim.llm.data import SynthConfig, generate, load_benchmark, save_benchmark  # noqa: E402
 from dualoptim.llm.model import check_placement, load_model, save_model  # noqa: E402
 from dualoptim.llm.parallel import shard_model  # noqa: E402
@@ -192,8 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {**header, "total_s": time.perf_counter() - t0, "paper_table5": PAPER_TABLE5, "results": results}
     out = args.out or (os.path.join(os.environ["OUT"], "gpu_llm_fsdp.json") if os.environ.get("OUT") else None)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=1))
+        atomic_write_text(out, json.dumps(report, indent=1))  # never half-written; NaN kept as measured
     return report
 
 
