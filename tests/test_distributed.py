@@ -60,6 +60,7 @@ def _worker(rank: int, world: int, out_dir: str) -> None:
             _train_one(mode, rank, world, out_dir)
         _train_one("fsdp2", rank, world, out_dir, spec=LEAN)
         _train_llm(rank, world, out_dir)
+        dist.barrier()  # every rank done with its collectives before any tears gloo down (teardown race: SIGABRT)
     finally:
         dist.destroy_process_group()
 

@@ -1,5 +1,6 @@
 """The unlearning loop: the phase follows the batch under accumulation and several processes."""
 
+import datetime
 import os
 import tempfile
 
@@ -92,7 +93,8 @@ def test_accumulation_equals_big_batch(setup, method):
 
 def _worker(rank: int, world: int, init_file: str, out: str) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                                         timeout=datetime.timedelta(seconds=120))  # a hang bound, not a timing
     try:
         tok, forget, retain = _setup()
         model = build_model(TINY, tok, seed=0)
@@ -100,6 +102,9 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
         run_llm_unlearning(model, forget, retain, cfg, progress=False)
         if rank == 0:
             torch.save(_params(model), out)
+        # every rank done before any tears gloo down: a rank that destroyed its group while the other still
+        # had gloo traffic in flight was seen to abort ("terminate called without an active exception")
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 
