@@ -81,7 +81,6 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 
     from ..io import check_output
     from .data import RETAIN_OF, load_benchmark
-    from .methods import get_loss
     from .model import apply_lora, load_model, reference_model, resolve_device, save_model
     from .recipes import resolve
     from .trainer import QAData, UnlearnConfig, init_distributed, run_llm_unlearning
@@ -117,8 +116,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
                            target_modules=_lora_targets(args.lora_targets))
         if args.gradient_checkpointing:
             model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
-    f_name, r_name = cfg.method.lower().split("+")
-    needs_ref = get_loss("forget", f_name).needs_ref or get_loss("retain", r_name).needs_ref
+    needs_ref = any(loss.needs_ref for loss in cfg.losses.values())
     ref = reference_model(model) if needs_ref else None  # LoRA: the adapter-disabled base (no copy)
     if args.fsdp:
         from .parallel import shard_model
