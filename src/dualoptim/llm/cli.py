@@ -63,19 +63,6 @@ def _resolve_model(args: argparse.Namespace, which: str) -> str:
     return str(model_paths(cfg)[which])
 
 
-def _init_single_process_group(device: Any) -> None:
-    """FSDP on one process (one GPU) still needs a process group."""
-    import socket
-
-    import torch
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                         init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
-
-
 def cmd_unlearn(args: argparse.Namespace) -> int:
     import torch
 
@@ -101,7 +88,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     rank, world = init_distributed(device)
     if args.fsdp and not torch.distributed.is_initialized():
-        _init_single_process_group(device)
+        from .parallel import init_single_process
+
+        init_single_process(device)  # FSDP on one process (one GPU) still needs a process group
     data = load_benchmark(args.data, splits=(args.split, RETAIN_OF[args.split]), idk=args.idk)
     model, tok, template = load_model(_resolve_model(args, "full"), template=args.template or r["template"],
                                       dtype=r["dtype"], device=device, trust_remote_code=args.trust_remote_code)
