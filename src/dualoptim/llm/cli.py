@@ -143,7 +143,7 @@ def _lora_targets(spec: str) -> str | tuple[str, ...]:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .data import RETAIN_OF, load_benchmark
     from .evaluate import EvalConfig, evaluate, load_encoder
-    from .model import load_model
+    from .model import load_model, resolve_device
 
     ecfg = EvalConfig(forget_split=args.split, max_new_tokens=args.max_new_tokens, encoder=args.encoder,
                       max_items=args.max_items)
@@ -151,8 +151,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     enc = load_encoder(args.encoder)
     retain_tr = None
     retain_path = args.retain_model or (None if args.model else _resolve_model(args, RETAIN_OF[args.split]))
-    from .model import resolve_device
-
     device = resolve_device(args.device)
     opts = {"dtype": args.dtype, "device": device, "trust_remote_code": args.trust_remote_code}
     if retain_path:
@@ -185,24 +183,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common(p: argparse.ArgumentParser, model_opts: bool = True) -> None:
+def _common(p: argparse.ArgumentParser) -> None:
     from .data import FORGET_SPLITS
 
     p.add_argument("--data", default=DATA, help=f"benchmark folder from make-data, or 'tofu' (default {DATA})")
     add_runtime_args(p, progress=False)  # --threads: applied by dualoptim.cli.main
-    if model_opts:
-        g = p.add_argument_group("prepared models (must match 'llm prepare')")
-        g.add_argument("--cache", default=CACHE)
-        g.add_argument("--splits", default=",".join(FORGET_SPLITS), help="forget splits with retain models")
-        g.add_argument("--vocab-size", type=int, default=2048)
-        g.add_argument("--hidden", type=int, default=256)
-        g.add_argument("--layers", type=int, default=4)
-        g.add_argument("--heads", type=int, default=4)
-        g.add_argument("--intermediate", type=int, default=688)
-        g.add_argument("--base-epochs", type=int, default=10)
-        g.add_argument("--epochs", type=int, default=6, help="fine-tune epochs (full and retain models)")
-        g.add_argument("--lr", type=float, default=1e-3)
-        g.add_argument("--batch-size", type=int, default=32)
+    g = p.add_argument_group("prepared models (must match 'llm prepare')")
+    g.add_argument("--cache", default=CACHE)
+    g.add_argument("--splits", default=",".join(FORGET_SPLITS), help="forget splits with retain models")
+    g.add_argument("--vocab-size", type=int, default=2048)
+    g.add_argument("--hidden", type=int, default=256)
+    g.add_argument("--layers", type=int, default=4)
+    g.add_argument("--heads", type=int, default=4)
+    g.add_argument("--intermediate", type=int, default=688)
+    g.add_argument("--base-epochs", type=int, default=10)
+    g.add_argument("--epochs", type=int, default=6, help="fine-tune epochs (full and retain models)")
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--batch-size", type=int, default=32)
 
 
 def _hardware(p: argparse.ArgumentParser, dtype_default: str | None) -> None:
