@@ -91,7 +91,7 @@ class UnlearnConfig:
             raise ConfigError(f"unknown scheme {self.scheme!r}; valid: {', '.join(SCHEMES)}")
         if "+" not in self.method:
             raise ConfigError(f"method must be '<forget>+<retain>' (e.g. me+gd), got {self.method!r}")
-        self.losses  # noqa: B018 - an unknown loss name: one error listing the valid ones
+        _ = self.losses  # an unknown loss name: one error listing the valid ones
         if self.epochs <= 0 or self.batch_size <= 0 or self.grad_accum <= 0:
             raise ConfigError("epochs, batch_size and grad_accum must be > 0")
         if not (self.forget_lr > 0 and (self.retain_lr is None or self.retain_lr > 0)):
