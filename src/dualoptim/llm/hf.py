@@ -168,8 +168,9 @@ def _make_trainer_class() -> type:
                 if inputs.get(kind) is not None:
                     per_sample = self.losses[kind].fn(model, _to(inputs[kind], device), self.ref_model, cfg.beta)
                     total = total + inputs["weights"][kind] * per_sample.sum()
-            check_finite(float(total), f"{phase} loss at step {self.state.global_step} (method {cfg.method}, scheme "
-                         f"{cfg.scheme})", "lower the learning rate")  # as the own loop: a result, not NaN weights
+            # as the own loop: a clear error, not NaN weights
+            check_finite(float(total.detach()), f"{phase} loss at step {self.state.global_step} (method {cfg.method}, "
+                         f"scheme {cfg.scheme})", "lower the learning rate")
             if not total.requires_grad:  # this rank got no sample in this micro-batch: a zero gradient
                 total = total + 0.0 * sum(p.sum() for p in model.parameters() if p.requires_grad)
             total = total * self.args.world_size  # DDP averages gradients over ranks; we want their sum

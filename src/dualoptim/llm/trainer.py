@@ -340,8 +340,8 @@ def run_llm_unlearning(model: torch.nn.Module, forget: QAData, retain: QAData, c
                 mb, weight = idx[:1], 0.0
             per_sample = loss.fn(model, data.batch(mb, device), ref_model, cfg.beta)
             value = weight * per_sample.sum()
-            check_finite(float(value), f"{kind} loss at step {s} (phase {step.phase}, method {cfg.method}, scheme "
-                         f"{cfg.scheme})", "lower the learning rate")
+            check_finite(float(value.detach()), f"{kind} loss at step {s} (phase {step.phase}, method {cfg.method}, "
+                         f"scheme {cfg.scheme})", "lower the learning rate")
             value.backward()
             total += value.detach() / (world if sharded else 1)
         if world > 1:
