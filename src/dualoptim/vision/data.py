@@ -287,19 +287,13 @@ class DatasetInfo:
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
+list_datasets = DATASETS.names  # registered dataset names, sorted
+get_dataset_info = DATASETS.get  # the entry of a name; ConfigError listing valid names if unknown
 
 
 def register_dataset(info: DatasetInfo) -> DatasetInfo:
+    """Add ``info`` to the registry under ``info.name`` (lower case, unique)."""
     return DATASETS.add(info.name, info)
-
-
-def list_datasets() -> list[str]:
-    """Registered dataset names."""
-    return DATASETS.names()
-
-
-def get_dataset_info(name: str) -> DatasetInfo:
-    return DATASETS.get(name)
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, train_subset: int | None = None,
