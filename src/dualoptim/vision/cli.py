@@ -41,16 +41,15 @@ def _add_recipe_flags(p: argparse.ArgumentParser, defaults: bool) -> None:
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d(True))
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
+def add_common(p: argparse.ArgumentParser, out: str | None = None) -> None:
+    """``--data-dir``, ``--threads``, ``--no-progress`` and, with ``out`` (its help), ``--out`` + ``--overwrite``."""
     p.add_argument("--data-dir", default=None, help="folder searched first for the dataset files (else "
                    "$DUALOPTIM_DATA_DIR); then the system location and ~/.cache/dualoptim")
     add_runtime_args(p)
-
-
-def _add_out(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="checkpoint folder to write")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint folder written by "
-                   "dualoptim (never a folder without the .dualoptim marker, never an input)")
+    if out:
+        p.add_argument("--out", required=True, help=out)
+        p.add_argument("--overwrite", action="store_true", help="replace an existing output folder written by "
+                       "dualoptim (never a folder without the .dualoptim marker, never an input)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,8 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--subset-seed", type=int, default=0)
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and augmentation")
     _add_recipe_flags(p, defaults=True)
-    _add_common(p)
-    _add_out(p)
+    add_common(p, out="checkpoint folder to write")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("retrain", help="train Retrain (from scratch on the retain set) for a forget set",
@@ -81,8 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-seed", type=int, default=None, help="seed of init/shuffling (default: --seed)")
     p.add_argument("--no-svc", dest="mia_svc", action="store_false", help="skip the SVC MIA in the final evaluation")
     _add_recipe_flags(p, defaults=False)
-    _add_common(p)
-    _add_out(p)
+    add_common(p, out="checkpoint folder to write")
     p.set_defaults(func=cmd_retrain)
 
     p = sub.add_parser("eval", help="FA/UA/RA/TA/MIA of a checkpoint on a forget set",
@@ -93,7 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", default=None, metavar="FILE", help="also write the metrics and forget indices here")
     p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (256: fastest on CPU here)")
     p.add_argument("--no-svc", dest="mia_svc", action="store_false", help="skip the SVC-confidence MIA")
-    _add_common(p)
+    add_common(p)
     p.set_defaults(func=cmd_eval)
 
 
@@ -105,6 +102,16 @@ def forget_file(spec: str | None) -> str | None:
         return None
     kind, _, arg = spec.partition(":")
     return arg if kind == "file" else (spec if kind not in ("random", "class") else None)
+
+
+def stored_split(checkpoint: str, meta: Any, forget: str | None, seed: int | None) -> tuple[str, int]:
+    """The forget spec and seed a command evaluates: ``--forget``/``--seed``, else the split stored in ``meta``
+    (its seed only for its own spec; another spec without ``--seed`` gets seed 0)."""
+    stored = meta.split or {}
+    spec = forget or stored.get("spec")
+    if spec is None:
+        raise ConfigError(f"{checkpoint} stores no forget set: pass --forget (e.g. random:0.1) and --seed")
+    return spec, seed if seed is not None else (stored.get("seed", 0) if spec == stored.get("spec") else 0)
 
 
 def _check_out(args: argparse.Namespace, *inputs: str | None) -> None:
@@ -130,7 +137,8 @@ def _recipe(args: argparse.Namespace, base: dict[str, Any], seed: int):
     return from_dict(TrainConfig, fields, "recipe")
 
 
-def _print_metrics(title: str, metrics: dict[str, float]) -> None:
+def print_metrics(title: str, metrics: dict[str, float]) -> None:
+    """The metrics as a terminal table with their definitions."""
     from rich.console import Console
     from rich.table import Table
 
@@ -188,9 +196,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from .train import train_new
 
     _check_out(args, args.original, forget_file(args.forget))
-    original, ometa, _ = load_classifier(args.original)
-    if ometa.role != "original":
-        raise ConfigError(f"{args.original} is a {ometa.role!r} checkpoint; --original needs the original model")
+    original, ometa, _ = load_classifier(args.original, expect={"role": "original"})
     data = dataset_for(ometa, args.data_dir)
     split = make_forget_split(args.forget, data.train_y, args.seed)  # validated before any training
     train_seed = args.seed if args.train_seed is None else args.train_seed
@@ -206,7 +212,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     save_classifier(args.out, model, meta, split)
     print(f"Retrain: {split.num_forget} forgotten / {split.num_retain} retained ({split.spec}, seed {split.seed}, "
           f"sha256 {split.digest[:12]}), trained in {result['time_s']:.1f} s -> {args.out}")
-    _print_metrics(f"Retrain on {data.name}, forget {split.spec} seed {split.seed}", meta.metrics)
+    print_metrics(f"Retrain on {data.name}, forget {split.spec} seed {split.seed}", meta.metrics)
     return 0
 
 
@@ -223,16 +229,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
                      flag="--json")
     model, meta, stored_idx = load_classifier(args.checkpoint)
     stored = meta.split or {}
-    spec = args.forget or stored.get("spec")
-    if spec is None:
-        raise ConfigError(f"{args.checkpoint} stores no forget set: pass --forget (e.g. random:0.1) and --seed")
-    same_spec = args.forget is None or args.forget == stored.get("spec")
-    seed = args.seed if args.seed is not None else (stored.get("seed", 0) if same_spec else 0)
+    spec, seed = stored_split(args.checkpoint, meta, args.forget, args.seed)
     data = dataset_for(meta, args.data_dir)
     split = make_forget_split(spec, data.train_y, seed)
     warnings = []  # they change what the numbers mean: printed AND written into the JSON
     if stored and stored.get("digest") != split.digest:
-        if same_spec and seed == stored.get("seed") and stored_idx is not None:
+        if spec == stored.get("spec") and seed == stored.get("seed") and stored_idx is not None:
             # the stored indices (checked against their digest on load) are the truth; the spec/seed next to
             # them no longer reproduce them (edited metadata, or another version of the data)
             split = split_from_indices(stored_idx, len(data.train_y), spec, seed)
@@ -248,7 +250,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     metrics = evaluate(model, data, split, batch_size=args.batch_size, mia_svc=args.mia_svc, seed=seed)
     elapsed = time.perf_counter() - start
-    _print_metrics(f"{meta.role} {meta.model} on {data.name}, forget {spec} seed {seed} "
+    print_metrics(f"{meta.role} {meta.model} on {data.name}, forget {spec} seed {seed} "
                    f"({split.num_forget} samples, sha256 {split.digest[:12]})", metrics)
     if args.json:
         atomic_write_json(args.json, {"checkpoint": str(args.checkpoint), "role": meta.role, "model": meta.model,
