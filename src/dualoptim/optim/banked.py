@@ -35,10 +35,10 @@ import torch
 
 from .base import FullStateOptimizer, step_without_global_hooks
 from .factory import _fast_kwargs, get_optimizer_info
-from .phased import PHASES, _check_phase, _PhaseContext
+from .phased import PHASES, PhaseSwitch, _check_phase, _PhaseContext
 
 
-class BankedOptimizer(FullStateOptimizer):
+class BankedOptimizer(PhaseSwitch, FullStateOptimizer):
     """One optimizer object with a forget bank and a retain bank.
 
     Args:
@@ -100,18 +100,11 @@ class BankedOptimizer(FullStateOptimizer):
             group[ph] = {**accepted, **both, **own, **group.get(ph, {})}  # a fresh dict per group and phase
         super().add_param_group({k: v for k, v in group.items() if k not in moved})
 
-    # -- phase ------------------------------------------------------------------------
-    @property
-    def phase(self) -> str | None:
-        """The active phase (``None`` before the first ``set_phase``)."""
-        return self._phase
-
     def set_phase(self, phase: str) -> _PhaseContext:
         """Make ``phase`` the phase of the current (micro-)batch; usable as a context manager."""
-        previous = self._phase
-        self._phase = _check_phase(phase)
+        context = super().set_phase(phase)
         self._grad_phases.add(phase)
-        return _PhaseContext(self, previous)
+        return context
 
     def lr_of(self, phase: str, group: int = 0) -> float:
         """The learning rate ``phase`` uses for parameter group ``group``."""

@@ -125,7 +125,6 @@ def _check_out(args: argparse.Namespace, *inputs: str | None) -> None:
 def _recipe(args: argparse.Namespace, base: dict[str, Any], seed: int):
     """The one place where recipe flags become a TrainConfig (flags left at None keep ``base``'s value; ``base``
     comes from a checkpoint: every field is type-checked)."""
-    from ..config import from_dict
     from .train import TrainConfig
 
     fields = dict(base)
@@ -134,7 +133,7 @@ def _recipe(args: argparse.Namespace, base: dict[str, Any], seed: int):
         if value is not None:
             fields[name] = value
     fields["seed"] = seed
-    return from_dict(TrainConfig, fields, "recipe")
+    return TrainConfig.from_dict(fields)
 
 
 def print_metrics(title: str, metrics: dict[str, float]) -> None:
