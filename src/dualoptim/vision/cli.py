@@ -138,18 +138,11 @@ def _recipe(args: argparse.Namespace, base: dict[str, Any], seed: int):
 
 def print_metrics(title: str, metrics: dict[str, float]) -> None:
     """The metrics as a terminal table with their definitions."""
-    from rich.console import Console
-    from rich.table import Table
-
+    from ..tables import Table
     from .metrics import DESCRIPTIONS
 
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value (%)", justify="right")
-    table.add_column("meaning")
-    for k, v in metrics.items():
-        table.add_row(k, f"{v:.2f}", DESCRIPTIONS.get(k, ""))
-    Console(soft_wrap=False).print(table)
+    rows = [[k, f"{v:.2f}", DESCRIPTIONS.get(k, "")] for k, v in metrics.items()]
+    Table(["metric", "value (%)", "meaning"], rows, title, align="lrl").print()
 
 
 def _timings(result: dict[str, Any]) -> dict[str, float]:
