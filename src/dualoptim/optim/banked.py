@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from .base import FullStateOptimizer, step_without_global_hooks
-from .factory import _fast_kwargs, get_optimizer_info
+from .factory import _fast_kwargs, get_optimizer_info, phase_options
 from .phased import PHASES, PhaseSwitch, _check_phase, _PhaseContext
 
 
@@ -61,16 +61,8 @@ class BankedOptimizer(PhaseSwitch, FullStateOptimizer):
             if not (isinstance(lr, (int, float)) and lr > 0):
                 raise ValueError(f"{name} must be a number > 0, got {lr!r}")
         infos = {"forget": get_optimizer_info(forget), "retain": get_optimizer_info(retain)}
-        plain = {k: v for k, v in options.items() if not k.startswith(("forget_", "retain_"))}
-        hyper: dict[str, dict[str, Any]] = {}
-        for ph, info in infos.items():
-            own = {k.removeprefix(ph + "_"): v for k, v in options.items() if k.startswith(ph + "_")}
-            hyper[ph] = {**info.defaults, **{k: v for k, v in {**plain, **own}.items() if k in info.options}}
-        accepted = infos["forget"].options | infos["retain"].options
-        unknown = {k.removeprefix("forget_").removeprefix("retain_") for k in options} - accepted
-        if unknown:
-            raise ValueError(f"option(s) {sorted(unknown)} not accepted by {forget}+{retain}; accepted: "
-                             f"{sorted(accepted)}")
+        per_phase = phase_options(options, infos.values(), f"{forget}+{retain}")
+        hyper = {ph: info.kwargs(per_phase[ph]) for ph, info in infos.items()}
         params = list(params)
         if not params:
             raise ValueError("BankedOptimizer got an empty parameter list")
