@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..runtime import add_runtime_args
-from .cli import forget_file, stored_split
+from .cli import add_split_args, forget_file, stored_split
 from .unlearn_cli import HELDOUT_HELP, heldout_data, heldout_file, verdict_outputs
 
 
@@ -36,9 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Retrain checkpoints on one forget set; Gap to Retrain; JSON and HTML reports.")
     p.add_argument("--original", required=True, help="checkpoint folder of the original model")
     p.add_argument("--unlearned", required=True, help="checkpoint folder of the unlearned model")
-    p.add_argument("--forget", default=None, help="forget spec random:<f> | class:<k> | file:PATH (default: the "
-                   "split stored in the unlearned checkpoint)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the forget split (default: the stored one)")
+    add_split_args(p, stored_in="the unlearned checkpoint")
     p.add_argument("--retrain", default=None, help="checkpoint folder of a Retrain model for this forget set")
     p.add_argument("--heldout", default="test", metavar="test|none|FILE", help=HELDOUT_HELP)
     p.add_argument("--json", default=None, metavar="FILE", help="write the audit as JSON")

@@ -41,6 +41,19 @@ def _add_recipe_flags(p: argparse.ArgumentParser, defaults: bool) -> None:
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d(True))
 
 
+def add_split_args(p: argparse.ArgumentParser, stored_in: str | None = None) -> None:
+    """``--forget`` and ``--seed``: a split to draw (required), or with ``stored_in`` by default the split stored in
+    that checkpoint (see :func:`stored_split`)."""
+    spec = "random:<fraction> | class:<k> | file:PATH"
+    if stored_in is None:
+        p.add_argument("--forget", required=True, help=spec)
+        p.add_argument("--seed", type=int, default=0, help="seed of the forget split (random:)")
+        return
+    p.add_argument("--forget", default=None, help=f"{spec} (default: the split stored in {stored_in})")
+    p.add_argument("--seed", type=int, default=None, help="seed of the forget split (default: the stored one for "
+                   "the stored spec, else 0)")
+
+
 def add_common(p: argparse.ArgumentParser, out: str | None = None) -> None:
     """``--data-dir``, ``--threads``, ``--no-progress`` and, with ``out`` (its help), ``--out`` + ``--overwrite``."""
     p.add_argument("--data-dir", default=None, help="folder searched first for the dataset files (else "
@@ -74,8 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("retrain", help="train Retrain (from scratch on the retain set) for a forget set",
                        description="Retrain: the original's recipe on its training set minus the forget set.")
     p.add_argument("--original", required=True, help="checkpoint folder of the original model")
-    p.add_argument("--forget", required=True, help="random:<fraction> | class:<k> | file:PATH")
-    p.add_argument("--seed", type=int, default=0, help="seed of the forget split (random:)")
+    add_split_args(p)
     p.add_argument("--train-seed", type=int, default=None, help="seed of init/shuffling (default: --seed)")
     p.add_argument("--no-svc", dest="mia_svc", action="store_false", help="skip the SVC MIA in the final evaluation")
     _add_recipe_flags(p, defaults=False)
@@ -85,8 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="FA/UA/RA/TA/MIA of a checkpoint on a forget set",
                        description="Evaluate a checkpoint on a forget set (no augmentation, all in %%).")
     p.add_argument("--checkpoint", required=True, help="checkpoint folder")
-    p.add_argument("--forget", default=None, help="forget spec (default: the split stored in the checkpoint)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the forget split (default: stored one, else 0)")
+    add_split_args(p, stored_in="the checkpoint")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the metrics and forget indices here")
     p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (256: fastest on CPU here)")
     p.add_argument("--no-svc", dest="mia_svc", action="store_false", help="skip the SVC-confidence MIA")

@@ -32,7 +32,7 @@ import torch
 
 from ..errors import ConfigError
 from ..runtime import parse_key_values
-from .cli import add_common, forget_file, print_metrics
+from .cli import add_common, add_split_args, forget_file, print_metrics
 
 HELDOUT_HELP = ("held-out data the original never trained on; they define 'never seen' for calibration and the "
                 "verdict: test (the dataset's test split, default), none (the verdict is then 'unknown' for "
@@ -50,8 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run an unlearning method with a shared optimizer (--optim sgd) or DualOptim "
                                    "(--optim adam+sgd). Unset values come from the preset.")
     p.add_argument("--original", required=True, help="checkpoint folder of the original model")
-    p.add_argument("--forget", required=True, help="random:<fraction> | class:<k> | file:PATH")
-    p.add_argument("--seed", type=int, default=0, help="seed of the forget split (random:)")
+    add_split_args(p)
     p.add_argument("--unlearn-seed", type=int, default=None, help="seed of shuffling / random labels "
                    "(default: --seed)")
     p.add_argument("--method", required=True, choices=list_methods())
