@@ -125,14 +125,6 @@ def stored_split(checkpoint: str, meta: Any, forget: str | None, seed: int | Non
     return spec, seed if seed is not None else (stored.get("seed", 0) if spec == stored.get("spec") else 0)
 
 
-def _check_out(args: argparse.Namespace, *inputs: str | None) -> None:
-    """Before any work: ``--out`` must not be, contain or lie inside an input, must be writable, and
-    ``--overwrite`` replaces only a dualoptim output folder."""
-    from ..io import check_output
-
-    check_output(args.out, inputs=(*inputs, args.data_dir), overwrite=args.overwrite)
-
-
 def _recipe(args: argparse.Namespace, base: dict[str, Any], seed: int):
     """The one place where recipe flags become a TrainConfig (flags left at None keep ``base``'s value; ``base``
     comes from a checkpoint: every field is type-checked)."""
@@ -164,12 +156,13 @@ def _timings(result: dict[str, Any]) -> dict[str, float]:
 # ----------------------------------------------------------------------------------- commands
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ..io import check_output
     from .checkpoint import ClassifierMeta, save_classifier
     from .data import get_dataset_info, load_dataset
     from .metrics import accuracy
     from .train import train_new
 
-    _check_out(args)
+    check_output(args.out, inputs=(args.data_dir,), overwrite=args.overwrite)  # before any work
     info = get_dataset_info(args.dataset)
     model_name = args.model or info.default_model
     options = dict(info.default_model_options) if model_name == info.default_model else {}
@@ -193,12 +186,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
+    from ..io import check_output
     from .checkpoint import ClassifierMeta, dataset_for, load_classifier, save_classifier, weights_digest
     from .forget import make_forget_split
     from .metrics import evaluate
     from .train import train_new
 
-    _check_out(args, args.original, forget_file(args.forget))
+    check_output(args.out, inputs=(args.original, forget_file(args.forget), args.data_dir), overwrite=args.overwrite)
     original, ometa, _ = load_classifier(args.original, expect={"role": "original"})
     data = dataset_for(ometa, args.data_dir)
     split = make_forget_split(args.forget, data.train_y, args.seed)  # validated before any training
