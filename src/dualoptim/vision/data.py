@@ -253,21 +253,17 @@ def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
-AUGMENTS: dict[str, Augment | None] = {
+AUGMENTS: Registry[Augment | None] = Registry("augmentation", {
     "none": None,
     "crop": lambda x, g: random_crop(x, g),
     "crop_flip": lambda x, g: random_flip(random_crop(x, g), g),
     "flip": random_flip,
-}
+})
 
 
 def make_augment(name: str | None) -> Augment | None:
     """The batched augmentation called ``name`` (``None``/``"none"``: no augmentation)."""
-    if name is None:
-        return None
-    if name not in AUGMENTS:
-        raise ConfigError(f"unknown augmentation {name!r}; valid: {', '.join(sorted(AUGMENTS))}")
-    return AUGMENTS[name]
+    return None if name is None else AUGMENTS.get(name)
 
 
 # ---------------------------------------------------------------------------------- registry
