@@ -248,7 +248,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     metrics = evaluate(model, data, split, batch_size=args.batch_size, mia_svc=args.mia_svc, seed=seed)
     elapsed = time.perf_counter() - start
     print_metrics(f"{meta.role} {meta.model} on {data.name}, forget {spec} seed {seed} "
-                   f"({split.num_forget} samples, sha256 {split.digest[:12]})", metrics)
+                  f"({split.num_forget} samples, sha256 {split.digest[:12]})", metrics)
     if args.json:
         atomic_write_json(args.json, {"checkpoint": str(args.checkpoint), "role": meta.role, "model": meta.model,
                                       "dataset": meta.dataset, "train_subset": meta.train_subset,
