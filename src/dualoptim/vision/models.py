@@ -137,19 +137,13 @@ class ModelInfo:
 
 
 MODELS: Registry[ModelInfo] = Registry("model")
+list_models = MODELS.names  # registered model names, sorted
+get_model_info = MODELS.get  # the entry of a name; ConfigError listing valid names if unknown
 
 
 def register_model(info: ModelInfo) -> ModelInfo:
+    """Add ``info`` to the registry under ``info.name`` (lower case, unique)."""
     return MODELS.add(info.name, info)
-
-
-def list_models() -> list[str]:
-    """Registered model names."""
-    return MODELS.names()
-
-
-def get_model_info(name: str) -> ModelInfo:
-    return MODELS.get(name)
 
 
 def create_model(name: str, num_classes: int, in_channels: int, image_size: int, **options: Any) -> nn.Module:
