@@ -58,7 +58,7 @@ def add_common(p: argparse.ArgumentParser, out: str | None = None) -> None:
     """``--data-dir``, ``--threads``, ``--no-progress`` and, with ``out`` (its help), ``--out`` + ``--overwrite``."""
     p.add_argument("--data-dir", default=None, help="folder searched first for the dataset files (else "
                    "$DUALOPTIM_DATA_DIR); then the system location and ~/.cache/dualoptim")
-    add_runtime_args(p)
+    add_runtime_args(p, device=True)
     if out:
         p.add_argument("--out", required=True, help=out)
         p.add_argument("--overwrite", action="store_true", help="replace an existing output folder written by "

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import Registry
+from ..runtime import current_model_device
 
 
 class ConvBlock(nn.Sequential):
@@ -158,7 +159,9 @@ def create_model(name: str, num_classes: int, in_channels: int, image_size: int,
     for k in ("width", "hidden"):
         if k in options and (not isinstance(options[k], int) or options[k] < 1):
             raise ConfigError(f"model option {k} must be a positive integer, got {options[k]!r}")
-    return info.builder(num_classes, in_channels, image_size, **options)
+    model = info.builder(num_classes, in_channels, image_size, **options)  # initialised on the CPU: same weights
+    device = current_model_device()  # `--device` of a vision command (dualoptim.runtime.model_device)
+    return model if device is None else model.to(device)
 
 
 register_model(ModelInfo("cnn", _cnn, "2 conv blocks + MLP head (fast CPU default)", {"width": 32, "hidden": 128}))
