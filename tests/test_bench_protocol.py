@@ -127,8 +127,14 @@ def test_tuning_uses_validation_mode_and_refuses_reported_seeds():
     quick = get_bench_preset("quick")
     assert cfg.validation and cfg.seeds == [100, 101, 102]
     assert (cfg.train_subset, cfg.recipe, cfg.model_options) == (quick.train_subset, quick.recipe, quick.model_options)
-    for method in {g[0] for g in GRID}:  # both sides of a method get the same number of points
-        assert len({len(g[2]) for g in GRID if g[0] == method}) == 1
+    for method in {g[0] for g in GRID}:  # both sides of a method get the same number of points (over its blocks)
+        sides = {g[1] for g in GRID if g[0] == method}
+        assert len({sum(len(g[2]) for g in GRID if g[:2] == (method, side)) for side in sides}) == 1
+    salun = [(optim, p) for m, optim, points in GRID if m == "salun" for p in points]
+    # every SalUn point pins its mask ratio (a preset's must not leak in), and both sides search the same ratios
+    assert all("ratio" in p.get("options", {}) for _, p in salun)
+    ratios = {side: {p["options"]["ratio"] for optim, p in salun if optim == side} for side in ("sgd", "adam+sgd")}
+    assert ratios["sgd"] == ratios["adam+sgd"] and len(ratios["sgd"]) > 1
     assert 0.018 in [p["forget_lr"] for p in next(g[2] for g in GRID if g[:2] == ("salun", "sgd"))]
     scrub = {g[1]: g[2] for g in GRID if g[0] == "scrub"}  # its own paper's knobs, the same grid on both sides
     grid = _scrub_points()
