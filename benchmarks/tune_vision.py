@@ -78,9 +78,10 @@ GRID: tuple[tuple[str, str, tuple[Point, ...]], ...] = (
     ("scrub", "adam+adam", _lr_points((1.5e-4, 1.5e-3), T=1.0, msteps=10) + _scrub_points()
      + _lr_points((7e-4, 1.4e-3, 8.5e-4, 1.2e-3), T=4.0, msteps=10)),
     # fifth search: SalUn's other knob in its paper's protocol, the saliency sparsity (mask ratio; 0.5 above), the
-    # same 3 ratios on both sides x each side's best eta_f and its better neighbour
-    ("salun", "sgd", _ratio_points((0.2, 0.35, 0.7), (6e-3, 3.5e-3))),
-    ("salun", "adam+sgd", _ratio_points((0.2, 0.35, 0.7), (1.3e-3, 7e-4))),
+    # same 3 ratios on both sides x each side's best eta_f and its better neighbour; then 0.1 (both sides' best
+    # was at the grid's edge, 0.2)
+    ("salun", "sgd", _ratio_points((0.2, 0.35, 0.7, 0.1), (6e-3, 3.5e-3))),
+    ("salun", "adam+sgd", _ratio_points((0.2, 0.35, 0.7, 0.1), (1.3e-3, 7e-4))),
 )
 
 
