@@ -7,10 +7,11 @@ MIA's non-member set taken from 5,000 training images the subset does not use. T
 data is loaded: nothing here can read it.
 
 Each side is tuned the way its paper tunes it, with the same number of points per side of a method
-(docs/tuning.md): shared SalUn: SGD, eta_r = 0.01, eta_f over a grid that includes the paper's 0.018; shared
-SFRon: ONE SGD with eta_f = eta_r = 0.01, the forget-loss scale alpha searched; SFRon+DO: alpha = 1, eta_f
-(Adam) searched; SCRUB (its paper tunes the max steps, the temperature and the lr): T x msteps x eta_f of the
-(forget) Adam, eta_r = 1e-4, the same grid on both sides. Budgets are the preset's.
+(docs/tuning.md): shared SalUn: SGD, eta_r = 0.01, eta_f over a grid that includes the paper's 0.018, and on both
+sides its paper's other knob, the saliency mask ratio (fifth search); shared SFRon: ONE SGD with
+eta_f = eta_r = 0.01, the forget-loss scale alpha searched; SFRon+DO: alpha = 1, eta_f (Adam) searched; SCRUB
+(its paper tunes the max steps, the temperature and the lr): T x msteps x eta_f of the (forget) Adam,
+eta_r = 1e-4, the same grid on both sides. Budgets are the preset's.
 
 Objective: validation Gap (mean over FA, RA, TA, MIA of |mean over seeds - Retrain's mean|); the per-seed Gap
 (against that seed's Retrain) is printed too. Resumable (results database); the search table goes to stdout.
@@ -52,13 +53,19 @@ def _scrub_points() -> tuple[Point, ...]:
                  for t in (1.0, 4.0) for m in (10, 3) for lr in (5e-4, 1e-3, 2e-3))
 
 
+def _ratio_points(ratios: tuple[float, ...], lrs: tuple[float, ...]) -> tuple[Point, ...]:
+    """SalUn: mask ratio x forget lr (the ratio pinned in each point)."""
+    return tuple({"forget_lr": lr, "options": {"ratio": r}} for r in ratios for lr in lrs)
+
+
 # (method, optimizer spec, points): the same number of points for both sides of a method. The searches are kept in
-# the order they were run (docs/tuning.md: third search, then the fourth's SCRUB grid and SalUn refinement); every
-# stored point competes for "chosen".
+# the order they were run (docs/tuning.md: third search, then the fourth's SCRUB grid and SalUn refinement, then
+# the fifth's SalUn mask ratios); every stored point competes for "chosen".
 GRID: tuple[tuple[str, str, tuple[Point, ...]], ...] = (
     # paper CIFAR-10: 0.018 with eta_r = 0.01; fourth search: +2 points between the best's neighbours
-    ("salun", "sgd", _lr_points((3e-4, 2e-3, 6e-3, 0.018, 3.5e-3, 1e-2))),
-    ("salun", "adam+sgd", _lr_points((1.3e-4, 4e-4, 1.3e-3, 4e-3, 7e-4, 2.3e-3))),  # paper: 1.3e-4
+    # (every SalUn point pins its mask ratio, 0.5 here: a preset's ratio must not leak into a stored point)
+    ("salun", "sgd", _lr_points((3e-4, 2e-3, 6e-3, 0.018, 3.5e-3, 1e-2), ratio=0.5)),
+    ("salun", "adam+sgd", _lr_points((1.3e-4, 4e-4, 1.3e-3, 4e-3, 7e-4, 2.3e-3), ratio=0.5)),  # paper: 1.3e-4
     # paper: eta_f = eta_r = 0.01, alpha 31 (shared SFRon tunes alpha, not the lr)
     ("sfron", "sgd", tuple({"options": {"alpha": a}, "forget_lr": 0.01, "retain_lr": 0.01}
                            for a in (1.0, 10.0, 100.0, 1000.0))),
@@ -70,6 +77,11 @@ GRID: tuple[tuple[str, str, tuple[Point, ...]], ...] = (
     # paper: 1.5e-4; then its paper's grid; then twice +2 points at the best (T=4, msteps=10): between its neighbours
     ("scrub", "adam+adam", _lr_points((1.5e-4, 1.5e-3), T=1.0, msteps=10) + _scrub_points()
      + _lr_points((7e-4, 1.4e-3, 8.5e-4, 1.2e-3), T=4.0, msteps=10)),
+    # fifth search: SalUn's other knob in its paper's protocol, the saliency sparsity (mask ratio; 0.5 above), the
+    # same 3 ratios on both sides x each side's best eta_f and its better neighbour; then 0.1 (both sides' best
+    # was at the grid's edge, 0.2)
+    ("salun", "sgd", _ratio_points((0.2, 0.35, 0.7, 0.1), (6e-3, 3.5e-3))),
+    ("salun", "adam+sgd", _ratio_points((0.2, 0.35, 0.7, 0.1), (1.3e-3, 7e-4))),
 )
 
 

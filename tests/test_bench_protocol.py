@@ -19,6 +19,8 @@ from dualoptim.vision.bench import BenchConfig, BenchContext, retrain_seed, run_
 from dualoptim.vision.bench_presets import get_bench_preset, list_bench_presets
 from dualoptim.vision.checkpoint import load_classifier
 from dualoptim.vision.data import stratified_subset
+from dualoptim.vision.presets import PRESETS
+from dualoptim.vision.unlearn import UnlearnConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: results depend on the thread count
 
@@ -127,8 +129,17 @@ def test_tuning_uses_validation_mode_and_refuses_reported_seeds():
     quick = get_bench_preset("quick")
     assert cfg.validation and cfg.seeds == [100, 101, 102]
     assert (cfg.train_subset, cfg.recipe, cfg.model_options) == (quick.train_subset, quick.recipe, quick.model_options)
-    for method in {g[0] for g in GRID}:  # both sides of a method get the same number of points
-        assert len({len(g[2]) for g in GRID if g[0] == method}) == 1
+    for method in {g[0] for g in GRID}:  # both sides of a method get the same number of points (over its blocks)
+        sides = {g[1] for g in GRID if g[0] == method}
+        assert len({sum(len(g[2]) for g in GRID if g[:2] == (method, side)) for side in sides}) == 1
+    salun = [(optim, p) for m, optim, points in GRID if m == "salun" for p in points]
+    # every SalUn point pins its mask ratio (a preset's must not leak in), and both sides search the same ratios
+    assert all("ratio" in p.get("options", {}) for _, p in salun)
+    ratios = {side: {p["options"]["ratio"] for optim, p in salun if optim == side} for side in ("sgd", "adam+sgd")}
+    assert ratios["sgd"] == ratios["adam+sgd"] and len(ratios["sgd"]) > 1
+    for mode, entry in PRESETS["fashion-mnist-quick"]["salun"].items():  # each SalUn preset is a searched point
+        point = {"forget_lr": entry.forget_lr, "options": {"ratio": entry.options["ratio"]}}
+        assert (entry.optim, point) in salun, (mode, entry)
     assert 0.018 in [p["forget_lr"] for p in next(g[2] for g in GRID if g[:2] == ("salun", "sgd"))]
     scrub = {g[1]: g[2] for g in GRID if g[0] == "scrub"}  # its own paper's knobs, the same grid on both sides
     grid = _scrub_points()
@@ -197,6 +208,11 @@ def test_quick_presets_shape():
         ("salun", "sgd+sgd"), ("scrub", "adam"), ("scrub", "adam+adam")}
     qc = get_bench_preset("quick-class")
     assert qc.forget.startswith("class:") and qc.runs == quick.runs and qc.recipe == quick.recipe
+    for run in quick.runs:  # an sgd+sgd control runs with the shared side's options (SFRon's alpha, SalUn's ratio)
+        if run.optim == "sgd+sgd":
+            cfg = UnlearnConfig.from_preset(run.method, run.optim, preset=quick.unlearn_preset, **run.config)
+            shared = PRESETS[quick.unlearn_preset][run.method]["shared"]
+            assert (cfg.forget_lr, cfg.options) == (shared.forget_lr, dict(shared.options)), run
     moments = {r.optim for r in get_bench_preset("ablation-moments").runs}
     assert moments == {f"adam+adam:decouple={d}" for d in ("none", "m", "v", "mv")}
     assert {"sgd+sgd", "adam+sgd", "sgd+adam", "adam+adam"} <= {r.optim for r in

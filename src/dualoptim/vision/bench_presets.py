@@ -56,15 +56,14 @@ def _pairs(methods: tuple[str, ...], controls: tuple[str, ...] = (), **config) -
 
 
 def _run(method: str, optim: str, preset: str = "fashion-mnist-quick", **config) -> RunSpec:
-    """A row for any forget+retain pair: method options (SFRon's alpha) follow the forget optimizer's side of the
-    preset (alpha tuned with SGD, 1 with Adam, as in the paper), and an Adam retain phase the preset lacks gets
-    :data:`ADAM_RETAIN_LR`."""
+    """A row for any forget+retain pair: method options (SFRon's alpha, SalUn's mask ratio) follow the forget
+    optimizer's side of the preset (alpha tuned with SGD, 1 with Adam, as in the paper; each side's searched
+    ratio), and an Adam retain phase the preset lacks gets :data:`ADAM_RETAIN_LR`."""
     spec = OptimSpec.parse(optim)
     side = "dual" if spec.forget == "adam" else "shared"
     entry = PRESETS[preset][method][side]
     config = dict(config)
-    if method == "sfron":
-        config["options"] = {**config.get("options", {}), "alpha": entry.options["alpha"]}
+    config["options"] = {**entry.options, **config.get("options", {})}
     if spec.retain == "adam" and method != "scrub":
         config.setdefault("retain_lr", ADAM_RETAIN_LR)
     return RunSpec(method, optim, config)

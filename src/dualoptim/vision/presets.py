@@ -70,7 +70,8 @@ PRESETS: dict[str, dict[str, dict[str, Preset]]] = {
                "dual": _p("adam+sgd", 1e-4, 0.01, epochs=10, source="FT has no forget step: same as shared")},
         "ga": {"shared": _p("sgd", 5e-4, 5e-4, epochs=10, source="paper lr, budget scaled; not searched"),
                "dual": _p("adam+sgd", 1e-5, 5e-4, epochs=10, source="not searched")},
-        "rl": {"shared": _p("sgd", 6e-3, 0.01, epochs=10, source="SalUn's searched lr (same losses, no mask)"),
+        "rl": {"shared": _p("sgd", 6e-3, 0.01, epochs=10,
+                            source="SalUn's searched lr at its paper's mask ratio 0.5 (same losses, no mask)"),
                "dual": _p("adam+sgd", 1.3e-3, 0.01, epochs=10, source="SalUn's searched lr (same losses, no mask)")},
         # SCRUB by its own paper's knobs (T x max-step epochs x eta_f, 18 points per side): T=4 with a max
         # step every epoch wins on both sides (gamma 1, alpha 0.5 as the DualOptim code).
@@ -80,10 +81,13 @@ PRESETS: dict[str, dict[str, dict[str, Preset]]] = {
                   "dual": _p("adam+adam", 1e-3, 1e-4, epochs=10, options={"T": 4.0},
                              source="searched (T 1/4 x msteps 3/10 x 1.5e-4..2e-3: validation Gap 3.21 at T=4, 1e-3; "
                                     "1.2e-3 collapses on one seed)")},
-        "salun": {"shared": _p("sgd", 6e-3, 0.01, epochs=10, options={"ratio": 0.5},
-                               source="searched (3e-4..0.018 incl. the paper's 0.018: validation Gap 8.3-8.8)"),
-                  "dual": _p("adam+sgd", 1.3e-3, 0.01, epochs=10, options={"ratio": 0.5},
-                             source="searched (1.3e-4..4e-3: validation Gap 2.90 at 1.3e-3)")},
+        # SalUn by its paper's two knobs: eta_f, then the mask ratio (fifth search: 0.1..0.7 x the best two eta_f)
+        "salun": {"shared": _p("sgd", 3.5e-3, 0.01, epochs=10, options={"ratio": 0.2},
+                               source="searched (3e-4..0.018 incl. the paper's 0.018, ratio 0.1..0.7: validation "
+                                      "Gap 8.09 at ratio 0.2, 3.5e-3; 8.1-8.8 elsewhere)"),
+                  "dual": _p("adam+sgd", 1.3e-3, 0.01, epochs=10, options={"ratio": 0.1},
+                             source="searched (1.3e-4..4e-3, ratio 0.1..0.7: validation Gap 2.63 at ratio 0.1, "
+                                    "1.3e-3; 2.64 at 0.2, 2.90 at the paper's 0.5)")},
         "sfron": {"shared": _p("sgd", 0.01, 0.01, iterations=300, options={"alpha": 31.0, "t_in": 5},
                                source="paper's eta_f = eta_r = 0.01 and alpha 31: alpha 1..1000 searched, all give "
                                       "the same validation Gap (the clipped SGD forget step barely moves)"),
