@@ -9,7 +9,7 @@ lr, the probe rows, the stop reason, the steps, every check, the metrics, the ve
     OMP_NUM_THREADS=1 python benchmarks/calibration_speed_check.py --out runs/speed_after.json    # new code
     python benchmarks/calibration_speed_check.py --compare runs/speed_before.json runs/speed_after.json
 
-``--train-epochs 40`` runs the same cases under rule v4's work budget (the originals train for 40 epochs).
+``--train-epochs 40`` runs the same cases under rule v5 (its work budget; the originals train for 40 epochs).
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/calibration_speed.json")
     p.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"), default=None)
-    p.add_argument("--train-epochs", type=int, default=None, help="pass train_epochs= (rule v4's work budget; the "
-                   "originals are trained for 40 epochs); default: none (rule v3's budget)")
+    p.add_argument("--train-epochs", type=int, default=None, help="pass train_epochs= (rule v5 and its work budget; "
+                   "the originals are trained for 40 epochs); default: none (rule v3)")
     args = p.parse_args()
     if args.compare:
         before, after = (json.loads(Path(x).read_text()) for x in args.compare)

@@ -5,7 +5,7 @@ set, then per trial seed draws the forget set, trains a Retrain on the retain se
 this report only: calibration never sees it) and runs
 
     dualoptim.unlearn(copy_of_original, forget=..., retain=..., test=..., method=m, optim=o, retrain=retrain,
-                      train_epochs=<the originals' --epochs>)   # rule v4's budget; --no-train-epochs: v3's
+                      train_epochs=<the originals' --epochs>)   # rule v5; --no-train-epochs: rule v3
 
 for every method with its DualOptim spec and with the shared-optimizer baseline, under the same retrain-free
 calibration (docs/defaults.md). It reports per setting a Table-1-style block (mean ± std over seeds, gap to
@@ -116,7 +116,7 @@ def run_setting(dataset: str, model_name: str, forget: str, methods: list[str], 
             info = get_method_info(method)
             for optim in (info.dual_optim, info.shared_optim):
                 t0, c0 = time.perf_counter(), cpu_s()
-                # the originals' epoch count is the user's training length (rule v4's budget); without it: v3's
+                # the originals' epoch count is the user's training length (rule v5); without it: rule v3
                 out = unlearn(copy.deepcopy(original), method=method, optim=optim, retrain=retrain, seed=seed,
                               train_epochs=epochs if train_epochs else None, progress=False, **sets)
                 wall, cpu = time.perf_counter() - t0, cpu_s() - c0
@@ -210,7 +210,7 @@ def main() -> None:
                    "training order")
     p.add_argument("--epochs", type=int, default=40, help="epochs of the original and Retrain recipe (memorize)")
     p.add_argument("--no-train-epochs", dest="train_epochs", action="store_false", help="call unlearn without "
-                   "train_epochs (rule v3's budget); default: pass --epochs as train_epochs (rule v4's budget)")
+                   "train_epochs (rule v3); default: pass --epochs as train_epochs (rule v5: its 20 % work budget)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/defaults_check.json")
     p.add_argument("--report", default=None, metavar="JSON", help="only print the tables of a finished (or "

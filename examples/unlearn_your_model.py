@@ -13,17 +13,18 @@
    how the run was calibrated and the verdict ("forgotten: ..." / "NOT forgotten: ..." / "utility lost: ...").
 4. The audit is written as ``audit.json`` and one self-contained ``audit.html``.
 
-Measured with ``--threads 1`` on 2 CPU cores shared with other jobs (rules v3 / v4 of docs/defaults.md):
+Measured with ``--threads 1`` on 2 CPU cores shared with other jobs (rules v3 / v5 of docs/defaults.md):
 16 s CPU (user + sys), 19 s wall, all of it (training, calibrated unlearning, Retrain, audit). Without
 ``--train-epochs`` (rule v3's budget; the audit says "time budget unknown") the run spends its 10 epochs
 (130 steps) and the verdict is "forgotten" (forget accuracy 98.7 % vs 94.9 % on the test split, allowed +4.4;
 attack AUC 0.54), close to the Retrain's forget accuracy (99.3 %) — but the Gap to Retrain (4.02) is above
 doing nothing's (1.37): the entropy MIA falls to 76 % vs the Retrain's 90 %. With ``--train-epochs 15`` (the
-recipe's length: rule v4 caps the work at 20 % of a Retrain) this tiny model's Retrain is 165 units of work
-and 20 % of it is less than the probe and the checks cost, so the run gets the floor, 1 epoch (13 steps;
-planned work 74 % of a Retrain's, the audit says so): forget
-accuracy stays 100 % and the verdict says "NOT forgotten" (Gap 1.27 vs doing nothing's 1.94 against that
-run's Retrain, which differs: it is trained after unlearning, from a different random state). This
+recipe's length: rule v5 caps the work at 20 % of a Retrain) this tiny model's Retrain is 165 units of work
+and 20 % of it (33) is less than the checks and SalUn's mask cost (40), so the run gets the floor, one
+forget cycle (6 steps; planned work 29 % of a Retrain's, the audit says so; 13 s CPU in all): forget
+accuracy stays 100 % and the verdict says "NOT forgotten" (entropy-attack member rate 94.0 % vs 78.5 % on the
+test split; Gap 2.09 vs doing nothing's 2.08 against that run's Retrain, which differs: it is trained after
+unlearning, from a different random state). This
 Dataset's test split (the last 297 digits) is harder than its training images, so held-out data drawn like
 the training data would make a better target (docs/defaults.md). No GPU needed;
 on a CUDA machine move the model to "cuda" and the data follows it.

@@ -83,43 +83,121 @@ def test_defaults_forget_a_memorized_model(memorized):
 
 
 def test_work_budget_caps_the_schedule_to_a_fifth_of_a_retrain():
-    """Rule v4: the longest schedule whose work (fixed part first) fits in 0.2 x train_epochs retain passes."""
+    """Rule v5: the longest schedule whose work (fixed part first) fits in 0.2 x train_epochs retain passes."""
     from dualoptim.engine import _plan
-    from dualoptim.vision.calibrate import CHECK_WORK, PROBE_WORK, STEP_WORK, work_budget
+    from dualoptim.vision.calibrate import CHECK_WORK, MAX_CHECKS, PREP_WORK, STEP_WORK, interleaved, work_budget
     from dualoptim.vision.methods import get_method
 
-    for name in ("salun", "sfron"):
+    for name in ("salun", "sfron", "rl"):
         m = get_method(name)
         s = m.default_schedule()
-        if s.mode == "iteration":
-            s = api.calibrated_schedule(s, 2, 15)  # v3's cap: 5 retain passes
-        key = "iterations" if s.mode == "iteration" else "epochs"
+        s = api.calibrated_schedule(s, 2, 15) if s.mode == "iteration" else interleaved(s, 2, 15)
+        assert s.mode == "iteration"  # v3's cap (SFRon: 5 retain passes); epoch mode interleaved
         plan = lambda sch, m=m: _plan(m, sch, 2, 15)  # noqa: E731 -- 2 forget and 15 retain batches
-        for train_epochs, candidates in ((40, 3), (60, 1), (120, 2)):
-            capped, b = work_budget(s, plan, 2, 15, train_epochs, candidates)
-            left = 0.2 * train_epochs * 15 - (PROBE_WORK * candidates + CHECK_WORK + 2 + 15)
-            n = getattr(capped, key)
-            assert b[key] == n and b[f"{key}_v3"] == getattr(s, key) and b["retrain_work"] == train_epochs * 15
-            assert STEP_WORK * sum(plan(capped)) <= left or (n == (s.forget_every if key == "iterations" else 1))
-            longer = type(s)(**{**capped.__dict__, key: n + 1})
-            assert n == getattr(s, key) or STEP_WORK * sum(plan(longer)) > left  # the longest that fits
+        prepares = name != "rl"
+        for train_epochs in (40, 60, 120):
+            capped, b = work_budget(s, plan, 2, 15, train_epochs, prepares)
+            fixed = CHECK_WORK * MAX_CHECKS + (PREP_WORK * 17 if prepares else 0.0)
+            left = 0.2 * train_epochs * 15 - fixed
+            n = capped.iterations
+            assert b["iterations"] == n and b["iterations_v3"] == s.iterations
+            assert b["retrain_work"] == train_epochs * 15
+            assert b["fixed_work"] == pytest.approx(fixed)
+            assert STEP_WORK * sum(plan(capped)) <= left or n == s.forget_every
+            longer = type(s)(**{**capped.__dict__, "iterations": n + 1})
+            assert n == s.iterations or STEP_WORK * sum(plan(longer)) > left  # the longest that fits
             assert b["planned_work"] <= 0.2 * b["retrain_work"] + 1e-9 or b["floor"]
-        # a long training leaves v3's schedule as it is; a 1-epoch one gets the floor (1 epoch / one forget step)
-        assert getattr(work_budget(s, plan, 2, 15, 2000, 3)[0], key) == getattr(s, key)
-        capped, b = work_budget(s, plan, 2, 15, 1, 5)
-        assert getattr(capped, key) == (s.forget_every if key == "iterations" else 1) and b["floor"]
-        assert plan(capped)[0] >= 1
+        # a long training leaves v3's length as it is; a 1-epoch one gets the floor: one forget cycle
+        assert work_budget(s, plan, 2, 15, 2000, prepares)[0].iterations == s.iterations
+        capped, b = work_budget(s, plan, 2, 15, 1, prepares)
+        assert capped.iterations == s.forget_every and b["floor"] and plan(capped)[0] >= 1
 
 
-def test_train_epochs_caps_a_calibrated_run_and_is_checked(memorized):
+def test_interleaved_schedule_keeps_the_balance_and_spreads_the_forget_steps():
+    """Rule v5: epoch mode becomes iteration mode with a forget step every B_r // B_f retain steps."""
+    from dualoptim.engine import Schedule, _plan
+    from dualoptim.vision.calibrate import interleaved
+    from dualoptim.vision.methods import get_method
+
+    rl = get_method("rl")
+    s = interleaved(Schedule(epochs=10), 2, 15)
+    assert (s.mode, s.iterations, s.forget_every, s.forget_steps, s.retain_steps) == ("iteration", 150, 7, 1, 1)
+    assert _plan(rl, s, 2, 15) == (22, 150)  # epoch mode: (20, 150)
+    s = interleaved(Schedule(epochs=2), 8, 3)  # more forget than retain batches: several forget steps at once
+    assert (s.forget_every, s.forget_steps) == (1, 3) and _plan(rl, s, 8, 3) == (18, 6)
+    kept = [Schedule(epochs=10, forget_epochs=2), Schedule(mode="iteration", iterations=50, forget_every=5)]
+    assert all(interleaved(k, 2, 15) is k for k in kept)  # SCRUB's msteps, SFRon: unchanged
+
+
+def test_rule_v5_no_probe_checks_after_each_forget_cycle_and_escalation_acts(memorized, monkeypatch):
+    """Rule v5 (train_epochs given): nothing is copied or thrown away (no probe: the run itself starts at the start
+    lr), every check has a forget step behind it, and an escalation changes the very next forget step."""
+    import dualoptim.vision.calibrate as cal
+
+    model, forget, retain, test = memorized
+
+    def no_probe(*a, **k):
+        raise AssertionError("rule v5 has no separate probe on model copies")
+
+    monkeypatch.setattr(cal, "probe_forget_lr", no_probe)
+    out = dualoptim.unlearn(copy.deepcopy(model), forget=forget, retain=retain, test=test, method="rl",
+                            train_epochs=40, progress=False)
+    monkeypatch.undo()
+    c, hist = out.audit.calibration, out.result.history
+    assert c["rule"] == "v5" and c["probe"] == [] and c["start_lr"] == cal.START_LR
+    assert out.audit.hyperparameters["schedule"]["mode"] == "iteration"
+    forget_at = [h["step"] for h in hist if h["phase"] == "forget"]
+    assert hist[0]["phase"] == "forget" and hist[0]["lr"] == pytest.approx(cal.START_LR)  # from the first step
+    steps = [k["step"] for k in c["checks"]]
+    assert steps[0] == 0 and len(steps) >= 4  # the one before the first step + >= 3 (>= 3 forget steps here)
+    for a, b in zip(steps, steps[1:]):
+        assert any(a <= f < b for f in forget_at)  # each check sees at least one forget step
+    escalated = [k for k in c["checks"] if k.get("forget_lr_scale") and k.get("restored") is None]
+    assert escalated, "the memorized model's forget set does not move at 1e-3 at first: the checks escalate"
+    k = escalated[0]
+    nxt = next(h for h in hist if h["phase"] == "forget" and h["step"] >= k["step"])
+    assert nxt["lr"] == pytest.approx(cal.START_LR * k["forget_lr_scale"])  # acts on the next forget step
+    assert "MIA_forget" in c["checks"][0] and "entropy-attack member rate" in out.audit.verdict
+    b = c["budget"]
+    assert b["planned_work"] <= 0.2 * b["retrain_work"] + 1e-9 and out.result.steps <= sum(
+        api._plan_steps(api.get_method("rl"), api.Schedule(**out.audit.hyperparameters["schedule"]), 1, 11))
+    assert "20% of a Retrain of 40 epochs" in out.audit.summary() and "rule v5" in out.audit.summary()
+
+
+def test_member_rate_target_not_met_met_and_overshot():
+    """Rule v5's third sample-wise criterion: the Gap's entropy attack calls forget samples members no more (and
+    no less) often than held-out samples, within tol_mia."""
+    from dualoptim.vision.calibrate import assess
+
+    g = torch.Generator().manual_seed(0)
+
+    def outputs(conf: float, n: int) -> tuple[torch.Tensor, torch.Tensor]:  # right, with confidence ~conf
+        c = (conf + 0.02 * torch.rand(n, generator=g)).clamp(max=0.999)
+        p = ((1 - c) / 9).reshape(-1, 1).repeat(1, 10)
+        p[:, 0] = c
+        return p, torch.zeros(n, dtype=torch.long)
+
+    retain, heldout = outputs(0.97, 300), outputs(0.6, 300)
+    for conf, want in ((0.97, "not met"), (0.6, "target met"), (0.3, "overshot")):
+        a = assess(outputs(conf, 100), heldout, "sample", [], None, 1.0, retain=retain, mia=True)
+        assert a["status"] == want, (conf, a)
+        assert 0 <= a["MIA_forget"] <= 100 and a["tol_mia"] >= 2.0
+    # without mia (rule v3) the attack is not part of the target: a loss-threshold look-alike is "target met"
+    assert "MIA_forget" not in assess(outputs(0.6, 100), heldout, "sample", [], None, 1.0, retain=retain)
+
+
+def test_train_epochs_is_checked_and_an_explicit_length_keeps_rule_v3(memorized):
     model, forget, retain, test = memorized
     out = dualoptim.unlearn(copy.deepcopy(model), forget=forget, retain=retain, test=test, method="rl",
-                            train_epochs=3, progress=False)  # 3 x 11 retain batches: the floor, 1 epoch
+                            train_epochs=3, progress=False)  # 3 x 11 retain batches: the floor, one forget cycle
     a = out.audit
     b = a.calibration["budget"]
-    assert b["train_epochs"] == 3 and b["source"] == "train_epochs=" and b["epochs"] == 1 and b["floor"]
-    assert a.hyperparameters["schedule"]["epochs"] == 1 and out.result.steps <= 1 + 11
+    assert b["train_epochs"] == 3 and b["source"] == "train_epochs=" and b["iterations"] == 11 and b["floor"]
+    assert a.hyperparameters["schedule"]["iterations"] == 11 and out.result.steps <= 1 + 11
     assert "20% of a Retrain of 3 epochs" in a.summary() and "time budget" in a.to_html()
+    out = dualoptim.unlearn(copy.deepcopy(model), forget=forget, retain=retain, test=test, method="rl",
+                            train_epochs=3, epochs=2, progress=False)
+    assert out.audit.calibration["rule"] == "v3" and out.audit.hyperparameters["schedule"]["epochs"] == 2
     out = dualoptim.unlearn(copy.deepcopy(model), forget=forget, retain=retain, test=test, method="rl",
                             train_epochs=3, epochs=2, forget_lr=1e-4, retain_lr=0.01, progress=False)
     assert out.audit.hyperparameters["schedule"]["epochs"] == 2  # explicit lrs: no calibration, no budget

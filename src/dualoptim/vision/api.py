@@ -103,9 +103,9 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
         calibrate: ``"auto"`` (calibrate unless ``forget_lr`` is given) or ``"off"`` (untuned fixed defaults).
         epochs / iterations: override the method's schedule length (epoch-style / iteration-style methods).
         train_epochs: how many epochs (passes over its training data) the original was trained for. With it a
-            calibrated run's schedule is capped so that its work (steps, probe, checks, preparation) is at most
-            20 % of a Retrain of that length (rule v4, docs/defaults.md); without it the budget is rule v3's
-            (at most 10 epochs) and the audit says "time budget unknown: pass train_epochs".
+            calibrated run follows rule v5 (docs/defaults.md): no probe, interleaved steps, work at most 20 % of
+            a Retrain of that length; without it rule v3 (a probe, at most 10 epochs) and the audit says "time
+            budget unknown: pass train_epochs".
         batch_size: batch size for Datasets and tensor pairs (DataLoaders keep their own).
         method_options: method options, e.g. ``{"ratio": 0.5}`` for SalUn (SFRon defaults to alpha = 1).
         optim_options: ``build_optimizer`` options, e.g. ``{"retain_weight_decay": 0}``.
@@ -206,7 +206,7 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
     t0 = time.perf_counter()
     unlearned_out = _outputs(net, sets)
     unlearned_metrics = _metrics(unlearned_out, seed)
-    verdict, verdict_details = final_verdict(original_out, unlearned_out)
+    verdict, verdict_details = final_verdict(original_out, unlearned_out, mia=calibration.get("rule") == "v5")
     eval_s += time.perf_counter() - t0
     num_classes = original_out[0][0].shape[1]
     warnings = (degenerate_warnings("original", original_metrics, num_classes)

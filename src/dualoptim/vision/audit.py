@@ -54,12 +54,19 @@ def budget_text(b: dict[str, Any]) -> str:
         note = str(b.get("note", "?"))
         return note if note.startswith("time budget") else f"time budget: none ({note})"
     key = "iterations" if "iterations" in b else "epochs"
-    floor = ", the floor: the probe and checks alone use the budget" if b.get("floor") else ""
+    floor = ", the floor: calibration's fixed part alone uses the budget" if b.get("floor") else ""
     frac = b.get("planned_fraction")
     return (f"time budget: {100 * b['fraction']:.0f}% of a Retrain of {b['train_epochs']} epochs "
             f"({b.get('source', 'given')}): {b[key]} {key[:-1] if b[key] == 1 else key} (without the budget "
             f"{b[f'{key}_v3']}){floor}; planned work "
             + (f"{100 * frac:.0f}% of a Retrain's" if frac is not None else "?"))
+
+
+def lr_source(cal: dict[str, Any]) -> str:
+    """Where a calibrated run's forget lr came from, in words (rules v3 and v5, docs/defaults.md)."""
+    if cal.get("rule") == "v5":
+        return "(rule v5: the start lr, moved one rung at a time by the checks)"
+    return "from the probe" if cal.get("probe") else "(probe skipped: the target was met already)"
 
 
 def degenerate_warnings(name: str, metrics: dict[str, float | None], num_classes: int,
@@ -179,8 +186,7 @@ class Audit:
             lines.append("  (Gap = mean |model - Retrain| over FA, RA, TA, MIA in points; Original = doing nothing)")
         cal = self.calibration
         if cal.get("mode") == "auto":
-            source = "from the probe" if cal.get("probe") else "(probe skipped: the target was met already)"
-            lines.append(f"calibrated: forget lr {cal.get('forget_lr', 0):.3g} {source}, stopped: "
+            lines.append(f"calibrated: forget lr {cal.get('forget_lr', 0):.3g} {lr_source(cal)}, stopped: "
                          f"{cal.get('stop_reason', '?')} after {self.timings.get('unlearn_steps', '?')} steps")
             if cal.get("budget"):
                 lines.append(budget_text(cal["budget"]))
@@ -225,7 +231,7 @@ class Audit:
             parts.append(f'<p class="warning" style="color:#b3261e"><b>Warning:</b> {e(w)}</p>')
         cal = self.calibration
         if cal:
-            how = (f"calibrated without a Retrain: forget lr {cal.get('forget_lr', 0):.3g} chosen by the probe; "
+            how = (f"calibrated without a Retrain: forget lr {cal.get('forget_lr', 0):.3g} {lr_source(cal)}; "
                    f"stopped: {cal.get('stop_reason', '?')}" if cal.get("mode") == "auto"
                    else f"not calibrated ({cal.get('reason', 'off')})")
             if cal.get("budget"):

@@ -13,13 +13,19 @@ original never trained on) define what "never seen" looks like:
 :func:`assess` applies these definitions to softmax outputs (``k`` = 1 standard error while unlearning, 2 for
 the final verdict); :class:`Monitor` measures them on small fixed subsamples during unlearning and is the
 engine's ``stop`` hook; :func:`probe_forget_lr` picks the forget learning rate by a short geometric probe on
-a slice of the data; :func:`verdict_text` words the result. Nothing here reads a Retrain model.
+a slice of the data (rule v3); :func:`verdict_text` words the result. Nothing here reads a Retrain model.
+
+Rule v5 (``train_epochs`` given, docs/defaults.md) has no separate probe: the run starts at :data:`START_LR`
+and its own checks move the forget lr one rung at a time; epoch-mode methods run interleaved
+(:func:`interleaved`); the Gap's entropy-LR membership attack joins the sample-wise target
+(:func:`member_rates`); :func:`work_budget` caps the run at 20 % of a Retrain's work.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -37,12 +43,15 @@ MAX_EPOCHS = 10  # rule v2: epoch mode keeps the method's (paper's) 10 epochs wi
 RETAIN_PASSES = 5  # rule v2: iteration mode (SFRon): ~5 passes over the retain set (paper: 1500 / 316 = 4.7)
 MAX_BACKOFFS = 2  # rule v3: a utility drop restores the last good state and divides the forget lr by sqrt(10),
 #                   at most twice (a factor 10 below the lr in use); the next drop ends the run as in rule v2
-# rule v4: a work budget of WORK_FRACTION x a Retrain of the user's train_epochs, in units of one training step on
-# one retain batch (docs/defaults.md); the costs are the v3 profile's (Fashion-MNIST / mlp, SalUn + DualOptim)
+# rules v4/v5: a work budget of WORK_FRACTION x a Retrain of the user's train_epochs, in units of one training step
+# on one retain batch (docs/defaults.md); rule v5's costs: a least-squares fit to v4's measured runs
 WORK_FRACTION = 0.2
-STEP_WORK = 1.35  # a masked DualOptim step: 5.0 ms vs the Retrain's 3.7 ms
-PROBE_WORK = 20.0  # per probe candidate tried: 12 steps x 1.35 + model copy, optimizer and preparation
-CHECK_WORK = 12.0  # all checks of a run: <= 11 during unlearning + the one before the first step
+STEP_WORK = 1.2  # per forget or retain step
+CHECK_WORK = 2.4  # per check: the fit's 1.6 + the v5 check's retain subsample and attack fit (an estimate)
+MAX_CHECKS = 11  # charged in all: <= 10 during unlearning + the one before the first step
+PREP_WORK = 1.1  # per forget + retain batch, for a method with a preparation (SalUn, SFRon, SCRUB)
+START_LR = 1e-3  # rule v5's first forget lr: the median final forget lr of v3's runs (Adam and SGD, seeds 2-5)
+MIN_TOL_MIA = 2.0  # points: the member-rate tolerance's floor
 NO_BUDGET = "time budget unknown: pass train_epochs"
 
 
@@ -87,6 +96,23 @@ def tolerances(n_forget: int, n_heldout: int, heldout_acc: float, k: float) -> d
             "tol_util": max(MIN_TOL_UTIL, 2.0 * 100.0 * math.sqrt(p * (1 - p) / nh))}
 
 
+def member_rates(retain: torch.Tensor, heldout: torch.Tensor, forget: torch.Tensor) -> tuple[float, float]:
+    """The Gap's membership attack (``metrics.mia_entropy_lr``: a logistic regression on output entropy with
+    balanced classes, fitted on retain = member vs held-out = non-member softmax outputs): the % of forget
+    samples and the % of held-out samples (in-sample) it calls member."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from .metrics import entropy
+
+    er, eh, ef = (entropy(p).numpy().reshape(-1, 1) for p in (retain, heldout, forget))
+    clf = LogisticRegression(class_weight="balanced")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter on (near-)constant entropies
+        clf.fit(np.concatenate([er, eh]), np.concatenate([np.ones(len(er)), np.zeros(len(eh))]))
+    return 100.0 * float(clf.predict(ef).mean()), 100.0 * float(clf.predict(eh).mean())
+
+
 def _tol_util(kept: float | None, n: int) -> float:
     """``tol_util`` for an accuracy ``kept`` (%) measured on ``n`` samples."""
     if kept is None or kept != kept or n < 1:
@@ -108,15 +134,17 @@ def forget_kind(forget_labels: torch.Tensor, retain_labels: torch.Tensor) -> tup
 
 def assess(forget: tuple[torch.Tensor, torch.Tensor], heldout: tuple[torch.Tensor, torch.Tensor] | None,
            kind: str, classes: Sequence[int], kept_before: float | None, k: float,
-           retain: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
+           retain: tuple[torch.Tensor, torch.Tensor] | None = None, mia: bool = False) -> dict[str, Any]:
     """Where the model stands against the retrain-free target, from softmax outputs ``(probs, labels)``.
 
     Args:
         forget, heldout, retain: softmax outputs and labels of the forget set, the held-out set (or None) and
-            (only used without held-out data) the retain set.
+            the retain set (used without held-out data, and by the attack of ``mia``).
         kind, classes: ``"sample"`` or ``"class"`` forgetting and the forgotten classes.
         kept_before: the original model's accuracy on what must be kept (the same samples), or None.
         k: standard errors of tolerance (1 while unlearning, 2 for the verdict).
+        mia: rule v5: the sample-wise target also needs the forget set's member rate under the Gap's attack
+            within ``tol_mia`` of the held-out set's (:func:`member_rates`; needs ``retain``).
 
     Returns:
         ``{"status": "target met" | "overshot" | "not met" | "unknown", "utility_drop": bool, ...numbers}``.
@@ -143,9 +171,16 @@ def assess(forget: tuple[torch.Tensor, torch.Tensor], heldout: tuple[torch.Tenso
         tol = tolerances(len(yf), len(yh), ha, k)
         auc = attack_auc(per_sample_loss(pf, yf), per_sample_loss(ph, yh))
         out.update(HA=ha, kept=ha, AUC=auc, n_heldout=len(yh), **tol)
-        if out["FA"] < ha - tol["tol_acc"] or auc < 0.5 - tol["tol_auc"]:
+        gap_mia = 0.0
+        if mia and retain is not None and len(retain[1]):
+            m_f, m_h = member_rates(retain[0], ph, pf)
+            p = (m_f + m_h) / 200.0
+            tol_mia = max(MIN_TOL_MIA, k * 100.0 * math.sqrt(p * (1 - p) * (1 / len(yf) + 1 / len(yh))))
+            out.update(MIA_forget=m_f, MIA_heldout=m_h, tol_mia=tol_mia)
+            gap_mia = (m_f - m_h) / tol_mia  # within +-1: indistinguishable by the attack
+        if out["FA"] < ha - tol["tol_acc"] or auc < 0.5 - tol["tol_auc"] or gap_mia < -1:
             out["status"] = "overshot"
-        elif out["FA"] <= ha + tol["tol_acc"] and auc <= 0.5 + tol["tol_auc"]:
+        elif out["FA"] <= ha + tol["tol_acc"] and auc <= 0.5 + tol["tol_auc"] and gap_mia <= 1:
             out["status"] = "target met"
         else:
             out["status"] = "not met"
@@ -185,6 +220,9 @@ def verdict_text(a: dict[str, Any], heldout_name: str = "held-out") -> tuple[str
         nums = (f"forget accuracy {a['FA']:.1f}% vs {heldout_name} {a['HA']:.1f}% (allowed +{a['tol_acc']:.1f}); "
                 f"membership-attack AUC forget vs {heldout_name} {a['AUC']:.2f} (0.5 = indistinguishable, "
                 f"allowed +{a['tol_auc']:.2f})")
+        if a.get("MIA_forget") is not None:
+            nums += (f"; entropy-attack member rate forget {a['MIA_forget']:.1f}% vs {heldout_name} "
+                     f"{a['MIA_heldout']:.1f}% (allowed ±{a['tol_mia']:.1f})")
     if a["status"] in ("target met", "overshot") and a["utility_drop"]:
         how = ("forgotten" if a["status"] == "target met"
                else "over-forgotten (it looks LESS like training data than unseen data does)")
@@ -204,13 +242,14 @@ Pair = tuple[torch.Tensor, torch.Tensor]
 
 
 def final_verdict(original: tuple[Pair, Pair, Pair | None], unlearned: tuple[Pair, Pair, Pair | None],
-                  heldout_name: str = "held-out") -> tuple[str, dict[str, Any]]:
+                  heldout_name: str = "held-out", mia: bool = False) -> tuple[str, dict[str, Any]]:
     """The audit's verdict from ``(forget, retain, held-out or None)`` softmax outputs and labels of the
     original and the unlearned model (full sets, k = 2 standard errors): ``(sentence, details)``.
-    ``heldout_name`` says in the sentence (and ``details["heldout"]``) which held-out data were used."""
+    ``heldout_name`` says in the sentence (and ``details["heldout"]``) which held-out data were used; ``mia``:
+    rule v5's target (the Gap's membership attack too)."""
     kind, classes = forget_kind(original[0][1], original[1][1])
-    before = assess(original[0], original[2], kind, classes, None, 2.0, retain=original[1])
-    final = assess(unlearned[0], unlearned[2], kind, classes, before.get("kept"), 2.0, retain=unlearned[1])
+    before = assess(original[0], original[2], kind, classes, None, 2.0, retain=original[1], mia=mia)
+    final = assess(unlearned[0], unlearned[2], kind, classes, before.get("kept"), 2.0, retain=unlearned[1], mia=mia)
     status, text = verdict_text(final, heldout_name)
     heldout = heldout_name if original[2] is not None else None
     return text, {**final, "target": final["status"], "status": status, "classes": list(classes), "before": before,
@@ -279,6 +318,7 @@ class Monitor:
     checks: list[dict[str, Any]] = field(default_factory=list)
     kept_before: float | None = None
     restore: bool = True  # rule v2: a utility drop restores the last state that passed the utility test
+    mia: bool = False  # rule v5: the Gap's membership attack is part of the sample-wise target
     max_scale: float = 1.0  # escalation: the forget lr may grow by PROBE_RATIO per check up to this factor
     backoffs: int = 0  # rule v3: utility drops answered by a restore + a smaller forget lr so far
     _last: int = -1
@@ -289,9 +329,9 @@ class Monitor:
         f = (probs_of(self.net, self.forget[0]), self.forget[1].cpu())
         h = None if self.heldout is None else (probs_of(self.net, self.heldout[0]), self.heldout[1].cpu())
         r = None
-        if h is None and self.retain is not None:
+        if self.retain is not None and (h is None or self.mia):
             r = (probs_of(self.net, self.retain[0]), self.retain[1].cpu())
-        a = assess(f, h, self.kind, self.classes, self.kept_before, k, retain=r)
+        a = assess(f, h, self.kind, self.classes, self.kept_before, k, retain=r, mia=self.mia)
         if self.kept_before is None:
             self.kept_before = a.get("kept")
             a["kept_before"] = self.kept_before
@@ -302,8 +342,7 @@ class Monitor:
             return None
         self._last = event.step
         a = self.measure()
-        self.checks.append({"step": event.step, **{k: a.get(k) for k in ("FA", "HA", "HA_forgotten", "AUC", "kept",
-                                                                         "status", "utility_drop")}})
+        self.checks.append({"step": event.step, **{k: a.get(k) for k in CHECK_FIELDS if k in a or "MIA" not in k}})
         if a["utility_drop"]:
             if self.restore and self._good is not None:
                 self.net.load_state_dict(self._good[1])
@@ -329,12 +368,18 @@ class Monitor:
         return None
 
 
+CHECK_FIELDS = ("FA", "HA", "HA_forgotten", "AUC", "MIA_forget", "MIA_heldout", "kept", "status", "utility_drop")
+
+
 def _progressed(prev: dict[str, Any], now: dict[str, Any]) -> bool:
     """Did the forget set move towards the target by at least half a tolerance since the previous check?"""
     if now["kind"] == "class":
         return now["FA"] < prev["FA"] - MIN_TOL_ACC / 2
     auc_moved = now.get("AUC") is not None and now["AUC"] < prev["AUC"] - now.get("tol_auc", MIN_TOL_AUC) / 2
-    return now["FA"] < prev["FA"] - now.get("tol_acc", MIN_TOL_ACC) / 2 or auc_moved
+    mia_moved = (now.get("MIA_forget") is not None and prev.get("MIA_forget") is not None
+                 and now["MIA_forget"] - now["MIA_heldout"] < prev["MIA_forget"] - prev["MIA_heldout"]
+                 - now["tol_mia"] / 2)
+    return now["FA"] < prev["FA"] - now.get("tol_acc", MIN_TOL_ACC) / 2 or auc_moved or mia_moved
 
 
 # ------------------------------------------------------------------------------------------- one run
@@ -348,9 +393,23 @@ def calibrated_schedule(schedule: Any, forget_batches: int, retain_batches: int)
     return replace(schedule, epochs=min(schedule.epochs, MAX_EPOCHS))
 
 
-def make_monitor(net: nn.Module, sets: Any, kind: str, classes: list[int], seed: int) -> Monitor:
+def interleaved(schedule: Any, forget_batches: int, retain_batches: int) -> Any:
+    """Rule v5: an epoch-mode schedule in iteration mode with the same forget:retain balance, spread out: one
+    forget step every ``retain_batches // forget_batches`` retain steps (``round(forget_batches /
+    retain_batches)`` at a time when the forget set has more batches), so that a check between two forget steps
+    sees their effect and an escalation acts on the next ones. ``epochs`` epochs become ``epochs x
+    retain_batches`` iterations. Other schedules (iteration mode; SCRUB's ``msteps``) are returned unchanged."""
+    if schedule.mode != "epoch" or schedule.forget_epochs is not None or schedule.retain_batches_per_epoch is not None:
+        return schedule
+    f, r = max(forget_batches, 1), max(retain_batches, 1)
+    return replace(schedule, mode="iteration", iterations=schedule.epochs * r, forget_every=max(1, r // f),
+                   forget_steps=max(1, round(f / r)), retain_steps=1)
+
+
+def make_monitor(net: nn.Module, sets: Any, kind: str, classes: list[int], seed: int, mia: bool = False) -> Monitor:
     """Fixed random subsamples (at most MONITOR_SAMPLES per group) of ``sets`` (``vision.inputs.Sets``) for the
-    checks during unlearning."""
+    checks during unlearning; ``mia`` (rule v5, sample-wise with held-out data) adds a retain subsample for the
+    membership attack."""
     (forget,) = subsample(sets.forget.evaluation(), MONITOR_SAMPLES, seed)
     heldout = retain = None
     if sets.test is not None:
@@ -362,74 +421,91 @@ def make_monitor(net: nn.Module, sets: Any, kind: str, classes: list[int], seed:
             heldout = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
         else:
             (heldout,) = subsample(sets.test.evaluation(), MONITOR_SAMPLES, seed + 1)
-    else:
+    mia = mia and heldout is not None and kind == "sample"
+    if heldout is None or mia:
         (retain,) = subsample(sets.retain.evaluation(), MONITOR_SAMPLES, seed + 2)
-    return Monitor(net, forget, heldout, kind, classes, retain)
+    return Monitor(net, forget, heldout, kind, classes, retain, mia=mia)
 
 
 def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], plan: Callable[[Any], tuple[int, int]],
                   make_optimizer: Callable[[nn.Module, float], Any], forget_optimizer: str, schedule: Any,
                   train_epochs: int | None, length_given: bool, kind: str, classes: list[int], seed: int
                   ) -> tuple[float, Any, Monitor, dict[str, Any]]:
-    """Calibrate one run without a Retrain (docs/defaults.md, rules v1-v4): the monitor's subsamples, the
-    forget-lr probe (skipped when the target is met already), the work budget and the check interval.
+    """Calibrate one run without a Retrain (docs/defaults.md): rule v5 when ``train_epochs`` is given and the
+    length is not (no probe: the run starts at :data:`START_LR`, interleaved, within the work budget, the
+    membership attack in the target), else rule v3 (the forget-lr probe, skipped when the target is met
+    already; the method's capped schedule).
 
     Args:
-        net: the model to unlearn (not changed: the probe works on copies).
+        net: the model to unlearn (not changed: the v3 probe works on copies).
         sets: the run's forget / retain / test batches (``vision.inputs.Sets``).
         make_method: a fresh instance of the method (one per probe candidate).
         plan: ``plan(schedule) -> (forget steps, retain steps)`` on these sets.
         make_optimizer: ``make_optimizer(module, forget_lr)`` builds the run's optimizer.
-        forget_optimizer: the forget optimizer's name (picks the probe's ladder).
+        forget_optimizer: the forget optimizer's name (picks the ladder).
         schedule: the method's schedule, already capped as rule v3 says unless ``length_given``.
-        train_epochs: how long the original was trained (rule v4's budget), or None (rule v3's).
-        length_given: the user gave ``epochs=`` / ``iterations=`` (no budget cap).
+        train_epochs: how long the original was trained (rule v5's budget), or None (rule v3's).
+        length_given: the user gave ``epochs=`` / ``iterations=`` (no budget cap: rule v3).
         kind, classes, seed: forgetting kind and classes, seed of the subsamples and the probe.
 
     Returns:
         The forget lr, the schedule to run, the monitor (the engine's ``stop`` hook) and the audit's
-        ``calibration`` fields.
+        ``calibration`` fields (``rule``: "v5" or "v3").
     """
-    monitor = make_monitor(net, sets, kind, classes, seed)
     candidates = ladder(forget_optimizer)
+    heldout = "test" if sets.test is not None else None
+    if train_epochs is not None and not length_given:  # rule v5
+        monitor = make_monitor(net, sets, kind, classes, seed, mia=True)
+        schedule = interleaved(schedule, len(sets.forget), len(sets.retain))
+        from ..engine import Method
+
+        prepares = type(make_method()).prepare is not Method.prepare  # SalUn, SFRon, SCRUB
+        schedule, budget = work_budget(schedule, plan, len(sets.forget), len(sets.retain), train_epochs, prepares)
+        budget["source"] = "train_epochs="
+        cycle = schedule.forget_every * schedule.retain_steps + schedule.forget_steps if (
+            schedule.mode == "iteration") else 2
+        monitor.every = max(2, sum(plan(schedule)) // 10, cycle)
+        monitor.max_scale = candidates[-1] / START_LR
+        return START_LR, schedule, monitor, {
+            "rule": "v5", "budget": budget, "mode": "auto", "reason": "no forget_lr given", "forget_lr": START_LR,
+            "start_lr": START_LR, "probe": [], "heldout": heldout, "check_every": monitor.every,
+            "target": "FA, loss AUC and entropy-attack member rate vs held-out" if monitor.mia else None}
+    monitor = make_monitor(net, sets, kind, classes, seed)
     if monitor.measure()["status"] in ("target met", "overshot"):  # nothing to do: the run stops at step 0
         forget_lr, probe_rows = candidates[0], []
     else:
         forget_lr, probe_rows = probe_forget_lr(net, make_method, make_optimizer, next(iter(sets.forget)),
                                                 next(iter(sets.retain)), monitor, candidates, seed)
-    if train_epochs is not None and not length_given:  # rule v4: a work budget
-        schedule, budget = work_budget(schedule, plan, len(sets.forget), len(sets.retain), train_epochs,
-                                       len(probe_rows))
-        budget["source"] = "train_epochs="
-    elif train_epochs is None:
+    if train_epochs is None:
         budget = {"train_epochs": None, "note": NO_BUDGET}
     else:
         budget = {"train_epochs": train_epochs, "source": "train_epochs=", "note": "epochs= / iterations= given"}
     monitor.every = max(2, sum(plan(schedule)) // 10)
     monitor.max_scale = candidates[-1] / forget_lr
-    fields = {"budget": budget, "mode": "auto", "reason": "no forget_lr given", "forget_lr": forget_lr,
-              "probe": probe_rows, "heldout": "test" if sets.test is not None else None, "check_every": monitor.every}
+    fields = {"rule": "v3", "budget": budget, "mode": "auto", "reason": "no forget_lr given", "forget_lr": forget_lr,
+              "probe": probe_rows, "heldout": heldout, "check_every": monitor.every}
     return forget_lr, schedule, monitor, fields
 
 
 # ----------------------------------------------------------------------------------------------- budget
 
 def work_budget(schedule: Any, plan: Callable[[Any], tuple[int, int]], forget_batches: int, retain_batches: int,
-                train_epochs: int, probe_candidates: int) -> tuple[Any, dict[str, Any]]:
-    """Rule v4: ``schedule`` capped so that the run's work is at most ``WORK_FRACTION`` of a Retrain.
+                train_epochs: int, prepares: bool) -> tuple[Any, dict[str, Any]]:
+    """Rule v5: ``schedule`` capped so that the run's work is at most ``WORK_FRACTION`` of a Retrain.
 
     A Retrain is ``train_epochs`` passes over the retain set: ``W_R = train_epochs x retain_batches`` units
-    (one unit = one training step on one retain batch). The fixed part (``PROBE_WORK`` per probe candidate
-    tried, ``CHECK_WORK`` for the checks, ``forget_batches + retain_batches`` for the method's preparation) is
-    charged first; the schedule keeps the longest length (epochs, or iterations in iteration mode) up to its
-    own whose ``STEP_WORK x (forget + retain steps)`` fits in what is left, never below 1 epoch / one forget
-    step (``forget_every`` iterations). ``plan(schedule) -> (forget steps, retain steps)``.
+    (one unit = one training step on one retain batch). The fixed part (``CHECK_WORK`` per check for
+    ``MAX_CHECKS`` checks, and ``PREP_WORK x (forget_batches + retain_batches)`` when the method ``prepares``)
+    is charged first; the schedule keeps the longest length (iterations, or epochs in epoch mode) up to its own
+    whose ``STEP_WORK x (forget + retain steps)`` fits in what is left, never below one forget cycle
+    (``forget_every`` iterations) or 1 epoch. ``plan(schedule) -> (forget steps, retain steps)``.
 
     Returns:
         The capped schedule and the budget record for the audit (``calibration["budget"]``).
     """
     retrain_work = float(train_epochs * retain_batches)
-    fixed = PROBE_WORK * probe_candidates + CHECK_WORK + forget_batches + retain_batches
+    prep = PREP_WORK * (forget_batches + retain_batches) if prepares else 0.0
+    fixed = CHECK_WORK * MAX_CHECKS + prep
     left = WORK_FRACTION * retrain_work - fixed
     key = "iterations" if schedule.mode == "iteration" else "epochs"
     own = getattr(schedule, key)
@@ -448,7 +524,7 @@ def work_budget(schedule: Any, plan: Callable[[Any], tuple[int, int]], forget_ba
     capped = replace(schedule, **{key: lo})
     work = fixed + STEP_WORK * sum(plan(capped))
     return capped, {"train_epochs": train_epochs, "fraction": WORK_FRACTION, "retrain_work": retrain_work,
-                    "fixed_work": fixed, "probe_candidates": probe_candidates, key: lo, f"{key}_v3": own,
+                    "fixed_work": fixed, "preparation_work": prep, key: lo, f"{key}_v3": own,
                     "planned_work": work, "planned_fraction": work / retrain_work if retrain_work else None,
                     "floor": lo == floor and not fits(lo)}
 

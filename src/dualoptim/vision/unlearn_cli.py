@@ -287,9 +287,10 @@ def _calibrated(model: Any, data: Any, split: Any, cfg: Any, args: argparse.Name
               "evals": res.result.evals, "history": hist}
     cal = a.calibration
     line = (f"{cfg.method} with {cfg.optim} ({report['optimizer']} optimizer state; calibrated forget lr "
-            f"{config['forget_lr']:.3g} (probe), retain lr {cfg.retain_lr:g}; stopped: "
+            f"{config['forget_lr']:.3g} ({'v5 start' if cal.get('rule') == 'v5' else 'probe'}), retain lr "
+            f"{cfg.retain_lr:g}; stopped: "
             f"{cal.get('stop_reason', cal.get('reason'))}): {n_f} forget + {report['retain_steps']} retain steps in "
-            f"{a.timings['unlearn_total_s']:.1f} s with the probe")
+            f"{a.timings['unlearn_total_s']:.1f} s with calibration")
     return res.model, report, line
 
 
