@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--iters", type=int, default=8)
     ap.add_argument("--configs", default=",".join(CONFIGS), help="comma list of: " + ", ".join(CONFIGS))
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--out", default=os.environ.get("OUT") and os.path.join(os.environ["OUT"], "gpu_llama_1b.json"),
+                    help="JSON report (default: $OUT/gpu_llama_1b.json when $OUT is set)")
     args = ap.parse_args(argv)
     configs = [c.strip() for c in args.configs.split(",")]
     unknown = [c for c in configs if c not in CONFIGS]
@@ -238,9 +239,8 @@ def main(argv: list[str] | None = None) -> dict:
     for precision in precisions:
         args.precision = precision
         report["runs"].append(measure(args, configs, torch.device(args.device)))
-    out = args.out or (os.path.join(os.environ["OUT"], "gpu_llama_1b.json") if os.environ.get("OUT") else None)
-    if out:
-        atomic_write_text(out, json.dumps(report, indent=1))  # never half-written; NaN kept as measured
+    if args.out:
+        atomic_write_text(args.out, json.dumps(report, indent=1))  # never half-written; NaN kept as measured
     return report
 
 

@@ -25,7 +25,6 @@ import argparse
 import gc
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from
 from dualoptim.io import atomic_write_text  # noqa: E402
 from dualoptim.llm.data import SynthConfig, generate, load_benchmark, save_benchmark  # noqa: E402
 from dualoptim.llm.model import check_placement, load_model, save_model  # noqa: E402
-from dualoptim.llm.parallel import shard_model  # noqa: E402
+from dualoptim.llm.parallel import init_single_process, shard_model  # noqa: E402
 from dualoptim.llm.tokenizer import DEFAULT_TEMPLATE, train_tokenizer  # noqa: E402
 from dualoptim.llm.trainer import QAData, UnlearnConfig, is_sharded, make_plan, run_llm_unlearning  # noqa: E402
 from dualoptim.optim import state_bytes  # noqa: E402
@@ -135,7 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--warmup", type=int, default=2, help="steps left out of the timing")
     ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--schemes", default=",".join(SCHEMES), help="comma list of: " + ", ".join(SCHEMES))
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--out", default=os.environ.get("OUT") and os.path.join(os.environ["OUT"], "gpu_llm_fsdp.json"),
+                    help="JSON report (default: $OUT/gpu_llm_fsdp.json when $OUT is set)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -146,11 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
     schemes = [s.strip() for s in args.schemes.split(",")]
     if "shared adamw" not in schemes or set(schemes) - set(SCHEMES):
         raise SystemExit(f"--schemes must include 'shared adamw' and only {list(SCHEMES)}")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                         init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    init_single_process(device)
     t0 = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="gpu_llm_fsdp_") as tmp:
@@ -191,9 +187,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"{PAPER_TABLE5['time']:.2f}x / {PAPER_TABLE5['memory']:.2f}x" if name.startswith("dual") else "-")
         print(f"| {name} | {r['tokens_per_s']:.0f} | {r['time_ratio']:.2f}x | {peak} | {mem} | {paper} |", flush=True)
     report = {**header, "total_s": time.perf_counter() - t0, "paper_table5": PAPER_TABLE5, "results": results}
-    out = args.out or (os.path.join(os.environ["OUT"], "gpu_llm_fsdp.json") if os.environ.get("OUT") else None)
-    if out:
-        atomic_write_text(out, json.dumps(report, indent=1))  # never half-written; NaN kept as measured
+    if args.out:
+        atomic_write_text(args.out, json.dumps(report, indent=1))  # never half-written; NaN kept as measured
     return report
 
 

@@ -274,7 +274,7 @@ def test_bench_stores_a_diverged_run_and_goes_on(trained, digits, tmp_path, monk
     assert [r[2] for r in table.rows if r[1].startswith("adam (")] == ["diverged"]
 
 
-def test_cli_train_unlearn_eval(tmp_path, capsys):
+def test_cli_train_unlearn_eval(tmp_path, capsys, monkeypatch):
     common = ["--dataset", "digits", "--image-size", "8", "--channels", "16,32", "--attention", "none",
               "--steps", "3", "--root", str(tmp_path), "--no-progress"]
     assert main(["gen", "train", *common]) == 0
@@ -293,6 +293,19 @@ def test_cli_train_unlearn_eval(tmp_path, capsys):
     assert (tmp_path / "g.png").is_file()
     assert main(["gen", "unlearn", *common, "--forget-class", "12"]) == 2  # one-line error, exit 2
     assert "forget class" in capsys.readouterr().err
+    # gen bench finds the classifier gen eval cached under --root (it once trained another one under ./runs/gen)
+    import dualoptim.generation.bench as gen_bench
+    from dualoptim.registry import Registry
+
+    tiny = BenchPreset(forget_classes=(2,), methods=("salun",), optimizers=("adam",), iterations=1, batch_size=16,
+                       eval=EvalConfig(fa_samples=2, fd_samples_per_class=2, fd_real_per_class=2,
+                                       sampler=SamplerConfig(steps=2)))
+    monkeypatch.setattr(gen_bench, "BENCH_PRESETS", Registry("benchmark preset", {"tiny": lambda: tiny}))
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert main(["gen", "bench", *common, "--preset", "tiny", "--db", str(tmp_path / "r.db")]) == 0
+    assert "salun" in capsys.readouterr().out and (tmp_path / "bench-tiny" / "table.md").is_file()
+    assert len(list(tmp_path.glob("classifier-*"))) == 1 and not (tmp_path / "cwd" / "runs").exists()
 
 
 def test_dit_runs_the_same_methods_unchanged(digits, tmp_path):

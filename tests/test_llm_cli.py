@@ -25,6 +25,10 @@ def test_llm_cli_end_to_end(tmp_path, capsys):
                  "--unlearn-epochs", "1", "--global-batch", "64", "--grad-accum", "2",
                  "--out", str(tmp_path / "u")]) == 0
     assert json.loads(capsys.readouterr().out)["optimizer"] == "adamw+adamw"
+    assert main(["llm", "unlearn", *common, "--method", "ga+gd", "--split", "forget10", "--unlearn-epochs", "1",
+                 "--global-batch", "64", "--fsdp", "--device", "cpu", "--out", str(tmp_path / "f")]) == 0  # 1 process
+    assert json.loads(capsys.readouterr().out)["steps"] > 0
+    assert json.loads((tmp_path / "f" / "dualoptim_llm.json").read_text())["fsdp"] is True
     assert main(["llm", "eval", *common, "--model", str(tmp_path / "u"), "--retain-model", str(tmp_path /
                  "models"), "--max-items", "4", "--max-new-tokens", "4", "--encoder", "none"]) == 2  # not a model
     capsys.readouterr()

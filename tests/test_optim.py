@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dualoptim.optim import (
+    BankedOptimizer,
     DualOptimizer,
     Lion,
     Muon,
@@ -284,6 +285,8 @@ def test_errors_are_clear():
         build_optimizer(m.parameters(), "adam+sgd", 1e-3, float("nan"))
     with pytest.raises(ValueError, match="not accepted"):
         build_optimizer(m.parameters(), "adam+sgd", 1e-3, momentum_typo=0.9)
+    with pytest.raises(ValueError, match=r"\['momentum_typo'\] not accepted by 'adam\+sgd'"):
+        BankedOptimizer(m.parameters(), "adam", "sgd", 1e-3, retain_momentum_typo=0.9)
     with pytest.raises(ValueError, match="empty parameter list"):
         build_optimizer([], "adam", 1e-3)
     with pytest.raises(ValueError, match="ablation"):

@@ -17,15 +17,15 @@ from dualoptim.optim.factory import OPTIMIZERS
 from dualoptim.registry import Registry
 from dualoptim.vision import bench_presets as vision_presets
 from dualoptim.vision.bench import BenchConfig
-from dualoptim.vision.data import DATASETS
+from dualoptim.vision.data import AUGMENTS, DATASETS, list_datasets, make_augment
 from dualoptim.vision.methods import METHODS as VISION_METHODS
-from dualoptim.vision.models import MODELS
+from dualoptim.vision.models import MODELS, list_models
 
 REGISTRIES = {
     "optimizer": OPTIMIZERS, "method": VISION_METHODS, "generation method": GEN_METHODS,
     "forget loss": LOSSES["forget"], "retain loss": LOSSES["retain"], "dataset": DATASETS, "model": MODELS,
     "vision benchmark preset": vision_presets.BENCH_PRESETS, "generation benchmark preset": gen_bench.BENCH_PRESETS,
-    "llm benchmark preset": llm_bench.BENCH_PRESETS,
+    "llm benchmark preset": llm_bench.BENCH_PRESETS, "augmentation": AUGMENTS,
 }
 BENCH_PRESETS = {  # modality: (its preset registry, the config type a preset returns)
     "vision": (vision_presets.BENCH_PRESETS, BenchConfig),
@@ -46,6 +46,9 @@ def test_every_registry_fails_the_same_way(what):
 
 def test_public_lookups_read_the_registries():
     assert list_optimizers() == OPTIMIZERS.names() and "adam" in list_optimizers()
+    assert list_datasets() == DATASETS.names() and "digits" in list_datasets()
+    assert list_models() == MODELS.names() and "cnn" in list_models()
+    assert make_augment(None) is None and make_augment("none") is None and make_augment("crop_flip") is not None
     assert vision_presets.list_bench_presets() == vision_presets.BENCH_PRESETS.names()
     assert {"quick", "smoke", "offline-full-50"} <= set(vision_presets.list_bench_presets())
     with pytest.raises(ConfigError, match="unknown benchmark preset 'fast'; valid: ablation-moments"):

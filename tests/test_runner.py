@@ -90,6 +90,15 @@ def test_table_cells_and_markdown():
     assert table.markdown() == "| a | b |\n|---|---|\n| 1 | 2 |\n"
 
 
+def test_table_prints_cells_as_text_with_caption_and_alignment(capsys):
+    Table(["method", "n"], [["salun+DO [adam+sgd]", "7"], ["ft [sgd]", "12"]], "title", "the caption",
+          "lr").print(width=60)
+    out = capsys.readouterr().out
+    assert "salun+DO [adam+sgd]" in out and "ft [sgd]" in out  # brackets are not read as rich markup
+    assert "title" in out and "the caption" in out
+    assert "│  7 │" in out and "│ 12 │" in out  # the second column is right-aligned
+
+
 def test_llm_table_reads_the_scheme_from_params_and_counts_diverged_runs():
     from dualoptim.llm.bench import format_table
 

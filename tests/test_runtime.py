@@ -8,7 +8,7 @@ import torch
 from dualoptim.cli import main
 from dualoptim.errors import ConfigError
 from dualoptim.registry import Registry
-from dualoptim.runtime import parse_key_values, torch_threads
+from dualoptim.runtime import current_model_device, model_device, parse_key_values, torch_threads
 
 
 def test_threads_are_applied_and_restored() -> None:
@@ -30,6 +30,36 @@ def test_bad_threads_is_one_clear_error(argv, capsys) -> None:
         code = e.code
     assert code == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_model_device_places_new_classifiers_and_is_restored() -> None:
+    from dualoptim.vision.models import create_model
+
+    assert current_model_device() is None
+    with model_device("cpu"):
+        assert current_model_device() == torch.device("cpu")
+        model = create_model("cnn", 10, 1, 8, width=4, hidden=8)
+        assert {p.device for p in model.parameters()} == {torch.device("cpu")}
+    assert current_model_device() is None
+    with model_device("auto"):  # the GPU when there is one, else the CPU
+        assert current_model_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="unknown device 'gpu0'"):
+        with model_device("gpu0"):
+            pass
+    assert current_model_device() is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+@pytest.mark.parametrize("cmd", [["train", "--dataset", "digits"], ["bench", "--preset", "smoke"],
+                                 ["audit", "--original", "o", "--unlearned", "u"]])
+def test_device_cuda_without_cuda_is_one_clear_error(cmd, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    where = {"train": ["--out", str(out)], "bench": ["--root", str(out)], "audit": ["--json", str(out)]}[cmd[0]]
+    argv = [*cmd, "--device", "cuda", *where]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "CUDA is not available on this machine (use --device cpu)" in err
+    assert not out.exists()  # refused before any work
 
 
 def test_key_values() -> None:

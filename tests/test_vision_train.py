@@ -80,7 +80,7 @@ def test_config_errors(kw, match):
 def test_config_round_trip_and_unknown_fields():
     cfg = TrainConfig(epochs=2, lr=0.3)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ConfigError, match="unknown recipe"):
+    with pytest.raises(ConfigError, match="recipe.optimizer is not a known field"):
         TrainConfig.from_dict({"epochs": 2, "optimizer": "adam"})
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .errors import DualOptimError, DualOptimWarning
-from .runtime import torch_threads
+from .runtime import model_device, torch_threads
 
 # Modality CLIs, in help order (each imports its heavy dependencies inside its commands).
 MODALITY_CLIS = (
@@ -65,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with warnings.catch_warnings(), torch_threads(getattr(args, "threads", None)):
+        with (warnings.catch_warnings(), torch_threads(getattr(args, "threads", None)),
+              model_device(getattr(args, "model_device", None))):
             warnings.showwarning = _show_warning
             return int(args.func(args) or 0)
     except (DualOptimError, ValueError, OSError) as e:

@@ -23,7 +23,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -77,6 +77,16 @@ def _describe(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+#: Whether a value has a scalar type; never converted (bool is not an int here; an int is a valid float).
+_SCALARS: dict[type, Callable[[Any], bool]] = {
+    type(None): lambda v: v is None,
+    bool: lambda v: isinstance(v, bool),
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+    str: lambda v: isinstance(v, str),
+}
+
+
 def check_value(tp: Any, value: Any, path: str) -> Any:
     """``value`` if it has type ``tp`` (nested dataclasses are built from dicts); else a ConfigError at ``path``."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -98,24 +108,9 @@ def check_value(tp: Any, value: Any, path: str) -> Any:
                 errors.append(e)
         deeper = len(errors) == 1 and not str(errors[0]).startswith(f"{path} must be ")
         raise errors[0] if deeper else bad  # a nested error names its own path; else list every allowed type
-    if tp is type(None):
-        if value is not None:
-            raise bad
-        return None
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise bad
-        return value
-    if tp is str:
-        if not isinstance(value, str):
+    scalar = _SCALARS.get(tp) if isinstance(tp, type) else None
+    if scalar is not None:
+        if not scalar(value):
             raise bad
         return value
     if origin is typing.Literal:

@@ -8,7 +8,7 @@ A benchmark preset registry holds zero-argument functions that return a fresh co
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Generic, TypeVar
 
 from .errors import ConfigError
@@ -22,13 +22,10 @@ class Registry(Generic[T]):
     Args:
         kind: what the entries are, used in error messages ("dataset", "model", ...).
         entries: entries to register now (name -> entry), as :meth:`add` does one by one.
-        error: exception raised for an unknown name (default :class:`ConfigError`).
     """
 
-    def __init__(self, kind: str, entries: Mapping[str, T] | None = None, *,
-                 error: Callable[[str], Exception] = ConfigError) -> None:
+    def __init__(self, kind: str, entries: Mapping[str, T] | None = None) -> None:
         self.kind = kind
-        self._error = error
         self._entries: dict[str, T] = {}
         for name, entry in (entries or {}).items():
             self.add(name, entry)
@@ -45,7 +42,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name.lower()]
         except (KeyError, AttributeError):
-            raise self._error(f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}") from None
+            raise ConfigError(f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}") from None
 
     def names(self) -> list[str]:
         """Registered names, sorted."""

@@ -5,7 +5,7 @@
     dualoptim gen eval --checkpoint runs/gen/sfron-1 --forget-class 1 [--inception-weights FILE]
     dualoptim gen bench --preset quick|full
 
-The argparse namespace becomes explicit config objects in ``_configs`` only.
+The argparse namespace becomes explicit config objects in ``_model`` and the command functions.
 """
 
 from __future__ import annotations
@@ -19,16 +19,14 @@ from ..runtime import add_runtime_args
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
+    """The flags of every ``gen`` command: data, runtime and the DDPM (its architecture and training recipe)."""
+    from .model import DDPMConfig
+    from .train import DDPMTrainConfig
+
     p.add_argument("--dataset", default="fashion-mnist", help="vision dataset to generate (default fashion-mnist)")
     p.add_argument("--data-dir", default=None, help="folder with the dataset files")
     p.add_argument("--root", default="runs/gen", help="cache folder of DDPM and classifier checkpoints")
     add_runtime_args(p)
-
-
-def _add_model(p: argparse.ArgumentParser) -> None:
-    from .model import DDPMConfig
-    from .train import DDPMTrainConfig
-
     m, t = DDPMConfig(), DDPMTrainConfig()
     p.add_argument("--image-size", type=int, default=m.image_size,
                    help=f"generated image side (default {m.image_size})")
@@ -44,18 +42,17 @@ def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, help="use this DDPM checkpoint folder instead of the cached default")
 
 
-def _add_sampler(p: argparse.ArgumentParser) -> None:
-    from .sample import SamplerConfig
+def _model(args: argparse.Namespace):
+    """(model, meta, checkpoint dir, converted data) for the command's DDPM: ``--checkpoint``, else the cached
+    (or newly trained) DDPM of the model and training flags."""
+    from .model import DDPMConfig, load_generation_data
+    from .train import DDPMTrainConfig, get_or_train_ddpm, load_ddpm
 
-    s = SamplerConfig()
-    p.add_argument("--sample-steps", type=int, default=s.steps, help=f"DDIM steps (default {s.steps})")
-    p.add_argument("--guidance", type=float, default=s.guidance, help=f"guidance scale w (default {s.guidance})")
-
-
-def _configs(args: argparse.Namespace):
-    from .model import DDPMConfig
-    from .train import DDPMTrainConfig
-
+    if args.checkpoint:
+        model, meta = load_ddpm(args.checkpoint)
+        data = load_generation_data(meta.get("dataset", args.dataset), model.config.image_size, args.data_dir,
+                                    meta.get("train_subset"))
+        return model, meta, Path(args.checkpoint), data
     try:
         channels = tuple(int(c) for c in args.channels.split(","))
     except ValueError:
@@ -63,20 +60,6 @@ def _configs(args: argparse.Namespace):
     model_cfg = DDPMConfig(image_size=args.image_size, block_out_channels=channels, attention=args.attention,
                            arch=args.arch)
     train_cfg = DDPMTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    return model_cfg, train_cfg
-
-
-def _model(args: argparse.Namespace):
-    """(model, meta, checkpoint dir, converted data) for the command's DDPM."""
-    from .model import load_generation_data
-    from .train import get_or_train_ddpm, load_ddpm
-
-    if getattr(args, "checkpoint", None):
-        model, meta = load_ddpm(args.checkpoint)
-        data = load_generation_data(meta.get("dataset", args.dataset), model.config.image_size, args.data_dir,
-                                    meta.get("train_subset"))
-        return model, meta, Path(args.checkpoint), data
-    model_cfg, train_cfg = _configs(args)
     data = load_generation_data(args.dataset, model_cfg.image_size, args.data_dir)
     model, meta, path = get_or_train_ddpm(args.dataset, model_cfg, train_cfg, root=args.root, data=data,
                                           progress=args.progress)
@@ -155,12 +138,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ..io import atomic_write_text, check_output
     from .bench import bench_table, run_bench
+    from .train import get_or_train_classifier
 
     out = check_output(args.out or Path(args.root) / f"bench-{args.preset}", inputs=(args.checkpoint, args.data_dir),
                        kind="root")  # grids and table.md are added; nothing is deleted
     model, meta, path, data = _model(args)
     del model
-    rows = run_bench(args.preset, model_dir=path, db=args.db, out_dir=out, data=data,
+    classifier, _ = get_or_train_classifier(data, root=args.root, progress=args.progress)  # cached under --root
+    rows = run_bench(args.preset, model_dir=path, db=args.db, out_dir=out, data=data, classifier=classifier,
                      progress=args.progress)
     table = bench_table(rows)
     table.title = f"gen/{args.preset}: FA (%) / FD-classifier per forgotten class"
@@ -175,10 +160,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen = subparsers.add_parser("gen", help="class-wise unlearning in image generation (conditional DDPM)")
     sub = gen.add_subparsers(dest="gen_command", metavar="GEN_COMMAND", required=True)
 
-    def parser(name: str, text: str) -> argparse.ArgumentParser:  # every sub-command: data, runtime and model flags
+    def parser(name: str, text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         _add_common(p)
-        _add_model(p)
         return p
 
     p = parser("train", "train (or find cached) the class-conditional DDPM")
@@ -198,8 +182,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output checkpoint folder")
     p.set_defaults(func=_cmd_unlearn)
 
+    from .sample import SamplerConfig
+
     p = parser("eval", "FA and FD-classifier of a DDPM checkpoint for one forgotten class")
-    _add_sampler(p)
+    s = SamplerConfig()
+    p.add_argument("--sample-steps", type=int, default=s.steps, help=f"DDIM steps (default {s.steps})")
+    p.add_argument("--guidance", type=float, default=s.guidance, help=f"guidance scale w (default {s.guidance})")
     p.add_argument("--forget-class", type=int, required=True)
     p.add_argument("--fa-samples", type=int, default=100)
     p.add_argument("--fd-samples", type=int, default=50, help="generated images per remaining class")

@@ -21,6 +21,7 @@ from ..store import ResultsStore, run_key
 from ..tables import Table, mean_cell, mean_std_cell
 from .data import FORGET_SPLITS, RETAIN_OF, load_benchmark
 from .evaluate import EvalConfig, evaluate, load_encoder
+from .methods import PAPER_METHODS
 from .model import load_model
 from .prepare import PrepareConfig, model_paths
 from .trainer import SCHEMES, QAData, UnlearnConfig, run_llm_unlearning
@@ -54,8 +55,7 @@ def quick() -> BenchPreset:
 
 def full() -> BenchPreset:
     """The paper's five methods on forget01/05/10, three seeds."""
-    return BenchPreset(splits=FORGET_SPLITS,
-                       methods=("ga+gd", "npo+gd", "me+gd", "dpo+gd", "idk+ap"), seeds=(0, 1, 2))
+    return BenchPreset(splits=FORGET_SPLITS, methods=PAPER_METHODS, seeds=(0, 1, 2))
 
 
 BENCH_PRESETS: Registry[Callable[[], BenchPreset]] = Registry("benchmark preset", {"quick": quick, "full": full})

@@ -63,25 +63,11 @@ def _resolve_model(args: argparse.Namespace, which: str) -> str:
     return str(model_paths(cfg)[which])
 
 
-def _init_single_process_group(device: Any) -> None:
-    """FSDP on one process (one GPU) still needs a process group."""
-    import socket
-
-    import torch
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                         init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
-
-
 def cmd_unlearn(args: argparse.Namespace) -> int:
     import torch
 
     from ..io import check_output
     from .data import RETAIN_OF, load_benchmark
-    from .methods import get_loss
     from .model import apply_lora, load_model, reference_model, resolve_device, save_model
     from .recipes import resolve
     from .trainer import QAData, UnlearnConfig, init_distributed, run_llm_unlearning
@@ -102,7 +88,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     rank, world = init_distributed(device)
     if args.fsdp and not torch.distributed.is_initialized():
-        _init_single_process_group(device)
+        from .parallel import init_single_process
+
+        init_single_process(device)  # FSDP on one process (one GPU) still needs a process group
     data = load_benchmark(args.data, splits=(args.split, RETAIN_OF[args.split]), idk=args.idk)
     model, tok, template = load_model(_resolve_model(args, "full"), template=args.template or r["template"],
                                       dtype=r["dtype"], device=device, trust_remote_code=args.trust_remote_code)
@@ -117,8 +105,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
                            target_modules=_lora_targets(args.lora_targets))
         if args.gradient_checkpointing:
             model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
-    f_name, r_name = cfg.method.lower().split("+")
-    needs_ref = get_loss("forget", f_name).needs_ref or get_loss("retain", r_name).needs_ref
+    needs_ref = any(loss.needs_ref for loss in cfg.losses.values())
     ref = reference_model(model) if needs_ref else None  # LoRA: the adapter-disabled base (no copy)
     if args.fsdp:
         from .parallel import shard_model
@@ -156,7 +143,7 @@ def _lora_targets(spec: str) -> str | tuple[str, ...]:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .data import RETAIN_OF, load_benchmark
     from .evaluate import EvalConfig, evaluate, load_encoder
-    from .model import load_model
+    from .model import load_model, resolve_device
 
     ecfg = EvalConfig(forget_split=args.split, max_new_tokens=args.max_new_tokens, encoder=args.encoder,
                       max_items=args.max_items)
@@ -164,8 +151,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     enc = load_encoder(args.encoder)
     retain_tr = None
     retain_path = args.retain_model or (None if args.model else _resolve_model(args, RETAIN_OF[args.split]))
-    from .model import resolve_device
-
     device = resolve_device(args.device)
     opts = {"dtype": args.dtype, "device": device, "trust_remote_code": args.trust_remote_code}
     if retain_path:
@@ -198,24 +183,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common(p: argparse.ArgumentParser, model_opts: bool = True) -> None:
+def _common(p: argparse.ArgumentParser) -> None:
     from .data import FORGET_SPLITS
 
     p.add_argument("--data", default=DATA, help=f"benchmark folder from make-data, or 'tofu' (default {DATA})")
     add_runtime_args(p, progress=False)  # --threads: applied by dualoptim.cli.main
-    if model_opts:
-        g = p.add_argument_group("prepared models (must match 'llm prepare')")
-        g.add_argument("--cache", default=CACHE)
-        g.add_argument("--splits", default=",".join(FORGET_SPLITS), help="forget splits with retain models")
-        g.add_argument("--vocab-size", type=int, default=2048)
-        g.add_argument("--hidden", type=int, default=256)
-        g.add_argument("--layers", type=int, default=4)
-        g.add_argument("--heads", type=int, default=4)
-        g.add_argument("--intermediate", type=int, default=688)
-        g.add_argument("--base-epochs", type=int, default=10)
-        g.add_argument("--epochs", type=int, default=6, help="fine-tune epochs (full and retain models)")
-        g.add_argument("--lr", type=float, default=1e-3)
-        g.add_argument("--batch-size", type=int, default=32)
+    g = p.add_argument_group("prepared models (must match 'llm prepare')")
+    g.add_argument("--cache", default=CACHE)
+    g.add_argument("--splits", default=",".join(FORGET_SPLITS), help="forget splits with retain models")
+    g.add_argument("--vocab-size", type=int, default=2048)
+    g.add_argument("--hidden", type=int, default=256)
+    g.add_argument("--layers", type=int, default=4)
+    g.add_argument("--heads", type=int, default=4)
+    g.add_argument("--intermediate", type=int, default=688)
+    g.add_argument("--base-epochs", type=int, default=10)
+    g.add_argument("--epochs", type=int, default=6, help="fine-tune epochs (full and retain models)")
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--batch-size", type=int, default=32)
 
 
 def _hardware(p: argparse.ArgumentParser, dtype_default: str | None) -> None:

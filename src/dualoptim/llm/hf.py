@@ -31,8 +31,7 @@ import torch
 from ..engine import check_finite
 from ..errors import ConfigError
 from ..optim import build_optimizer
-from .methods import get_loss
-from .trainer import QAData, UnlearnConfig, check_losses, make_plan, shard, step_parts
+from .trainer import QAData, UnlearnConfig, make_plan, resolve_losses, shard, step_parts
 
 
 def _global_batch(args: Any) -> tuple[int, int, int]:
@@ -55,8 +54,7 @@ class PlanDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, forget: QAData, retain: QAData, cfg: UnlearnConfig, world: int, per_device: int) -> None:
-        losses = {"forget": get_loss("forget", cfg.method.split("+")[0]),
-                  "retain": get_loss("retain", cfg.method.split("+")[1])}
+        losses = cfg.losses
         self.items: list[dict[str, Any]] = []
         for step in make_plan(len(forget), len(retain), cfg):
             parts = step_parts(step, forget, retain, losses, cfg.coefs)
@@ -136,17 +134,7 @@ def _make_trainer_class() -> type:
             training_args.max_steps = n_steps  # the plan's length (num_train_epochs would repeat the plan)
             training_args.remove_unused_columns = False  # items are our plan entries
             self.unlearn_config = cfg
-            f_name, r_name = cfg.method.lower().split("+")
-            self.losses = {"forget": get_loss("forget", f_name), "retain": get_loss("retain", r_name)}
-            check_losses([self.losses["forget"]], forget)
-            check_losses([self.losses["retain"]], retain)
-            if ref_model is None and any(v.needs_ref for v in self.losses.values()):
-                from .model import reference_model
-
-                ref_model = reference_model(model)  # LoRA: the adapter-disabled base, no copy
-            if isinstance(ref_model, torch.nn.Module):
-                ref_model.eval().requires_grad_(False)
-            self.ref_model = ref_model
+            self.losses, self.ref_model = resolve_losses(cfg, forget, retain, model, ref_model)
             kwargs.setdefault("train_dataset", PlanDataset(forget, retain, cfg, world,
                                                            training_args.per_device_train_batch_size))
             kwargs.setdefault("data_collator", PlanCollator(forget, retain))
@@ -180,8 +168,9 @@ def _make_trainer_class() -> type:
                 if inputs.get(kind) is not None:
                     per_sample = self.losses[kind].fn(model, _to(inputs[kind], device), self.ref_model, cfg.beta)
                     total = total + inputs["weights"][kind] * per_sample.sum()
-            check_finite(float(total), f"{phase} loss at step {self.state.global_step} (method {cfg.method}, scheme "
-                         f"{cfg.scheme})", "lower the learning rate")  # as the own loop: a result, not NaN weights
+            # as the own loop: a clear error, not NaN weights
+            check_finite(float(total.detach()), f"{phase} loss at step {self.state.global_step} (method {cfg.method}, "
+                         f"scheme {cfg.scheme})", "lower the learning rate")
             if not total.requires_grad:  # this rank got no sample in this micro-batch: a zero gradient
                 total = total + 0.0 * sum(p.sum() for p in model.parameters() if p.requires_grad)
             total = total * self.args.world_size  # DDP averages gradients over ranks; we want their sum

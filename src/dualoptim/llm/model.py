@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import ConfigError, DataNotFoundError
+from ..runtime import resolve_device  # noqa: F401 -- part of this module's API (llm.cli, tests)
 from .tokenizer import DEFAULT_TEMPLATE
 
 META_FILE = "dualoptim_llm.json"
@@ -142,25 +143,6 @@ def save_model(model: torch.nn.Module, tokenizer: Any, directory: str | os.PathL
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_device(spec: str = "auto") -> torch.device:
-    """``auto`` -> this process's GPU when CUDA is available (``LOCAL_RANK`` under torchrun), else the CPU.
-
-    Asking for ``cuda`` on a machine without CUDA is an error, never a silent CPU run.
-    """
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(spec)
-    except RuntimeError as e:
-        raise ConfigError(f"unknown device {spec!r} ({e}); valid: auto, cpu, cuda, cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {spec}: CUDA is not available on this machine (use --device cpu)")
-        if device.index is None:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return device
 
 
 def resolve_dtype(spec: str | torch.dtype) -> torch.dtype:

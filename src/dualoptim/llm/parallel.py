@@ -19,6 +19,17 @@ from typing import Any
 import torch
 
 
+def init_single_process(device: torch.device) -> None:
+    """A one-process group (NCCL on a GPU, else gloo) on a free local port: FSDP on one device needs one."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                         init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+
+
 def block_classes(model: torch.nn.Module) -> set[type]:
     """The transformer-block classes to shard one by one (HF's ``_no_split_modules``, else none)."""
     names = set(getattr(model, "_no_split_modules", None) or ())
@@ -28,8 +39,8 @@ def block_classes(model: torch.nn.Module) -> set[type]:
 def shard_model(model: torch.nn.Module, mesh: Any = None) -> torch.nn.Module:
     """``fully_shard`` each transformer block, then the root (in place; returns ``model``).
 
-    Needs an initialised process group (``init_distributed`` or ``torch.distributed.init_process_group``);
-    one process is fine (FSDP2 on one GPU).
+    Needs an initialised process group (``init_distributed``, :func:`init_single_process` or
+    ``torch.distributed.init_process_group``); one process is fine (FSDP2 on one GPU).
     """
     from torch.distributed.fsdp import fully_shard
 

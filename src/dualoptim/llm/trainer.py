@@ -89,11 +89,9 @@ class UnlearnConfig:
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise ConfigError(f"unknown scheme {self.scheme!r}; valid: {', '.join(SCHEMES)}")
-        forget, sep, retain = self.method.lower().partition("+")
-        if not sep:
+        if "+" not in self.method:
             raise ConfigError(f"method must be '<forget>+<retain>' (e.g. me+gd), got {self.method!r}")
-        get_loss("forget", forget)
-        get_loss("retain", retain)
+        _ = self.losses  # an unknown loss name: one error listing the valid ones
         if self.epochs <= 0 or self.batch_size <= 0 or self.grad_accum <= 0:
             raise ConfigError("epochs, batch_size and grad_accum must be > 0")
         if not (self.forget_lr > 0 and (self.retain_lr is None or self.retain_lr > 0)):
@@ -109,6 +107,12 @@ class UnlearnConfig:
     def spec(self) -> str:
         """The optimizer spec actually used."""
         return self.optimizer or ("adamw+adamw" if self.scheme == "dual" else "adamw")
+
+    @property
+    def losses(self) -> dict[str, LossInfo]:
+        """The registered ``forget`` and ``retain`` losses named by ``method``."""
+        forget, _, retain = self.method.lower().partition("+")
+        return {"forget": get_loss("forget", forget), "retain": get_loss("retain", retain)}
 
     @property
     def coefs(self) -> tuple[float, float]:
@@ -198,10 +202,6 @@ class QAData:
     def qa(self) -> dict[str, torch.Tensor]:  # noqa: D102
         return self.encodings["qa"]
 
-    @property
-    def idk(self) -> dict[str, torch.Tensor]:  # noqa: D102
-        return self.encodings["idk"]
-
     def __len__(self) -> int:
         return self.qa["input_ids"].shape[0]
 
@@ -245,14 +245,25 @@ def _allreduce_grads(params: list[torch.Tensor]) -> None:
         off += n
 
 
-def check_losses(losses: list[LossInfo], *datasets: QAData) -> None:
-    """Each loss must find the encodings it reads (IDK/DPO/AP need a refusal pool)."""
-    for loss in losses:
-        for data in datasets:
-            missing = [u for u in loss.uses if u not in data.encodings]
-            if missing:
-                raise ConfigError(f"the {loss.kind} loss {loss.name!r} needs a refusal pool ('idk'): put TOFU's "
-                                  f"idontknow.jsonl (one refusal per line) next to the data or pass --idk FILE")
+def resolve_losses(cfg: UnlearnConfig, forget: QAData, retain: QAData, model: torch.nn.Module, ref_model: Any = None,
+                   sharded: bool = False) -> tuple[dict[str, LossInfo], Any]:
+    """``(losses, ref_model)`` of a run: each loss must find the encodings it reads (IDK/DPO/AP need a refusal
+    pool); a loss that needs the frozen original gets ``ref_model``, built when not given (a frozen copy; LoRA:
+    the adapter-disabled base, no copy)."""
+    losses = cfg.losses
+    for loss, data in ((losses["forget"], forget), (losses["retain"], retain)):
+        if any(u not in data.encodings for u in loss.uses):
+            raise ConfigError(f"the {loss.kind} loss {loss.name!r} needs a refusal pool ('idk'): put TOFU's "
+                              f"idontknow.jsonl (one refusal per line) next to the data or pass --idk FILE")
+    if ref_model is None and any(v.needs_ref for v in losses.values()):
+        if sharded:
+            raise ConfigError("an FSDP-sharded model needs its reference model passed in (shard_model(copy))")
+        from .model import reference_model
+
+        ref_model = reference_model(model)
+    if isinstance(ref_model, torch.nn.Module):
+        ref_model.eval().requires_grad_(False)
+    return losses, ref_model
 
 
 def step_parts(step: Step, forget: QAData, retain: QAData, losses: dict[str, LossInfo],
@@ -293,18 +304,7 @@ def run_llm_unlearning(model: torch.nn.Module, forget: QAData, retain: QAData, c
     rank, world = _dist()
     sharded = is_sharded(model)
     device = next(model.parameters()).device
-    f_name, r_name = cfg.method.lower().split("+")
-    losses = {"forget": get_loss("forget", f_name), "retain": get_loss("retain", r_name)}
-    check_losses([losses["forget"]], forget)
-    check_losses([losses["retain"]], retain)
-    if any(v.needs_ref for v in losses.values()) and ref_model is None:
-        if sharded:
-            raise ConfigError("an FSDP-sharded model needs its reference model passed in (shard_model(copy))")
-        from .model import reference_model
-
-        ref_model = reference_model(model)  # the frozen original (LoRA: the adapter-disabled base)
-    if isinstance(ref_model, torch.nn.Module):
-        ref_model.eval().requires_grad_(False)
+    losses, ref_model = resolve_losses(cfg, forget, retain, model, ref_model, sharded)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = build_optimizer(params, cfg.spec, cfg.forget_lr, cfg.retain_lr)
     plan = make_plan(len(forget), len(retain), cfg)
@@ -340,8 +340,8 @@ def run_llm_unlearning(model: torch.nn.Module, forget: QAData, retain: QAData, c
                 mb, weight = idx[:1], 0.0
             per_sample = loss.fn(model, data.batch(mb, device), ref_model, cfg.beta)
             value = weight * per_sample.sum()
-            check_finite(float(value), f"{kind} loss at step {s} (phase {step.phase}, method {cfg.method}, scheme "
-                         f"{cfg.scheme})", "lower the learning rate")
+            check_finite(float(value.detach()), f"{kind} loss at step {s} (phase {step.phase}, method {cfg.method}, "
+                         f"scheme {cfg.scheme})", "lower the learning rate")
             value.backward()
             total += value.detach() / (world if sharded else 1)
         if world > 1:

@@ -16,11 +16,11 @@ from .muon import Muon
 from .partially_shared_adam import PartiallySharedAdam
 from .phased import PHASES, DualOptimizer, PhasedOptimizer, SharedOptimizer
 from .sgd import FastSGD
-from .spec import OptimSpec, parse_spec
+from .spec import OptimSpec
 
 __all__ = [
     "PHASES", "SGDBF16", "AdamBF16", "AdamWBF16", "BankedOptimizer", "DualOptimizer", "FastSGD", "Lion", "Muon",
     "OptimSpec", "OptimizerInfo", "PartiallySharedAdam", "PhasedOptimizer", "SharedOptimizer", "state_bytes",
     "build_optimizer", "cosine_factor", "get_optimizer_info", "list_optimizers",
-    "parse_spec", "phase_lambda_lr", "register_optimizer",
+    "phase_lambda_lr", "register_optimizer",
 ]

@@ -34,11 +34,11 @@ from typing import Any
 import torch
 
 from .base import FullStateOptimizer, step_without_global_hooks
-from .factory import _fast_kwargs, get_optimizer_info
-from .phased import PHASES, _check_phase, _PhaseContext
+from .factory import _fast_kwargs, get_optimizer_info, phase_options
+from .phased import PHASES, PhaseSwitch, _check_phase, _PhaseContext
 
 
-class BankedOptimizer(FullStateOptimizer):
+class BankedOptimizer(PhaseSwitch, FullStateOptimizer):
     """One optimizer object with a forget bank and a retain bank.
 
     Args:
@@ -61,16 +61,8 @@ class BankedOptimizer(FullStateOptimizer):
             if not (isinstance(lr, (int, float)) and lr > 0):
                 raise ValueError(f"{name} must be a number > 0, got {lr!r}")
         infos = {"forget": get_optimizer_info(forget), "retain": get_optimizer_info(retain)}
-        plain = {k: v for k, v in options.items() if not k.startswith(("forget_", "retain_"))}
-        hyper: dict[str, dict[str, Any]] = {}
-        for ph, info in infos.items():
-            own = {k.removeprefix(ph + "_"): v for k, v in options.items() if k.startswith(ph + "_")}
-            hyper[ph] = {**info.defaults, **{k: v for k, v in {**plain, **own}.items() if k in info.options}}
-        accepted = infos["forget"].options | infos["retain"].options
-        unknown = {k.removeprefix("forget_").removeprefix("retain_") for k in options} - accepted
-        if unknown:
-            raise ValueError(f"option(s) {sorted(unknown)} not accepted by {forget}+{retain}; accepted: "
-                             f"{sorted(accepted)}")
+        per_phase = phase_options(options, infos.values(), f"{forget}+{retain}")
+        hyper = {ph: info.kwargs(per_phase[ph]) for ph, info in infos.items()}
         params = list(params)
         if not params:
             raise ValueError("BankedOptimizer got an empty parameter list")
@@ -100,18 +92,11 @@ class BankedOptimizer(FullStateOptimizer):
             group[ph] = {**accepted, **both, **own, **group.get(ph, {})}  # a fresh dict per group and phase
         super().add_param_group({k: v for k, v in group.items() if k not in moved})
 
-    # -- phase ------------------------------------------------------------------------
-    @property
-    def phase(self) -> str | None:
-        """The active phase (``None`` before the first ``set_phase``)."""
-        return self._phase
-
     def set_phase(self, phase: str) -> _PhaseContext:
         """Make ``phase`` the phase of the current (micro-)batch; usable as a context manager."""
-        previous = self._phase
-        self._phase = _check_phase(phase)
+        context = super().set_phase(phase)
         self._grad_phases.add(phase)
-        return _PhaseContext(self, previous)
+        return context
 
     def lr_of(self, phase: str, group: int = 0) -> float:
         """The learning rate ``phase`` uses for parameter group ``group``."""

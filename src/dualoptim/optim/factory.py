@@ -23,7 +23,7 @@ from .lean import SGDBF16, AdamBF16, AdamWBF16
 from .lion import Lion
 from .muon import Muon
 from .partially_shared_adam import PartiallySharedAdam
-from .phased import DualOptimizer, PhasedOptimizer, SharedOptimizer, own_value
+from .phased import PHASES, DualOptimizer, PhasedOptimizer, SharedOptimizer, own_value
 from .sgd import FastSGD
 from .spec import OptimSpec
 
@@ -47,6 +47,10 @@ class OptimizerInfo:
     options: frozenset[str] = frozenset()
     fused: bool = False
     description: str = ""
+
+    def kwargs(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Its defaults updated with the ``options`` it accepts (the others are for another optimizer)."""
+        return {**self.defaults, **{k: v for k, v in options.items() if k in self.options}}
 
 
 OPTIMIZERS: Registry[OptimizerInfo] = Registry("optimizer")
@@ -85,6 +89,22 @@ register_optimizer(OptimizerInfo(
     frozenset({"momentum", "weight_decay", "nesterov", "dampening", "seed"}),
     description="SGD momentum 0.9, wd 5e-4, momentum buffer in bf16 with stochastic rounding (2 bytes/param)"))
 
+def phase_options(options: Mapping[str, Any], infos: Iterable[OptimizerInfo], spec: str
+                  ) -> dict[str, dict[str, Any]]:
+    """``options`` per phase: a plain key goes to both phases, ``forget_<key>``/``retain_<key>`` to one.
+
+    Raises:
+        ValueError: an option that none of ``infos`` (the optimizers of ``spec``) accepts.
+    """
+    accepted = set().union(*(i.options for i in infos))
+    unknown = {k.removeprefix("forget_").removeprefix("retain_") for k in options} - accepted
+    if unknown:
+        raise ValueError(f"option(s) {sorted(unknown)} not accepted by {spec!r}; accepted: {sorted(accepted)}")
+    plain = {k: v for k, v in options.items() if not k.startswith(("forget_", "retain_"))}
+    return {ph: {**plain, **{k.removeprefix(ph + "_"): v for k, v in options.items() if k.startswith(ph + "_")}}
+            for ph in PHASES}
+
+
 def _is_dtensor(t: Any) -> bool:
     # FSDP2 parameters are DTensors; torch has no DTensor sharding rule for fused SGD (2.13), foreach works.
     mod = sys.modules.get("torch.distributed.tensor")  # not imported => no tensor can be a DTensor
@@ -122,8 +142,7 @@ def _shared(inner: Optimizer, params: list[Any], forget_lr: float, retain_lr: fl
 
 def _make(name: str, params: list[Any], lr: float, options: Mapping[str, Any], fused: bool | None) -> Optimizer:
     info = get_optimizer_info(name)
-    kwargs = {**info.defaults, **{k: v for k, v in options.items() if k in info.options}}
-    return info.cls(_params_copy(params), lr=lr, **kwargs, **_fast_kwargs(info, params, fused))
+    return info.cls(_params_copy(params), lr=lr, **info.kwargs(options), **_fast_kwargs(info, params, fused))
 
 
 def _check_lr(name: str, lr: float | None) -> None:
@@ -160,14 +179,7 @@ def build_optimizer(params: Iterable[Any], spec: str | OptimSpec, forget_lr: flo
     _check_lr("retain_lr", retain_lr)
     parsed = OptimSpec.parse(spec)
     names = [parsed.forget] if parsed.shared_state else [parsed.forget, parsed.retain]
-    infos = [get_optimizer_info(n) for n in names]
-    plain = {k: v for k, v in options.items() if not k.startswith(("forget_", "retain_"))}
-    phase_opts = {ph: {**plain, **{k.removeprefix(ph + "_"): v for k, v in options.items() if k.startswith(ph + "_")}}
-                  for ph in ("forget", "retain")}
-    accepted = set().union(*(i.options for i in infos))
-    unknown = {k.removeprefix("forget_").removeprefix("retain_") for k in options} - accepted
-    if unknown:
-        raise ValueError(f"option(s) {sorted(unknown)} not accepted by {str(parsed)!r}; accepted: {sorted(accepted)}")
+    phase_opts = phase_options(options, [get_optimizer_info(n) for n in names], str(parsed))
 
     if parsed.decouple is not None:
         kwargs = {k: v for k, v in phase_opts["retain"].items() if k in {"betas", "eps", "weight_decay"}}

@@ -53,17 +53,35 @@ def _check_phase(phase: str) -> str:
 class _PhaseContext:
     """Returned by ``set_phase``: a no-op when used as a call, restores the previous phase in ``with``."""
 
-    def __init__(self, opt: PhasedOptimizer, previous: str | None) -> None:
+    def __init__(self, opt: PhaseSwitch, previous: str | None) -> None:
         self._opt, self._previous = opt, previous
 
-    def __enter__(self) -> PhasedOptimizer:
+    def __enter__(self) -> PhaseSwitch:
         return self._opt
 
     def __exit__(self, *exc: object) -> None:
         self._opt._phase = self._previous
 
 
-class PhasedOptimizer(FullStateOptimizer):
+class PhaseSwitch:
+    """The active phase, set with ``set_phase`` (a plain call, or ``with`` to restore the previous one)."""
+
+    _phase: str | None = None
+
+    @property
+    def phase(self) -> str | None:
+        """The active phase (``"forget"``, ``"retain"`` or ``None`` before the first ``set_phase``)."""
+        return self._phase
+
+    def set_phase(self, phase: str) -> _PhaseContext:
+        """Make ``phase`` active. Also usable as ``with opt.set_phase("forget"): ...``,
+        which restores the previous phase on exit."""
+        previous = self._phase
+        self._phase = _check_phase(phase)
+        return _PhaseContext(self, previous)
+
+
+class PhasedOptimizer(PhaseSwitch, FullStateOptimizer):
     """Common base: the active phase, hard masks, and the parts of ``Optimizer`` both share.
 
     Subclasses provide ``param_groups`` (tagged with ``"phase"``), ``_step_phase`` and
@@ -100,19 +118,6 @@ class PhasedOptimizer(FullStateOptimizer):
     def phase_groups(self, phase: str) -> list[dict[str, Any]]:
         """The parameter groups (hyper-parameters) used by ``phase``."""
         raise NotImplementedError
-
-    # -- phase --------------------------------------------------------------------
-    @property
-    def phase(self) -> str | None:
-        """The active phase (``"forget"``, ``"retain"`` or ``None`` before the first ``set_phase``)."""
-        return self._phase
-
-    def set_phase(self, phase: str) -> _PhaseContext:
-        """Make ``phase`` active. Also usable as ``with opt.set_phase("forget"): ...``,
-        which restores the previous phase on exit."""
-        previous = self._phase
-        self._phase = _check_phase(phase)
-        return _PhaseContext(self, previous)
 
     def _active_phase(self) -> str:
         if self._phase is None:

@@ -10,7 +10,6 @@ never called DualOptim.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 #: ``decouple=`` values of the moment ablation and the moments each keeps per phase.
 DECOUPLE = {"m": "m", "v": "v", "mv": "mv", "vm": "mv", "none": ""}
@@ -86,11 +85,3 @@ class OptimSpec:
         if self.is_dual:
             return "DualOptim"
         return "partly shared" if self.decouple else "shared"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"spec": str(self), "forget": self.forget, "retain": self.retain, "is_dual": self.is_dual}
-
-
-def parse_spec(spec: str | OptimSpec) -> OptimSpec:
-    """Shorthand for :meth:`OptimSpec.parse`."""
-    return OptimSpec.parse(spec)

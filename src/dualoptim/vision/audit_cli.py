@@ -25,8 +25,8 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..runtime import add_runtime_args
-from .cli import forget_file
-from .unlearn_cli import HELDOUT_HELP, heldout_data, heldout_file
+from .cli import add_split_args, forget_file, stored_split
+from .unlearn_cli import HELDOUT_HELP, heldout_data, heldout_file, verdict_outputs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,16 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Retrain checkpoints on one forget set; Gap to Retrain; JSON and HTML reports.")
     p.add_argument("--original", required=True, help="checkpoint folder of the original model")
     p.add_argument("--unlearned", required=True, help="checkpoint folder of the unlearned model")
-    p.add_argument("--forget", default=None, help="forget spec random:<f> | class:<k> | file:PATH (default: the "
-                   "split stored in the unlearned checkpoint)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the forget split (default: the stored one)")
+    add_split_args(p, stored_in="the unlearned checkpoint")
     p.add_argument("--retrain", default=None, help="checkpoint folder of a Retrain model for this forget set")
     p.add_argument("--heldout", default="test", metavar="test|none|FILE", help=HELDOUT_HELP)
     p.add_argument("--json", default=None, metavar="FILE", help="write the audit as JSON")
     p.add_argument("--html", default=None, metavar="FILE", help="write the self-contained HTML report")
     p.add_argument("--data-dir", default=None, help="folder with the dataset files")
     p.add_argument("--no-svc", dest="mia_svc", action="store_false", help="skip the SVC-confidence MIA")
-    add_runtime_args(p, progress=False)
+    add_runtime_args(p, progress=False, device=True)
     p.set_defaults(func=cmd_audit)
 
 
@@ -62,7 +60,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from .calibrate import final_verdict
     from .checkpoint import dataset_for, load_classifier, weights_digest
     from .forget import make_forget_split
-    from .metrics import compute_outputs, metrics_from_outputs, predict_probs
+    from .metrics import compute_outputs, metrics_from_outputs
 
     warnings: list[str] = []  # every warning that changes what the numbers mean: JSON, HTML and stdout
 
@@ -83,11 +81,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         _same_data("retrain", rmeta, ometa)
         if rmeta.role != "retrain":
             warn(f"{args.retrain} is a {rmeta.role!r} checkpoint, not a Retrain model")
-    stored = umeta.split or {}
-    spec = args.forget or stored.get("spec")
-    if spec is None:
-        raise ConfigError(f"{args.unlearned} stores no forget set: pass --forget (e.g. random:0.1) and --seed")
-    seed = args.seed if args.seed is not None else (stored.get("seed", 0) if spec == stored.get("spec") else 0)
+    spec, seed = stored_split(args.unlearned, umeta, args.forget, args.seed)
     data = dataset_for(ometa, args.data_dir)
     heldout, heldout_name = heldout_data(args.heldout, data)
     split = make_forget_split(spec, data.train_y, seed)
@@ -109,17 +103,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     outs = {name: compute_outputs(m, data, split) for name, m in (("original", original), ("unlearned", unlearned),
                                                                    ("retrain", retrain)) if m is not None}
     results = {name: metrics_from_outputs(o, data, split, **kw) for name, o in outs.items()}
-    yf, yr = data.train_y[split.forget_idx], data.train_y[split.retain_idx]
-
-    def triple(name, model):
-        o = outs[name]
-        if heldout is None or args.heldout == "test":
-            held = None if heldout is None else (o.test, data.test_y)
-        else:
-            held = (predict_probs(model, heldout[0]), heldout[1])
-        return (o.forget, yf), (o.retain, yr), held
-
-    verdict, details = final_verdict(triple("original", original), triple("unlearned", unlearned), heldout_name)
+    verdict, details = final_verdict(verdict_outputs(original, data, split, heldout, outs["original"]),
+                                     verdict_outputs(unlearned, data, split, heldout, outs["unlearned"]), heldout_name)
     for name, m in (("original", original), ("unlearned", unlearned), ("Retrain", retrain)):
         if m is not None:
             for w in degenerate_warnings(name, results[name.lower()], data.num_classes, m):

@@ -125,17 +125,14 @@ class BenchConfig:
         """Read a JSON config (the same fields as this class). Every nested field is checked before any work
         (type, range, unknown keys: :mod:`dualoptim.config`); the one error names the file and the path of the
         bad value, e.g. ``bench.json: runs[2].config.forget_lr must be a finite number, got 'fast'``."""
-        from ..config import check_fields, check_name, field_types, from_dict, load_json, located
+        from ..config import check_fields, field_types, from_dict, load_json, located
         from ..optim import OptimSpec, get_optimizer_info
         from .methods import get_method_info
         from .presets import PRESETS
 
         raw = load_json(path)
         try:
-            check_fields(cls, raw, "")
-            check_name(raw.get("name"), "name")  # the output folder ROOT/<name>
-            from_dict(TrainConfig, raw.get("recipe", {}), "recipe")
-            cfg = from_dict(cls, raw)
+            cfg = from_dict(cls, raw)  # types and keys, then __post_init__: the name (ROOT/<name>), the recipe
             if cfg.unlearn_preset not in PRESETS:
                 raise ConfigError(f"unlearn_preset {cfg.unlearn_preset!r} is unknown; valid: {', '.join(PRESETS)}")
             for i, run in enumerate(cfg.runs):  # the UnlearnConfig each run will build, with this config's values

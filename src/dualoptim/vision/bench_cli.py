@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", default="runs", help="folder for the database, model cache and outputs (default: runs)")
     p.add_argument("--db", help="results database (default: ROOT/results.db)")
     p.add_argument("--data-dir", help="dataset folder (default: $DUALOPTIM_DATA_DIR or the system location)")
-    add_runtime_args(p)  # --threads: results are bit-identical for equal thread counts
+    add_runtime_args(p, device=True)  # --threads: results are bit-identical for equal thread counts
     p.set_defaults(func=_cmd_bench)
     p = sub.add_parser("report", help="regenerate a benchmark's tables and figures from the database alone")
     p.add_argument("run_dir", help="the benchmark's output folder, e.g. runs/quick")

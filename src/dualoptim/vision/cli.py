@@ -41,16 +41,28 @@ def _add_recipe_flags(p: argparse.ArgumentParser, defaults: bool) -> None:
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d(True))
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
+def add_split_args(p: argparse.ArgumentParser, stored_in: str | None = None) -> None:
+    """``--forget`` and ``--seed``: a split to draw (required), or with ``stored_in`` by default the split stored in
+    that checkpoint (see :func:`stored_split`)."""
+    spec = "random:<fraction> | class:<k> | file:PATH"
+    if stored_in is None:
+        p.add_argument("--forget", required=True, help=spec)
+        p.add_argument("--seed", type=int, default=0, help="seed of the forget split (random:)")
+        return
+    p.add_argument("--forget", default=None, help=f"{spec} (default: the split stored in {stored_in})")
+    p.add_argument("--seed", type=int, default=None, help="seed of the forget split (default: the stored one for "
+                   "the stored spec, else 0)")
+
+
+def add_common(p: argparse.ArgumentParser, out: str | None = None) -> None:
+    """``--data-dir``, ``--threads``, ``--no-progress`` and, with ``out`` (its help), ``--out`` + ``--overwrite``."""
     p.add_argument("--data-dir", default=None, help="folder searched first for the dataset files (else "
                    "$DUALOPTIM_DATA_DIR); then the system location and ~/.cache/dualoptim")
-    add_runtime_args(p)
-
-
-def _add_out(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="checkpoint folder to write")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint folder written by "
-                   "dualoptim (never a folder without the .dualoptim marker, never an input)")
+    add_runtime_args(p, device=True)
+    if out:
+        p.add_argument("--out", required=True, help=out)
+        p.add_argument("--overwrite", action="store_true", help="replace an existing output folder written by "
+                       "dualoptim (never a folder without the .dualoptim marker, never an input)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,31 +81,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--subset-seed", type=int, default=0)
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and augmentation")
     _add_recipe_flags(p, defaults=True)
-    _add_common(p)
-    _add_out(p)
+    add_common(p, out="checkpoint folder to write")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("retrain", help="train Retrain (from scratch on the retain set) for a forget set",
                        description="Retrain: the original's recipe on its training set minus the forget set.")
     p.add_argument("--original", required=True, help="checkpoint folder of the original model")
-    p.add_argument("--forget", required=True, help="random:<fraction> | class:<k> | file:PATH")
-    p.add_argument("--seed", type=int, default=0, help="seed of the forget split (random:)")
+    add_split_args(p)
     p.add_argument("--train-seed", type=int, default=None, help="seed of init/shuffling (default: --seed)")
     p.add_argument("--no-svc", dest="mia_svc", action="store_false", help="skip the SVC MIA in the final evaluation")
     _add_recipe_flags(p, defaults=False)
-    _add_common(p)
-    _add_out(p)
+    add_common(p, out="checkpoint folder to write")
     p.set_defaults(func=cmd_retrain)
 
     p = sub.add_parser("eval", help="FA/UA/RA/TA/MIA of a checkpoint on a forget set",
                        description="Evaluate a checkpoint on a forget set (no augmentation, all in %%).")
     p.add_argument("--checkpoint", required=True, help="checkpoint folder")
-    p.add_argument("--forget", default=None, help="forget spec (default: the split stored in the checkpoint)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the forget split (default: stored one, else 0)")
+    add_split_args(p, stored_in="the checkpoint")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the metrics and forget indices here")
     p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (256: fastest on CPU here)")
     p.add_argument("--no-svc", dest="mia_svc", action="store_false", help="skip the SVC-confidence MIA")
-    _add_common(p)
+    add_common(p)
     p.set_defaults(func=cmd_eval)
 
 
@@ -107,18 +115,19 @@ def forget_file(spec: str | None) -> str | None:
     return arg if kind == "file" else (spec if kind not in ("random", "class") else None)
 
 
-def _check_out(args: argparse.Namespace, *inputs: str | None) -> None:
-    """Before any work: ``--out`` must not be, contain or lie inside an input, must be writable, and
-    ``--overwrite`` replaces only a dualoptim output folder."""
-    from ..io import check_output
-
-    check_output(args.out, inputs=(*inputs, args.data_dir), overwrite=args.overwrite)
+def stored_split(checkpoint: str, meta: Any, forget: str | None, seed: int | None) -> tuple[str, int]:
+    """The forget spec and seed a command evaluates: ``--forget``/``--seed``, else the split stored in ``meta``
+    (its seed only for its own spec; another spec without ``--seed`` gets seed 0)."""
+    stored = meta.split or {}
+    spec = forget or stored.get("spec")
+    if spec is None:
+        raise ConfigError(f"{checkpoint} stores no forget set: pass --forget (e.g. random:0.1) and --seed")
+    return spec, seed if seed is not None else (stored.get("seed", 0) if spec == stored.get("spec") else 0)
 
 
 def _recipe(args: argparse.Namespace, base: dict[str, Any], seed: int):
     """The one place where recipe flags become a TrainConfig (flags left at None keep ``base``'s value; ``base``
     comes from a checkpoint: every field is type-checked)."""
-    from ..config import from_dict
     from .train import TrainConfig
 
     fields = dict(base)
@@ -127,22 +136,16 @@ def _recipe(args: argparse.Namespace, base: dict[str, Any], seed: int):
         if value is not None:
             fields[name] = value
     fields["seed"] = seed
-    return from_dict(TrainConfig, fields, "recipe")
+    return TrainConfig.from_dict(fields)
 
 
-def _print_metrics(title: str, metrics: dict[str, float]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
+def print_metrics(title: str, metrics: dict[str, float]) -> None:
+    """The metrics as a terminal table with their definitions."""
+    from ..tables import Table
     from .metrics import DESCRIPTIONS
 
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value (%)", justify="right")
-    table.add_column("meaning")
-    for k, v in metrics.items():
-        table.add_row(k, f"{v:.2f}", DESCRIPTIONS.get(k, ""))
-    Console(soft_wrap=False).print(table)
+    rows = [[k, f"{v:.2f}", DESCRIPTIONS.get(k, "")] for k, v in metrics.items()]
+    Table(["metric", "value (%)", "meaning"], rows, title, align="lrl").print()
 
 
 def _timings(result: dict[str, Any]) -> dict[str, float]:
@@ -153,12 +156,13 @@ def _timings(result: dict[str, Any]) -> dict[str, float]:
 # ----------------------------------------------------------------------------------- commands
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ..io import check_output
     from .checkpoint import ClassifierMeta, save_classifier
     from .data import get_dataset_info, load_dataset
     from .metrics import accuracy
     from .train import train_new
 
-    _check_out(args)
+    check_output(args.out, inputs=(args.data_dir,), overwrite=args.overwrite)  # before any work
     info = get_dataset_info(args.dataset)
     model_name = args.model or info.default_model
     options = dict(info.default_model_options) if model_name == info.default_model else {}
@@ -182,15 +186,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
+    from ..io import check_output
     from .checkpoint import ClassifierMeta, dataset_for, load_classifier, save_classifier, weights_digest
     from .forget import make_forget_split
     from .metrics import evaluate
     from .train import train_new
 
-    _check_out(args, args.original, forget_file(args.forget))
-    original, ometa, _ = load_classifier(args.original)
-    if ometa.role != "original":
-        raise ConfigError(f"{args.original} is a {ometa.role!r} checkpoint; --original needs the original model")
+    check_output(args.out, inputs=(args.original, forget_file(args.forget), args.data_dir), overwrite=args.overwrite)
+    original, ometa, _ = load_classifier(args.original, expect={"role": "original"})
     data = dataset_for(ometa, args.data_dir)
     split = make_forget_split(args.forget, data.train_y, args.seed)  # validated before any training
     train_seed = args.seed if args.train_seed is None else args.train_seed
@@ -206,7 +209,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     save_classifier(args.out, model, meta, split)
     print(f"Retrain: {split.num_forget} forgotten / {split.num_retain} retained ({split.spec}, seed {split.seed}, "
           f"sha256 {split.digest[:12]}), trained in {result['time_s']:.1f} s -> {args.out}")
-    _print_metrics(f"Retrain on {data.name}, forget {split.spec} seed {split.seed}", meta.metrics)
+    print_metrics(f"Retrain on {data.name}, forget {split.spec} seed {split.seed}", meta.metrics)
     return 0
 
 
@@ -223,16 +226,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
                      flag="--json")
     model, meta, stored_idx = load_classifier(args.checkpoint)
     stored = meta.split or {}
-    spec = args.forget or stored.get("spec")
-    if spec is None:
-        raise ConfigError(f"{args.checkpoint} stores no forget set: pass --forget (e.g. random:0.1) and --seed")
-    same_spec = args.forget is None or args.forget == stored.get("spec")
-    seed = args.seed if args.seed is not None else (stored.get("seed", 0) if same_spec else 0)
+    spec, seed = stored_split(args.checkpoint, meta, args.forget, args.seed)
     data = dataset_for(meta, args.data_dir)
     split = make_forget_split(spec, data.train_y, seed)
     warnings = []  # they change what the numbers mean: printed AND written into the JSON
     if stored and stored.get("digest") != split.digest:
-        if same_spec and seed == stored.get("seed") and stored_idx is not None:
+        if spec == stored.get("spec") and seed == stored.get("seed") and stored_idx is not None:
             # the stored indices (checked against their digest on load) are the truth; the spec/seed next to
             # them no longer reproduce them (edited metadata, or another version of the data)
             split = split_from_indices(stored_idx, len(data.train_y), spec, seed)
@@ -248,8 +247,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     metrics = evaluate(model, data, split, batch_size=args.batch_size, mia_svc=args.mia_svc, seed=seed)
     elapsed = time.perf_counter() - start
-    _print_metrics(f"{meta.role} {meta.model} on {data.name}, forget {spec} seed {seed} "
-                   f"({split.num_forget} samples, sha256 {split.digest[:12]})", metrics)
+    print_metrics(f"{meta.role} {meta.model} on {data.name}, forget {spec} seed {seed} "
+                  f"({split.num_forget} samples, sha256 {split.digest[:12]})", metrics)
     if args.json:
         atomic_write_json(args.json, {"checkpoint": str(args.checkpoint), "role": meta.role, "model": meta.model,
                                       "dataset": meta.dataset, "train_subset": meta.train_subset,

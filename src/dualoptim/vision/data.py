@@ -253,21 +253,17 @@ def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
-AUGMENTS: dict[str, Augment | None] = {
+AUGMENTS: Registry[Augment | None] = Registry("augmentation", {
     "none": None,
     "crop": lambda x, g: random_crop(x, g),
     "crop_flip": lambda x, g: random_flip(random_crop(x, g), g),
     "flip": random_flip,
-}
+})
 
 
 def make_augment(name: str | None) -> Augment | None:
     """The batched augmentation called ``name`` (``None``/``"none"``: no augmentation)."""
-    if name is None:
-        return None
-    if name not in AUGMENTS:
-        raise ConfigError(f"unknown augmentation {name!r}; valid: {', '.join(sorted(AUGMENTS))}")
-    return AUGMENTS[name]
+    return None if name is None else AUGMENTS.get(name)
 
 
 # ---------------------------------------------------------------------------------- registry
@@ -287,19 +283,13 @@ class DatasetInfo:
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
+list_datasets = DATASETS.names  # registered dataset names, sorted
+get_dataset_info = DATASETS.get  # the entry of a name; ConfigError listing valid names if unknown
 
 
 def register_dataset(info: DatasetInfo) -> DatasetInfo:
+    """Add ``info`` to the registry under ``info.name`` (lower case, unique)."""
     return DATASETS.add(info.name, info)
-
-
-def list_datasets() -> list[str]:
-    """Registered dataset names."""
-    return DATASETS.names()
-
-
-def get_dataset_info(name: str) -> DatasetInfo:
-    return DATASETS.get(name)
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, train_subset: int | None = None,

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import Registry
+from ..runtime import current_model_device
 
 
 class ConvBlock(nn.Sequential):
@@ -137,19 +138,13 @@ class ModelInfo:
 
 
 MODELS: Registry[ModelInfo] = Registry("model")
+list_models = MODELS.names  # registered model names, sorted
+get_model_info = MODELS.get  # the entry of a name; ConfigError listing valid names if unknown
 
 
 def register_model(info: ModelInfo) -> ModelInfo:
+    """Add ``info`` to the registry under ``info.name`` (lower case, unique)."""
     return MODELS.add(info.name, info)
-
-
-def list_models() -> list[str]:
-    """Registered model names."""
-    return MODELS.names()
-
-
-def get_model_info(name: str) -> ModelInfo:
-    return MODELS.get(name)
 
 
 def create_model(name: str, num_classes: int, in_channels: int, image_size: int, **options: Any) -> nn.Module:
@@ -164,7 +159,9 @@ def create_model(name: str, num_classes: int, in_channels: int, image_size: int,
     for k in ("width", "hidden"):
         if k in options and (not isinstance(options[k], int) or options[k] < 1):
             raise ConfigError(f"model option {k} must be a positive integer, got {options[k]!r}")
-    return info.builder(num_classes, in_channels, image_size, **options)
+    model = info.builder(num_classes, in_channels, image_size, **options)  # initialised on the CPU: same weights
+    device = current_model_device()  # `--device` of a vision command (dualoptim.runtime.model_device)
+    return model if device is None else model.to(device)
 
 
 register_model(ModelInfo("cnn", _cnn, "2 conv blocks + MLP head (fast CPU default)", {"width": 32, "hidden": 128}))

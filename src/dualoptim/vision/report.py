@@ -136,10 +136,14 @@ def _cells(r: Mapping[str, Any], metrics: Sequence[str]) -> list[str]:
             format_paired(r.get("paired"))]
 
 
+def _table(table: Sequence[Mapping[str, Any]], metrics: Sequence[str], title: str = "") -> Table:
+    head = ["Method", "Trials", *[f"{m} (%)" for m in metrics], "Gap ↓", "Std ↓", "ΔGap vs shared [95% CI]"]
+    return Table(head, [[r["name"], *_cells(r, metrics)] for r in table], title, FOOTER, "l" + "r" * len(head))
+
+
 def table_markdown(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = DEFAULT_METRICS) -> str:
     """The table as GitHub Markdown."""
-    head = ["Method", "Trials", *[f"{m} (%)" for m in metrics], "Gap ↓", "Std ↓", "ΔGap vs shared [95% CI]"]
-    return Table(head, [[r["name"], *_cells(r, metrics)] for r in table]).markdown() + "\n" + FOOTER + "\n"
+    return _table(table, metrics).markdown() + "\n" + FOOTER + "\n"
 
 
 def table_csv(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = DEFAULT_METRICS) -> str:
@@ -161,16 +165,7 @@ def table_csv(table: Sequence[Mapping[str, Any]], metrics: Sequence[str] = DEFAU
 
 def print_table(table: Sequence[Mapping[str, Any]], title: str, metrics: Sequence[str] = DEFAULT_METRICS) -> None:
     """Print the table with rich (to stdout)."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    t = Table(title=title, title_justify="left", caption=FOOTER, caption_justify="left")
-    for col in ("Method", "n", *[f"{m} (%)" for m in metrics], "Gap ↓", "Std ↓", "ΔGap vs shared [95% CI]"):
-        t.add_column(col, justify="left" if col == "Method" else "right")
-    for r in table:
-        t.add_row(escape(r["name"]), *_cells(r, metrics))
-    Console(width=220).print(t)
+    _table(table, metrics, title).print(width=220)
 
 
 def write_tables(folder: Path, table: Sequence[Mapping[str, Any]], config: Mapping[str, Any],

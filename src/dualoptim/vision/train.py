@@ -87,11 +87,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown recipe field(s) {unknown}; valid: {sorted(known)}")
-        return cls(**d)
+        """A recipe from a dict (a checkpoint's, a benchmark's): keys and types checked (``dualoptim.config``)."""
+        from ..config import from_dict
+
+        return from_dict(cls, d, "recipe")
 
 
 def seed_everything(seed: int) -> None:

@@ -127,15 +127,8 @@ class UnlearnConfig:
 
     def make_schedule(self, method) -> Schedule:
         """The method's default schedule with this config's budget."""
-        s = method.default_schedule()
-        changes: dict[str, Any] = {}
-        if self.epochs is not None:
-            changes["epochs"] = self.epochs
-        if self.iterations is not None:
-            changes["iterations"] = self.iterations
-        if self.retain_batches_per_epoch is not None:
-            changes["retain_batches_per_epoch"] = self.retain_batches_per_epoch
-        return dataclasses.replace(s, **changes)
+        budget = {k: getattr(self, k) for k in ("epochs", "iterations", "retain_batches_per_epoch")}
+        return dataclasses.replace(method.default_schedule(), **{k: v for k, v in budget.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..runtime import add_runtime_args, parse_key_values
+from ..runtime import parse_key_values
+from .cli import add_common, add_split_args, forget_file, print_metrics
 
 HELDOUT_HELP = ("held-out data the original never trained on; they define 'never seen' for calibration and the "
                 "verdict: test (the dataset's test split, default), none (the verdict is then 'unknown' for "
@@ -49,8 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run an unlearning method with a shared optimizer (--optim sgd) or DualOptim "
                                    "(--optim adam+sgd). Unset values come from the preset.")
     p.add_argument("--original", required=True, help="checkpoint folder of the original model")
-    p.add_argument("--forget", required=True, help="random:<fraction> | class:<k> | file:PATH")
-    p.add_argument("--seed", type=int, default=0, help="seed of the forget split (random:)")
+    add_split_args(p)
     p.add_argument("--unlearn-seed", type=int, default=None, help="seed of shuffling / random labels "
                    "(default: --seed)")
     p.add_argument("--method", required=True, choices=list_methods())
@@ -83,10 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--track-grads", action="store_true", help="record gradient norms and forget/retain cosine")
     p.add_argument("--eval-every", type=int, default=None, help="record FA/RA/TA/MIA every K steps")
     p.add_argument("--no-svc", dest="mia_svc", action="store_false", help="skip the SVC MIA in the final eval")
-    p.add_argument("--data-dir", default=None, help="dataset folder (else $DUALOPTIM_DATA_DIR, then the system's)")
-    add_runtime_args(p)
-    p.add_argument("--out", required=True, help="checkpoint folder to write (plus OUT/metrics.json)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    add_common(p, out="checkpoint folder to write (plus OUT/metrics.json)")
     p.set_defaults(func=cmd_unlearn)
 
     p = sub.add_parser("methods", help="list unlearning methods, their options and presets")
@@ -96,12 +93,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace, dataset: str):
     """The one place where the ``unlearn`` namespace becomes an :class:`UnlearnConfig`."""
-    from .methods import parse_options
     from .unlearn import UnlearnConfig
 
     batch = args.batch_size
     return UnlearnConfig.from_preset(
-        args.method, args.optim, dataset=dataset, preset=args.preset, options=parse_options(args.opt),
+        args.method, args.optim, dataset=dataset, preset=args.preset,
+        options=parse_key_values(args.opt, "--opt", convert=False),  # typed by the method's option types
         forget_lr=args.forget_lr, retain_lr=args.retain_lr, epochs=args.epochs, iterations=args.iterations,
         forget_batch_size=batch, retain_batch_size=batch, retain_batches_per_epoch=args.retain_batches_per_epoch,
         optim_options=parse_key_values(args.optim_option, "--optim-option") or None, augment=args.augment,
@@ -115,17 +112,14 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from .audit import budget_text, degenerate_warnings
     from .calibrate import final_verdict
     from .checkpoint import dataset_for, load_classifier, save_classifier, weights_digest
-    from .cli import _print_metrics, forget_file
     from .forget import make_forget_split
-    from .metrics import evaluate
+    from .metrics import compute_outputs, metrics_from_outputs
     from .unlearn import unlearn_classifier
 
     out = check_output(args.out, inputs=(args.original, args.data_dir, forget_file(args.forget),
                                          heldout_file(args.heldout)),
                        overwrite=args.overwrite)  # before any work: not over an input, writable, ours to replace
-    model, meta, _ = load_classifier(args.original)
-    if meta.role != "original":
-        raise ConfigError(f"{args.original} is a {meta.role!r} checkpoint; --original needs the original model")
+    model, meta, _ = load_classifier(args.original, expect={"role": "original"})
     cfg = config_from_args(args, meta.dataset)  # every option is checked before data is loaded
     train_epochs = train_epochs_of(args, meta)
     if args.calibrate == "auto" and args.forget_lr is None:
@@ -141,7 +135,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     original = {"path": str(args.original), "weights_sha256": weights_digest(model.state_dict())}
 
     heldout, heldout_name = heldout_data(args.heldout, data)
-    before = _outputs(model, data, split, heldout)
+    before = verdict_outputs(model, data, split, heldout)
     if args.calibrate == "auto" and args.forget_lr is None:
         model, report, line = _calibrated(model, data, split, cfg, args, heldout, *train_epochs)
     else:
@@ -156,8 +150,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
                 f"{result.retain_steps} retain steps in {result.seconds:.1f} s (+{result.prepare_seconds:.1f} s "
                 f"preparation)")
     start = time.perf_counter()
-    metrics = evaluate(model, data, split, mia_svc=args.mia_svc, seed=args.seed)
-    verdict, details = final_verdict(before, _outputs(model, data, split, heldout), heldout_name)
+    outs = compute_outputs(model, data, split)  # one forward pass per set for the metrics and the verdict
+    metrics = metrics_from_outputs(outs, data, split, mia_svc=args.mia_svc, seed=args.seed)
+    verdict, details = final_verdict(before, verdict_outputs(model, data, split, heldout, outs), heldout_name)
     report["timings"]["eval_s"] = round(time.perf_counter() - start, 3)
     warnings = degenerate_warnings("unlearned", metrics, data.num_classes, model)
 
@@ -172,7 +167,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     print(f"{line} -> {out}")
     if report["calibration"].get("budget"):
         print(budget_text(report["calibration"]["budget"]))
-    _print_metrics(f"{cfg.method} {cfg.optim} on {data.name}, forget {split.spec} seed {split.seed}", metrics)
+    print_metrics(f"{cfg.method} {cfg.optim} on {data.name}, forget {split.spec} seed {split.seed}", metrics)
     print(f"verdict: {verdict}")
     for w in warnings:
         print(f"warning: {w}")
@@ -231,14 +226,16 @@ def heldout_data(value: str, data: Any) -> tuple[tuple[torch.Tensor, torch.Tenso
     return (x.to(data.test_x.dtype).contiguous(), y.long()), f"held-out ({path.name})"
 
 
-def _outputs(model: Any, data: Any, split: Any, heldout: Any) -> tuple:
-    """((forget probs, labels), (retain probs, labels), (held-out probs, labels) or None) for the verdict."""
-    from .metrics import predict_probs
+def verdict_outputs(model: Any, data: Any, split: Any, heldout: Any, outs: Any = None) -> tuple:
+    """((forget probs, labels), (retain probs, labels), (held-out probs, labels) or None): what
+    ``calibrate.final_verdict`` reads, from ``outs`` (``metrics.compute_outputs`` of ``model``) when given."""
+    from .metrics import compute_outputs, predict_probs
 
-    f, r = split.forget_idx, split.retain_idx
-    out = [(predict_probs(model, data.train_x[f]), data.train_y[f]), (predict_probs(model, data.train_x[r]),
-                                                                      data.train_y[r])]
-    return out[0], out[1], (None if heldout is None else (predict_probs(model, heldout[0]), heldout[1]))
+    outs = outs or compute_outputs(model, data, split)
+    held = None
+    if heldout is not None:  # --heldout test hands over data.test_x itself: its outputs are in outs
+        held = (outs.test if heldout[0] is data.test_x else predict_probs(model, heldout[0]), heldout[1])
+    return (outs.forget, data.train_y[split.forget_idx]), (outs.retain, data.train_y[split.retain_idx]), held
 
 
 def train_epochs_of(args: argparse.Namespace, meta: Any) -> tuple[int | None, str | None]:

@@ -104,12 +104,6 @@ def nll_sum(model: torch.nn.Module, enc: dict[str, torch.Tensor]) -> torch.Tenso
     return -seq_logprob(model, enc)[0]
 
 
-def nll(model: torch.nn.Module, enc: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Per-sample mean answer-token negative log-likelihood."""
-    s, n = seq_logprob(model, enc)
-    return -s / n.clamp_min(1)
-
-
 def ref_seq_logprob(ref: torch.nn.Module | None, enc: dict[str, torch.Tensor]) -> torch.Tensor:
     """Summed answer log-probability under the frozen reference model."""
     if ref is None:

@@ -141,19 +141,8 @@ def get_method(name: str, **options: Any) -> Method:
         raise ConfigError(f"method {info.name!r}: {e}") from None
 
 
-def parse_options(items: list[str] | None) -> dict[str, str]:
-    """``["k=v", ...]`` (the CLI's ``--opt``) -> ``{"k": "v"}``; values are converted by :func:`get_method`."""
-    out: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"method option {item!r} must look like KEY=VALUE, e.g. ratio=0.5")
-        out[key.strip()] = value
-    return out
-
-
 # Importing the method modules registers them.
 from . import ft, ga, rl, salun, scrub, sfron  # noqa: E402,F401
 
 __all__ = ["METHODS", "MethodInfo", "OptionInfo", "check_options", "get_method", "get_method_info", "list_methods",
-           "option", "parse_options", "register_method"]
+           "option", "register_method"]

@@ -1,4 +1,7 @@
-"""FT (fine-tuning): keep training on the retain set only, so the forget set is forgotten catastrophically."""
+"""FT (fine-tuning): keep training on the retain set only, so the forget set is forgotten catastrophically.
+
+Schedule: the paper's 10 epochs at a constant lr, the engine's default ``Schedule()``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...engine import Method, Schedule, StepInfo
+from ...engine import Method, StepInfo
 from . import register_method
 
 
@@ -22,7 +25,3 @@ class FT(Method):
         """L_r = CE(f(x_r), y_r)."""
         x, y = batch
         return F.cross_entropy(model(x), y)
-
-    def default_schedule(self) -> Schedule:
-        """Paper: 10 epochs, constant lr."""
-        return Schedule(mode="epoch", epochs=10)

@@ -1,4 +1,7 @@
-"""GA (gradient ascent): maximise the cross-entropy on the forget set, nothing else."""
+"""GA (gradient ascent): maximise the cross-entropy on the forget set, nothing else.
+
+Schedule: the paper's 10 epochs at a constant lr, the engine's default ``Schedule()``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...engine import Method, Schedule, StepInfo
+from ...engine import Method, StepInfo
 from . import register_method
 
 
@@ -22,7 +25,3 @@ class GA(Method):
         """L_f = -CE(f(x_f), y_f)."""
         x, y = batch
         return -F.cross_entropy(model(x), y)
-
-    def default_schedule(self) -> Schedule:
-        """Paper: 10 epochs, constant lr."""
-        return Schedule(mode="epoch", epochs=10)

@@ -1,4 +1,8 @@
-"""RL (random label): fit the forget set to random wrong labels while fine-tuning on the retain set."""
+"""RL (random label): fit the forget set to random wrong labels while fine-tuning on the retain set.
+
+Schedule: the paper's 10 epochs of (forget pass, retain pass) at a constant lr, the engine's default
+``Schedule()``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...engine import Method, Schedule, StepInfo
+from ...engine import Method, StepInfo
 from . import register_method
 
 
@@ -32,7 +36,3 @@ class RL(Method):
         """L_r = CE(f(x_r), y_r)."""
         x, y = batch
         return F.cross_entropy(model(x), y)
-
-    def default_schedule(self) -> Schedule:
-        """Paper: 10 epochs of (forget pass, retain pass), constant lr."""
-        return Schedule(mode="epoch", epochs=10)

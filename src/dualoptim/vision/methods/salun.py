@@ -4,6 +4,7 @@ Saliency = |gradient of -CE| accumulated over the whole forget set with the mode
 ``ratio`` fraction of entries, ranked globally over all parameters, may change. The mask is a hard
 constraint of the optimizer in BOTH phases (``optimizer.set_mask``): masked-out weights are not moved by
 gradients, weight decay or earlier momentum (the public code only multiplied gradients, which leaks).
+Schedule: RL's (the paper's 10 epochs of forget pass + retain pass, constant lr).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...engine import Schedule, UnlearnContext, accumulate_grads
+from ...engine import UnlearnContext, accumulate_grads
 from ...errors import ConfigError
 from . import option, register_method
 from .rl import RL
@@ -46,7 +47,3 @@ class SalUn(RL):
         """Compute the saliency mask on the original model and install it in both optimizer phases."""
         self.mask = saliency_mask(ctx.model, ctx.forget_batches, self.ratio)
         ctx.optimizer.set_mask(self.mask)
-
-    def default_schedule(self) -> Schedule:
-        """Paper: 10 epochs of (forget pass, retain pass), constant lr."""
-        return Schedule(mode="epoch", epochs=10)
