@@ -6,17 +6,15 @@
     out.model                      # the unlearned model (the same object, changed in place, eval mode)
     out.audit.write_html("audit.html")
 
-A thin adapter: the user's inputs are checked and normalised by ``vision.inputs`` (logits out of any model
-output, disjoint forget/retain) and batched by ``data.as_loader``; the rest is the library's shared path: the
-method registry, ``build_optimizer``, the Algorithm-1 engine, ``train.fit`` (Retrain), ``metrics`` and the
-retrain-free calibration of ``vision.calibrate``.
+A thin adapter: ``vision.inputs`` checks and batches the user's inputs (and trains a Retrain); the rest is the
+library's shared path: methods, ``build_optimizer``, the engine, ``metrics`` and ``vision.calibrate``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -24,17 +22,15 @@ from torch import nn
 
 from ..engine import Callback, Schedule, UnlearnResult, run_unlearning
 from ..engine import _plan as _plan_steps
-from ..errors import ConfigError
 from ..optim import OptimSpec, build_optimizer
 from .audit import Audit, degenerate_warnings
 from .calibrate import calibrate_run, calibrated_schedule, final_verdict, forget_kind
-from .data import Data, as_loader
-from .inputs import LogitsModel, extract_logits, untrained_model, user_sets
-from .inputs import Sets as _Sets
+from .data import Data
+from .inputs import LogitsModel, Retrain, check_settings, extract_logits, retrain_plan, train_retrain, user_sets
 from .methods import get_method, get_method_info
-from .metrics import METRICS, Pair, curve_callback, loader_probs, metrics_from_probs
+from .metrics import all_metrics, curve_callback, sets_probs
 from .presets import default_lrs, resolve_lrs
-from .train import TrainConfig, fit
+from .train import TrainConfig
 
 __all__ = ["LogitsModel", "UnlearnOutcome", "default_lrs", "extract_logits", "unlearn"]
 
@@ -55,27 +51,13 @@ class UnlearnOutcome:
     retrain_model: nn.Module | None = None
 
 
-Outputs = tuple[Pair, Pair, Pair | None]
-
-
-def _outputs(net: nn.Module, sets: _Sets) -> Outputs:
-    """Softmax outputs and labels on the forget, retain and (if any) test set."""
-    return tuple(None if b is None else loader_probs(net, b.evaluation())  # type: ignore[return-value]
-                 for b in vars(sets).values())
-
-
-def _metrics(outputs: Outputs, seed: int) -> dict[str, float | None]:
-    """FA, UA, RA, TA, MIA, MIA_SVC (None without a test set)."""
-    return {**dict.fromkeys(METRICS), **metrics_from_probs(*outputs, seed=seed)}
-
-
 def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None = None, method: str = "salun",
             optim: str | None = None, forget_lr: float | None = None, retain_lr: float | None = None,
             calibrate: str = "auto", epochs: int | None = None, iterations: int | None = None,
             train_epochs: int | None = None,
             batch_size: int = 128, method_options: Mapping[str, Any] | None = None,
             optim_options: Mapping[str, Any] | None = None, output_key: str | int | None = None,
-            retrain: bool | nn.Module | Callable[[], nn.Module] = False,
+            retrain: Retrain = False,
             retrain_recipe: TrainConfig | Mapping[str, Any] | None = None, seed: int = 0,
             callbacks: Sequence[Callback] = (), eval_every: int | None = None, curve_samples: int = 1000,
             track_grads: bool = False, progress: bool = True) -> UnlearnOutcome:
@@ -127,67 +109,46 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
         DivergenceError: a loss became NaN/inf.
     """
     total_start = time.perf_counter()
-    if calibrate not in ("auto", "off"):
-        raise ConfigError(f"calibrate must be 'auto' or 'off', got {calibrate!r}")
+    check_settings(calibrate=calibrate, batch_size=batch_size, train_epochs=train_epochs, eval_every=eval_every)
     info = get_method_info(method)
     options = dict(method_options or {})
     if info.name == "sfron":
         options.setdefault("alpha", 1.0)  # the paper's method-agnostic DualOptim setting
     m = get_method(info.name, **options)
     optim = optim or info.dual_optim
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    if train_epochs is not None and (isinstance(train_epochs, bool) or not isinstance(train_epochs, int)
-                                     or train_epochs < 1):
-        raise ConfigError(f"train_epochs must be an integer >= 1 (the epochs the original model was trained for), "
-                          f"got {train_epochs!r}")
-    if eval_every is not None and eval_every < 1:
-        raise ConfigError(f"eval_every must be >= 1, got {eval_every}")
     net, sets = user_sets(model, forget, retain, test, batch_size, seed, output_key)
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
-    retrain_model = retrain if isinstance(retrain, nn.Module) else None
-    where = device if retrain_model is None else next(retrain_model.parameters(), torch.empty(0, device=device)).device
-    if where != device:
-        raise ConfigError(f"the Retrain model is on {where} but the model on {device}: move it first")
-    recipe = None  # Retrain is trained here: retrain=True or a factory of untrained models
-    if retrain_model is None and retrain is not False and retrain is not None:
-        recipe = retrain_recipe if isinstance(retrain_recipe, TrainConfig) else TrainConfig(**(retrain_recipe or {}))
+    retrain_model, recipe = retrain_plan(retrain, retrain_recipe, model)  # recipe: a Retrain to train here
 
     schedule: Schedule = m.default_schedule()
     plan = lambda s: _plan_steps(m, s, len(sets.forget), len(sets.retain))  # noqa: E731 -- (forget, retain) steps
     calibrating = calibrate == "auto" and forget_lr is None
-    if calibrating and epochs is None and iterations is None:
+    lengths = {k: v for k, v in (("epochs", epochs), ("iterations", iterations)) if v is not None}
+    if calibrating and not lengths:
         schedule = calibrated_schedule(schedule, len(sets.forget), len(sets.retain))
-    if epochs is not None:
-        schedule = Schedule(**{**schedule.__dict__, "epochs": epochs})
-    if iterations is not None:
-        schedule = Schedule(**{**schedule.__dict__, "iterations": iterations})
+    schedule = replace(schedule, **lengths)
     n_forget_steps = plan(schedule)[0] if m.uses_forget else 0
     forget_lr, retain_lr, lr_source = resolve_lrs(info.name, optim, forget_lr, retain_lr, n_forget_steps, calibrating)
 
     t0 = time.perf_counter()
-    original_out = _outputs(net, sets)
-    original_metrics = _metrics(original_out, seed)
+    original_out = sets_probs(net, vars(sets).values())
+    original_metrics = all_metrics(original_out, seed)
     kind, classes = forget_kind(original_out[0][1], original_out[1][1])
     eval_s = time.perf_counter() - t0
 
     unlearn_start, unlearn_cpu = time.perf_counter(), time.process_time()
+    reason = ("calibrate='off'" if calibrate == "off" else "forget_lr given" if not calibrating
+              else None if m.uses_forget else f"{info.name} has no forget phase")
     monitor, calibration = None, {"mode": "off", "kind": kind, "classes": classes}
-    if calibrate == "off":
-        calibration["reason"] = "calibrate='off'"
-    elif not calibrating:
-        calibration["reason"] = "forget_lr given"
+    calibration.update({"reason": reason} if reason else {})
     if calibrating and m.uses_forget:
         make_opt = lambda mod, lr: build_optimizer(mod.parameters(), optim, lr, retain_lr,  # noqa: E731
                                                    **dict(optim_options or {}))
         forget_lr, schedule, monitor, fields = calibrate_run(
             net, sets, lambda: get_method(info.name, **options), plan, make_opt, OptimSpec.parse(optim).forget,
-            schedule, train_epochs, epochs is not None or iterations is not None, kind, classes, seed)
+            schedule, train_epochs, bool(lengths), kind, classes, seed)
         calibration.update(fields)
         lr_source = "calibrated (probe, docs/defaults.md)"
         n_forget_steps = plan(schedule)[0]
-    elif calibrating:
-        calibration["reason"] = f"{info.name} has no forget phase"
     calibrate_s = time.perf_counter() - unlearn_start
 
     torch.manual_seed(seed)
@@ -204,8 +165,8 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
     if monitor is not None:
         calibration.update(stop_reason=result.stop_reason or "budget spent", checks=monitor.checks)
     t0 = time.perf_counter()
-    unlearned_out = _outputs(net, sets)
-    unlearned_metrics = _metrics(unlearned_out, seed)
+    unlearned_out = sets_probs(net, vars(sets).values())
+    unlearned_metrics = all_metrics(unlearned_out, seed)
     verdict, verdict_details = final_verdict(original_out, unlearned_out, mia=calibration.get("rule") == "v5")
     eval_s += time.perf_counter() - t0
     num_classes = original_out[0][0].shape[1]
@@ -214,17 +175,14 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
 
     retrain_metrics = None
     if recipe is not None:
-        retrain_model = untrained_model(retrain, model, seed)
-        batches = as_loader(retain, "retain", recipe.batch_size, True, recipe.seed, device, dtype)
-        done = fit(LogitsModel(retrain_model, output_key), batches, recipe, progress, "retrain")
-        timings.update(retrain_s=done["time_s"], retrain_steps=done["steps"])
+        retrain_model, retrain_timings = train_retrain(retrain, recipe, model, retain, output_key, seed, progress)
+        timings.update(retrain_timings)
     if retrain_model is not None:
         t0 = time.perf_counter()
-        retrain_metrics = _metrics(_outputs(LogitsModel(retrain_model, output_key), sets), seed)
+        retrain_metrics = all_metrics(sets_probs(LogitsModel(retrain_model, output_key), vars(sets).values()), seed)
         eval_s += time.perf_counter() - t0
         warnings += degenerate_warnings("Retrain", retrain_metrics, num_classes, retrain_model)
-    timings["eval_s"] = eval_s
-    timings["total_s"] = time.perf_counter() - total_start
+    timings.update(eval_s=eval_s, total_s=time.perf_counter() - total_start)
 
     hyper = {"forget_lr": forget_lr, "retain_lr": retain_lr, "lr_source": lr_source, "forget_steps": n_forget_steps,
              "batch_size": batch_size, "seed": seed,

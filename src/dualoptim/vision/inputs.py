@@ -4,9 +4,11 @@
   Face output, tuple with ``output_key``), so methods can call ``model(x)``.
 - :func:`check_disjoint`: forget and retain share no sample (by index for Subsets / DataLoaders of one
   dataset, by content, one hash per sample, for tensor pairs and TensorDatasets).
-- :func:`user_sets`: all checks that need no training (trainable float parameters, disjoint sets, finite logits
-  that fit the labels) and the inputs as loaders (``data.as_loader``) on the model's device.
-- :func:`untrained_model`: what a Retrain reference is trained from (a factory's model or a re-initialised copy).
+- :func:`check_settings` (``unlearn``'s scalar arguments) and :func:`user_sets`: all checks that need no
+  training (trainable float parameters, disjoint sets, finite logits that fit the labels) and the inputs as
+  loaders (``data.as_loader``) on the model's device.
+- :func:`untrained_model`: what a Retrain reference is trained from (a factory's model or a re-initialised copy);
+  :func:`retrain_plan` / :func:`train_retrain`: ``unlearn``'s ``retrain=`` argument checked, then trained.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from ..errors import ConfigError
 from .data import Data, DatasetLoader, TensorLoader, as_loader
+from .train import TrainConfig, fit
 
 Loader = TensorLoader | DatasetLoader
 
@@ -178,6 +181,20 @@ def user_sets(model: nn.Module, forget: Data, retain: Data, test: Data | None, b
     return net, sets
 
 
+def check_settings(*, calibrate: str, batch_size: int, train_epochs: int | None, eval_every: int | None) -> None:
+    """``unlearn``'s scalar settings, each with one clear :class:`ConfigError`."""
+    if calibrate not in ("auto", "off"):
+        raise ConfigError(f"calibrate must be 'auto' or 'off', got {calibrate!r}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if train_epochs is not None and (isinstance(train_epochs, bool) or not isinstance(train_epochs, int)
+                                     or train_epochs < 1):
+        raise ConfigError(f"train_epochs must be an integer >= 1 (the epochs the original model was trained for), "
+                          f"got {train_epochs!r}")
+    if eval_every is not None and eval_every < 1:
+        raise ConfigError(f"eval_every must be >= 1, got {eval_every}")
+
+
 def untrained_model(retrain: Any, model: nn.Module, seed: int) -> nn.Module:
     """The model Retrain starts from, on ``model``'s device and dtype: ``retrain()`` for a factory, else a
     re-initialised deep copy of ``model`` (every parameter's module must define ``reset_parameters``)."""
@@ -201,3 +218,31 @@ def untrained_model(retrain: Any, model: nn.Module, seed: int) -> nn.Module:
                 m.reset_running_stats()
     p = next(model.parameters())
     return fresh.to(device=p.device, dtype=p.dtype)
+
+
+Retrain = bool | nn.Module | Callable[[], nn.Module]
+
+
+def retrain_plan(retrain: Retrain | None, recipe: TrainConfig | Mapping[str, Any] | None, model: nn.Module
+                 ) -> tuple[nn.Module | None, TrainConfig | None]:
+    """``(the given Retrain model or None, the recipe to train one with or None)`` for ``unlearn(retrain=...)``,
+    checked before any work: a given Retrain must be on ``model``'s device."""
+    device = next(model.parameters()).device
+    if isinstance(retrain, nn.Module):
+        where = next(retrain.parameters(), torch.empty(0, device=device)).device
+        if where != device:
+            raise ConfigError(f"the Retrain model is on {where} but the model on {device}: move it first")
+        return retrain, None
+    if retrain is False or retrain is None:
+        return None, None
+    return None, recipe if isinstance(recipe, TrainConfig) else TrainConfig(**(recipe or {}))
+
+
+def train_retrain(retrain: Retrain, recipe: TrainConfig, model: nn.Module, retain: Data,
+                  output_key: str | int | None, seed: int, progress: bool) -> tuple[nn.Module, dict[str, Any]]:
+    """Train the Retrain reference (:func:`untrained_model`) on ``retain`` with ``recipe``: ``(it, timings)``."""
+    fresh = untrained_model(retrain, model, seed)
+    p = next(model.parameters())
+    batches = as_loader(retain, "retain", recipe.batch_size, True, recipe.seed, p.device, p.dtype)
+    done = fit(LogitsModel(fresh, output_key), batches, recipe, progress, "retrain")
+    return fresh, {"retrain_s": done["time_s"], "retrain_steps": done["steps"]}

@@ -192,6 +192,16 @@ def loader_probs(model: nn.Module, batches: Iterable[Pair]) -> Pair:
     return torch.cat([p for p, _ in out]), torch.cat([y for _, y in out])
 
 
+def sets_probs(model: nn.Module, loaders: Iterable[Any]) -> tuple[Pair | None, ...]:
+    """:func:`loader_probs` of ``model`` on each loader's ``.evaluation()`` batches (``None`` stays ``None``)."""
+    return tuple(None if b is None else loader_probs(model, b.evaluation()) for b in loaders)
+
+
+def all_metrics(outputs: Sequence[Pair | None], seed: int = 0) -> dict[str, float | None]:
+    """Every metric of :data:`METRICS` from the forget, retain and test outputs (None where there is no test set)."""
+    return {**dict.fromkeys(METRICS), **metrics_from_probs(*outputs, seed=seed)}
+
+
 def curve_callback(model: nn.Module, loaders: Iterable[Any], samples: int, seed: int = 0) -> Callback:
     """An engine callback for process curves: FA, RA, TA, MIA (:func:`metrics_from_probs`, no SVC attack) of
     ``model`` on the first ``samples`` samples of the forget, retain and test loaders (``.evaluation()``
