@@ -103,12 +103,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
     outs = {name: compute_outputs(m, data, split) for name, m in (("original", original), ("unlearned", unlearned),
                                                                    ("retrain", retrain)) if m is not None}
     results = {name: metrics_from_outputs(o, data, split, **kw) for name, o in outs.items()}
-    verdict, details = final_verdict(verdict_outputs(original, data, split, heldout, outs["original"]),
-                                     verdict_outputs(unlearned, data, split, heldout, outs["unlearned"]), heldout_name)
-    for name, m in (("original", original), ("unlearned", unlearned), ("Retrain", retrain)):
-        if m is not None:
-            for w in degenerate_warnings(name, results[name.lower()], data.num_classes, m):
-                warn(w)
     info: dict[str, Any] = {}
     metrics_file = Path(args.unlearned) / "metrics.json"
     if metrics_file.is_file():
@@ -116,6 +110,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
             info = json.loads(metrics_file.read_text())
         except json.JSONDecodeError:
             print(f"dualoptim: warning: {metrics_file} is not valid JSON; settings left out", file=sys.stderr)
+    # the target of the rule the run was calibrated with (rule v5 adds the Gap's membership attack)
+    v5 = info.get("calibration", {}).get("rule") == "v5"
+    verdict, details = final_verdict(verdict_outputs(original, data, split, heldout, outs["original"]),
+                                     verdict_outputs(unlearned, data, split, heldout, outs["unlearned"]), heldout_name,
+                                     mia=v5)
+    for name, m in (("original", original), ("unlearned", unlearned), ("Retrain", retrain)):
+        if m is not None:
+            for w in degenerate_warnings(name, results[name.lower()], data.num_classes, m):
+                warn(w)
     config = info.get("config", {})
     timings = {k: float(v) for k, v in (umeta.timings or {}).items() if isinstance(v, (int, float))}
     timings["audit_eval_s"] = time.perf_counter() - start

@@ -69,10 +69,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--retain-lr", type=float, default=None)
     g.add_argument("--epochs", type=int, default=None, help="epochs (epoch-mode methods)")
     g.add_argument("--iterations", type=int, default=None, help="outer iterations (SFRon)")
-    g.add_argument("--train-epochs", default=None, metavar="N|recipe",
-                   help="epochs the original was trained for ('recipe': the original checkpoint's): caps a calibrated "
-                   "run's time at 20%% of a Retrain of that length (docs/defaults.md, rule v4; it forgets less on "
-                   "short trainings); default: no cap (rule v3)")
+    g.add_argument("--train-epochs", default="auto", metavar="auto|N|recipe|none",
+                   help="epochs the original was trained for: a calibrated run then follows rule v5 and takes at most "
+                   "~20%% of a Retrain of that length (docs/defaults.md). auto (default): the original checkpoint's "
+                   "recipe when it records them, else none; recipe: the checkpoint's, required; none: rule v3 (no "
+                   "time budget)")
     g.add_argument("--batch-size", type=int, default=None, help="batch size of both loaders (default 128)")
     g.add_argument("--retain-batches-per-epoch", type=int, default=None, help="cap retain steps per epoch")
     g.add_argument("--optim-option", action="append", default=[], metavar="KEY=VALUE",
@@ -152,7 +153,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     outs = compute_outputs(model, data, split)  # one forward pass per set for the metrics and the verdict
     metrics = metrics_from_outputs(outs, data, split, mia_svc=args.mia_svc, seed=args.seed)
-    verdict, details = final_verdict(before, verdict_outputs(model, data, split, heldout, outs), heldout_name)
+    verdict, details = final_verdict(before, verdict_outputs(model, data, split, heldout, outs), heldout_name,
+                                     mia=report["calibration"].get("rule") == "v5")  # the run's own target
     report["timings"]["eval_s"] = round(time.perf_counter() - start, 3)
     warnings = degenerate_warnings("unlearned", metrics, data.num_classes, model)
 
@@ -239,14 +241,17 @@ def verdict_outputs(model: Any, data: Any, split: Any, heldout: Any, outs: Any =
 
 
 def train_epochs_of(args: argparse.Namespace, meta: Any) -> tuple[int | None, str | None]:
-    """How long the original was trained and where that comes from: ``--train-epochs N``, ``--train-epochs recipe``
-    (the checkpoint's ``recipe.epochs``), else ``(None, None)`` (no time budget: rule v3)."""
-    if args.train_epochs is None:
+    """How long the original was trained and where that comes from: ``--train-epochs N``, ``recipe`` (the
+    checkpoint's ``recipe.epochs``, required), ``auto`` (the recipe's when recorded), else ``(None, None)`` (no time
+    budget: rule v3)."""
+    if args.train_epochs in (None, "none"):
         return None, None
-    if args.train_epochs == "recipe":
+    if args.train_epochs in ("recipe", "auto"):
         epochs = (meta.recipe or {}).get("epochs")
         if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1:
             return epochs, "the original checkpoint's recipe"
+        if args.train_epochs == "auto":
+            return None, None
         raise ConfigError("--train-epochs recipe: the original checkpoint records no training epochs; pass "
                           "--train-epochs N")
     try:
@@ -254,8 +259,8 @@ def train_epochs_of(args: argparse.Namespace, meta: Any) -> tuple[int | None, st
     except ValueError:
         epochs = 0
     if epochs < 1:
-        raise ConfigError(f"--train-epochs must be 'recipe' or an integer >= 1 (the epochs the original was trained "
-                          f"for), got {args.train_epochs!r}")
+        raise ConfigError(f"--train-epochs must be auto, recipe, none or an integer >= 1 (the epochs the original was "
+                          f"trained for), got {args.train_epochs!r}")
     return epochs, "--train-epochs"
 
 
