@@ -302,3 +302,19 @@ def test_store_two_processes_write_concurrently(tmp_path):
     with ResultsStore(db) as store:
         assert len(store.rows("c")) == 80
     assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_atomic_dir_replaces_on_success_and_keeps_the_old_folder_on_failure(tmp_path):
+    from dualoptim.io import atomic_dir
+
+    target = tmp_path / "model"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("one")
+        (tmp / "sub").mkdir()  # sub-folders (e.g. sharded weights) are moved with it
+    assert (target / "a.txt").read_text() == "one" and (target / "sub").is_dir()
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_dir(target) as tmp:
+            (tmp / "a.txt").write_text("two")
+            raise RuntimeError("boom")
+    assert (target / "a.txt").read_text() == "one"  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary folder left behind

@@ -19,7 +19,8 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,28 +89,24 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
-def save_checkpoint(directory: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor],
-                    meta: Mapping[str, Any]) -> Path:
-    """Write ``tensors`` and ``meta`` as a checkpoint folder, replacing any previous one atomically."""
-    from safetensors.torch import save_file
-
+@contextmanager
+def atomic_dir(directory: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary folder next to ``directory`` to fill; when the body succeeds it replaces ``directory`` in one
+    rename (files fsynced, a normal folder's permissions; another process writing the same folder at the same
+    time is tolerated), when it fails it is removed and ``directory`` is left as it was."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
     try:
+        yield tmp
         mask = _umask()
         os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700; give the permissions of a normal folder
-        contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        save_file(contiguous, str(tmp / WEIGHTS))
-        weights = (tmp / WEIGHTS).read_bytes()
-        meta = {**meta, INTEGRITY: {WEIGHTS: {"sha256": hashlib.sha256(weights).hexdigest(), "bytes": len(weights)}}}
-        (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n")
-        (tmp / MARKER).write_text(f"written by dualoptim ({meta.get('kind', 'checkpoint')})\n")
         for f in tmp.iterdir():
-            os.chmod(f, 0o666 & ~mask)
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        for attempt in range(5):  # another process may write the same checkpoint at the same time
+            if f.is_file():
+                os.chmod(f, 0o666 & ~mask)
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        for attempt in range(5):  # another process may write the same folder at the same time
             old = None
             if directory.exists():
                 old = directory.with_name(f".{directory.name}.old-{os.getpid()}-{attempt}")
@@ -131,7 +128,21 @@ def save_checkpoint(directory: str | os.PathLike[str], tensors: Mapping[str, tor
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _fsync_dir(directory.parent)
-    return directory
+
+
+def save_checkpoint(directory: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor],
+                    meta: Mapping[str, Any]) -> Path:
+    """Write ``tensors`` and ``meta`` as a checkpoint folder, replacing any previous one atomically."""
+    from safetensors.torch import save_file
+
+    with atomic_dir(directory) as tmp:
+        contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        save_file(contiguous, str(tmp / WEIGHTS))
+        weights = (tmp / WEIGHTS).read_bytes()
+        meta = {**meta, INTEGRITY: {WEIGHTS: {"sha256": hashlib.sha256(weights).hexdigest(), "bytes": len(weights)}}}
+        (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n")
+        (tmp / MARKER).write_text(f"written by dualoptim ({meta.get('kind', 'checkpoint')})\n")
+    return Path(directory)
 
 
 def load_checkpoint(directory: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import ConfigError, DataNotFoundError
+from ..io import atomic_dir
 from ..runtime import resolve_device  # noqa: F401 -- part of this module's API (llm.cli, tests)
 from .tokenizer import DEFAULT_TEMPLATE
 
@@ -122,24 +121,11 @@ def save_model(model: torch.nn.Module, tokenizer: Any, directory: str | os.PathL
 
     ``state_dict``: the full weights when ``model`` is sharded (:func:`parallel.full_state_dict`).
     """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-    try:
+    with atomic_dir(directory) as tmp:
         model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         (tmp / META_FILE).write_text(json.dumps({"template": template, **(meta or {})}, indent=2, default=str))
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return directory
+    return Path(directory)
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
