@@ -101,6 +101,26 @@ def test_two_experiments_share_models_not_rows(finished):
     assert count_rows(root / "results.db") == 2 * (2 + 3) + 2 * (2 + 1)
 
 
+def test_rows_of_an_earlier_configuration_are_left_out_of_the_table(finished, capsys):
+    """Changing a preset changes the runs' keys: the table shows the current configuration's rows only (the old
+    ones, with the same labels, would otherwise be averaged in as extra trials), and says so."""
+    root, _ = finished
+
+    def tiny_lr(lr: float) -> BenchConfig:
+        run = {"method": "salun", "optim": "adam+sgd", "config": {"epochs": 1, "retain_batches_per_epoch": 3,
+                                                                   "forget_lr": lr}}
+        return BenchConfig(**{**TINY, "name": "tiny-preset", "runs": [run]})
+
+    first = run_bench(tiny_lr(1e-4), BenchContext(root=root, progress=False))
+    capsys.readouterr()
+    second = run_bench(tiny_lr(3e-2), BenchContext(root=root, progress=False))
+    assert [(r["name"], r["trials"]) for r in second] == [(r["name"], 2) for r in first]  # 2 trials, not 4
+    assert (second[2]["FA"], second[2]["MIA"]) != (first[2]["FA"], first[2]["MIA"])  # the new rows, not the old
+    assert "2 stored row(s) from an earlier configuration" in capsys.readouterr().err
+    assert main(["report", str(root / "tiny-preset")]) == 0  # the database alone gives the same table
+    assert json.loads((root / "tiny-preset" / "summary.json").read_text())["rows"][2]["MIA"] == second[2]["MIA"]
+
+
 def test_sweep_writes_the_sensitivity_plot(finished):
     root, _ = finished
     runs = [{"method": "salun", "optim": "adam+sgd", "label": f"salun+DO lr_f={lr:g}",

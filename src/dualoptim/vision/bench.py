@@ -268,9 +268,12 @@ def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str)
          f"{cfg.model} {cfg.model_options or ''}, forget {cfg.forget}, seeds {cfg.seeds}, {len(cfg.runs)} runs")
     original, timings, hit = _train_or_load("original", original_key, cfg, ctx, data, None)
     _log(f"[bench {cfg.name}] original model {'from cache' if hit else 'trained'} ({timings.get('train_s', 0):.0f} s)")
-    for trial, seed in enumerate(cfg.seeds):
-        for job in _trial_jobs(cfg, ctx, data, exp, original_key, original, trial, seed):
-            runner.run(job)
+    jobs = [job for trial, seed in enumerate(cfg.seeds)
+            for job in _trial_jobs(cfg, ctx, data, exp, original_key, original, trial, seed)]
+    # the rows of THIS configuration: rows stored under older presets stay in the database but not in the table
+    store.put_series(f"{report.KEYS}{exp}", [{"keys": [job.key for job in jobs]}])
+    for job in jobs:
+        runner.run(job)
     runner.close()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -304,9 +305,20 @@ def plot_sweep(folder: Path, points: Mapping[str, Sequence[tuple[float, float, f
     return _save(fig, folder / "sensitivity.png")
 
 
+KEYS = "keys:"  # + experiment: the series holding the result keys of the configuration last run
+
+
 def write_report(store: ResultsStore, exp: str, out_dir: Path) -> list[dict[str, Any]]:
     """Table and figures of experiment ``exp`` from the database alone, written to ``out_dir``."""
     rows = store.rows(exp)
+    current = store.series(f"{KEYS}{exp}")
+    if current:  # the rows of the configuration last run; older presets' rows are left out, said once
+        keep = set(current[0]["keys"])
+        stale = sum(r["key"] not in keep for r in rows)
+        rows = [r for r in rows if r["key"] in keep]
+        if stale:
+            print(f"{exp}: {stale} stored row(s) from an earlier configuration of this benchmark (e.g. older "
+                  "presets) left out of the table; they stay in the database", file=sys.stderr)
     if not rows:
         raise ConfigError(f"no results for experiment {exp!r} in {store.path}")
     if not any(r["method"] == RETRAIN for r in rows):
