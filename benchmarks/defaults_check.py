@@ -5,7 +5,7 @@ set, then per trial seed draws the forget set, trains a Retrain on the retain se
 this report only: calibration never sees it) and runs
 
     dualoptim.unlearn(copy_of_original, forget=..., retain=..., test=..., method=m, optim=o, retrain=retrain,
-                      train_epochs=<the originals' --epochs>)   # rule v5; --no-train-epochs: rule v3
+                      train_epochs=<the originals' --epochs>)   # rule v6; --rule v5; --no-train-epochs: rule v3
 
 for every method with its DualOptim spec and with the shared-optimizer baseline, under the same retrain-free
 calibration (docs/defaults.md). It reports per setting a Table-1-style block (mean ± std over seeds, gap to
@@ -38,7 +38,7 @@ from torch import nn
 from dualoptim.io import atomic_write_json
 from dualoptim.optim import OptimSpec
 from dualoptim.stats import format_cell, gap_table
-from dualoptim.vision import TrainConfig, create_model, load_dataset, make_forget_split, seed_everything
+from dualoptim.vision import TrainConfig, calibrate, create_model, load_dataset, make_forget_split, seed_everything
 from dualoptim.vision.api import unlearn
 from dualoptim.vision.methods import get_method_info
 from dualoptim.vision.train import train_classifier
@@ -211,6 +211,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=40, help="epochs of the original and Retrain recipe (memorize)")
     p.add_argument("--no-train-epochs", dest="train_epochs", action="store_false", help="call unlearn without "
                    "train_epochs (rule v3); default: pass --epochs as train_epochs (rule v5: its 20 % work budget)")
+    p.add_argument("--rule", choices=("v6", "v5"), default="v6", help="with train_epochs: rule v6 (v5 + the "
+                   "held-out member-rate guard, the default) or v5 exactly (the guard off), for paired measurements")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/defaults_check.json")
     p.add_argument("--report", default=None, metavar="JSON", help="only print the tables of a finished (or "
@@ -222,6 +224,7 @@ def main() -> None:
         print("\n".join(markdown(r) for r in results) + "\n" + summary(results))
         return
     torch.set_num_threads(args.threads)
+    calibrate.MEMBER_GUARD = args.rule == "v6"
     start, c0 = time.perf_counter(), cpu_s()
     results = []
     for item in args.settings.split(","):
