@@ -197,6 +197,35 @@ def summary(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paired(results: list[dict], other: list[dict], names: tuple[str, str]) -> str:
+    """Cell by cell on the same draws: each DualOptim row's Gap under two runs of the script (``a / b``), the
+    mean time of its DualOptim runs, and which run has the lower Gap in how many cells."""
+    by_key = {(r["dataset"], r["model"], r["forget"]): r for r in other}
+    labels = sorted({x["label"] for r in results for x in r["runs"] if OptimSpec.parse(x["optim"]).is_dual})
+    lines = [f"Gap {names[0]} / {names[1]} (DualOptim rows); time = mean unlearning CPU / Retrain CPU",
+             "", "| Setting | Original | " + " | ".join(labels) + " | time (mean, DualOptim) |",
+             "|---|" + "---|" * (len(labels) + 2)]
+    wins = [0, 0, 0]  # a lower, b lower, tie
+    for res in results:
+        o = by_key.get((res["dataset"], res["model"], res["forget"]))
+        if o is None:
+            continue
+        ga, gb = ({r["name"]: r["Gap"] for r in x["table"]} for x in (res, o))
+        cells = []
+        for n in labels:
+            if n in ga and n in gb:
+                wins[0 if ga[n] < gb[n] else 1 if gb[n] < ga[n] else 2] += 1
+                cells.append(f"{ga[n]:.2f} / {gb[n]:.2f}")
+            else:
+                cells.append("")
+        t = [[x["time_fraction"] for x in r["runs"] if x["label"] in labels] for r in (res, o)]
+        lines.append(f"| {res['dataset']}/{res['model']} {res['forget']} | {ga['Original']:.2f} | "
+                     + " | ".join(cells) + " | " + " / ".join(f"{100 * sum(v) / max(len(v), 1):.0f}%" for v in t)
+                     + " |")
+    lines += ["", f"Lower Gap: {names[0]} in {wins[0]} cells, {names[1]} in {wins[1]}, ties {wins[2]}."]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--settings", default=DEFAULT_SETTINGS, help="comma-separated dataset:model:forget-spec")
@@ -217,11 +246,19 @@ def main() -> None:
     p.add_argument("--out", default="runs/defaults_check.json")
     p.add_argument("--report", default=None, metavar="JSON", help="only print the tables of a finished (or "
                    "partial) run's --out file")
+    p.add_argument("--compare", default=None, metavar="JSON", help="with --report: also the cell-by-cell Gap "
+                   "against another run's --out file on the same draws")
     args = p.parse_args()
     if args.report:
         with open(args.report) as fh:
-            results = json.load(fh)["results"]
+            done = json.load(fh)
+        results = done["results"]
         print("\n".join(markdown(r) for r in results) + "\n" + summary(results))
+        if args.compare:
+            with open(args.compare) as fh:
+                other = json.load(fh)
+            names = (done["args"].get("rule", args.report), other["args"].get("rule", args.compare))
+            print(paired(results, other["results"], names))
         return
     torch.set_num_threads(args.threads)
     calibrate.MEMBER_GUARD = args.rule == "v6"
