@@ -5,7 +5,7 @@ set, then per trial seed draws the forget set, trains a Retrain on the retain se
 this report only: calibration never sees it) and runs
 
     dualoptim.unlearn(copy_of_original, forget=..., retain=..., test=..., method=m, optim=o, retrain=retrain,
-                      train_epochs=<the originals' --epochs>)   # rule v5; --no-train-epochs: rule v3
+                      train_epochs=<the originals' --epochs>)   # rule v6; --rule v5; --no-train-epochs: rule v3
 
 for every method with its DualOptim spec and with the shared-optimizer baseline, under the same retrain-free
 calibration (docs/defaults.md). It reports per setting a Table-1-style block (mean ± std over seeds, gap to
@@ -38,7 +38,7 @@ from torch import nn
 from dualoptim.io import atomic_write_json
 from dualoptim.optim import OptimSpec
 from dualoptim.stats import format_cell, gap_table
-from dualoptim.vision import TrainConfig, create_model, load_dataset, make_forget_split, seed_everything
+from dualoptim.vision import TrainConfig, calibrate, create_model, load_dataset, make_forget_split, seed_everything
 from dualoptim.vision.api import unlearn
 from dualoptim.vision.methods import get_method_info
 from dualoptim.vision.train import train_classifier
@@ -197,6 +197,35 @@ def summary(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paired(results: list[dict], other: list[dict], names: tuple[str, str]) -> str:
+    """Cell by cell on the same draws: each DualOptim row's Gap under two runs of the script (``a / b``), the
+    mean time of its DualOptim runs, and which run has the lower Gap in how many cells."""
+    by_key = {(r["dataset"], r["model"], r["forget"]): r for r in other}
+    labels = sorted({x["label"] for r in results for x in r["runs"] if OptimSpec.parse(x["optim"]).is_dual})
+    lines = [f"Gap {names[0]} / {names[1]} (DualOptim rows); time = mean unlearning CPU / Retrain CPU",
+             "", "| Setting | Original | " + " | ".join(labels) + " | time (mean, DualOptim) |",
+             "|---|" + "---|" * (len(labels) + 2)]
+    wins = [0, 0, 0]  # a lower, b lower, tie
+    for res in results:
+        o = by_key.get((res["dataset"], res["model"], res["forget"]))
+        if o is None:
+            continue
+        ga, gb = ({r["name"]: r["Gap"] for r in x["table"]} for x in (res, o))
+        cells = []
+        for n in labels:
+            if n in ga and n in gb:
+                wins[0 if ga[n] < gb[n] else 1 if gb[n] < ga[n] else 2] += 1
+                cells.append(f"{ga[n]:.2f} / {gb[n]:.2f}")
+            else:
+                cells.append("")
+        t = [[x["time_fraction"] for x in r["runs"] if x["label"] in labels] for r in (res, o)]
+        lines.append(f"| {res['dataset']}/{res['model']} {res['forget']} | {ga['Original']:.2f} | "
+                     + " | ".join(cells) + " | " + " / ".join(f"{100 * sum(v) / max(len(v), 1):.0f}%" for v in t)
+                     + " |")
+    lines += ["", f"Lower Gap: {names[0]} in {wins[0]} cells, {names[1]} in {wins[1]}, ties {wins[2]}."]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--settings", default=DEFAULT_SETTINGS, help="comma-separated dataset:model:forget-spec")
@@ -211,17 +240,28 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=40, help="epochs of the original and Retrain recipe (memorize)")
     p.add_argument("--no-train-epochs", dest="train_epochs", action="store_false", help="call unlearn without "
                    "train_epochs (rule v3); default: pass --epochs as train_epochs (rule v5: its 20 % work budget)")
+    p.add_argument("--rule", choices=("v6", "v5"), default="v6", help="with train_epochs: rule v6 (v5 + the "
+                   "held-out member-rate guard, the default) or v5 exactly (the guard off), for paired measurements")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/defaults_check.json")
     p.add_argument("--report", default=None, metavar="JSON", help="only print the tables of a finished (or "
                    "partial) run's --out file")
+    p.add_argument("--compare", default=None, metavar="JSON", help="with --report: also the cell-by-cell Gap "
+                   "against another run's --out file on the same draws")
     args = p.parse_args()
     if args.report:
         with open(args.report) as fh:
-            results = json.load(fh)["results"]
+            done = json.load(fh)
+        results = done["results"]
         print("\n".join(markdown(r) for r in results) + "\n" + summary(results))
+        if args.compare:
+            with open(args.compare) as fh:
+                other = json.load(fh)
+            names = (done["args"].get("rule", args.report), other["args"].get("rule", args.compare))
+            print(paired(results, other["results"], names))
         return
     torch.set_num_threads(args.threads)
+    calibrate.MEMBER_GUARD = args.rule == "v6"
     start, c0 = time.perf_counter(), cpu_s()
     results = []
     for item in args.settings.split(","):

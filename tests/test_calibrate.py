@@ -161,7 +161,11 @@ def test_rule_v5_no_probe_checks_after_each_forget_cycle_and_escalation_acts(mem
     b = c["budget"]
     assert b["planned_work"] <= 0.2 * b["retrain_work"] + 1e-9 and out.result.steps <= sum(
         api._plan_steps(api.get_method("rl"), api.Schedule(**out.audit.hyperparameters["schedule"]), 1, 11))
-    assert "20% of a Retrain of 40 epochs" in out.audit.summary() and "rule v5" in out.audit.summary()
+    assert "20% of a Retrain of 40 epochs" in out.audit.summary() and "rule v6" in out.audit.summary()
+    g = c["member_guard"]  # rule v6: the guard's reference is the original's held-out member rate (first check)
+    assert g["heldout_before"] == c["checks"][0]["MIA_heldout"] and g["n_heldout"] == cal.MONITOR_SAMPLES
+    assert g["tol_member"] == pytest.approx(cal.member_guard_tolerance(g["heldout_before"], 256)["tol_member"])
+    assert all("member_drop" in k for k in c["checks"])
 
 
 def test_member_rate_target_not_met_met_and_overshot():
@@ -367,3 +371,56 @@ def test_utility_drop_backs_off_twice_then_stops_restored():
     assert scale["forget"] == pytest.approx(1.0)
     assert check(5) is None and scale["forget"] == pytest.approx(1 / PROBE_RATIO) and mon.backoffs == MAX_BACKOFFS == 2
     assert check(6) == "utility drop: restored step 4"
+
+
+def test_member_guard_tolerance():
+    """Rule v6: 3 binomial standard errors of the original's held-out member rate, at least 2 points."""
+    from dualoptim.vision.calibrate import member_guard_tolerance
+
+    assert member_guard_tolerance(85.0, 256)["tol_member"] == pytest.approx(300 * (0.85 * 0.15 / 256) ** 0.5)
+    assert member_guard_tolerance(60.0, 256)["tol_member"] == pytest.approx(9.185, abs=1e-3)
+    assert member_guard_tolerance(99.9, 10_000)["tol_member"] == 2.0
+
+
+@pytest.mark.parametrize("guard", [True, False])
+def test_member_rate_drop_restores_backs_off_and_the_third_event_ends_the_run(monkeypatch, guard):
+    """Rule v6: a check whose held-out member rate fell more than tol_member below the first check's is treated
+    like a utility drop (restore the last state that passed, forget lr / sqrt(10), no escalation above it; the
+    third such event ends the run); rule v5 (no guard) lets the same rates through."""
+    from types import SimpleNamespace
+
+    import dualoptim.vision.calibrate as cal
+
+    net = nn.Linear(2, 2)
+    n = 256
+    xs, ys = torch.zeros(n, 2), torch.zeros(n, dtype=torch.long)
+    mon = cal.Monitor(net, (xs, ys), (xs, ys), "sample", [], (xs, ys), mia=True, max_scale=10.0,
+                      member_guard={} if guard else None)
+    rates = [85.0, 84.0, 70.0, 83.0, 60.0, 79.0, 60.0]  # held-out member rate per check; tol_member = 6.7
+    script = iter([{"kind": "sample", "FA": 90.0, "AUC": 0.8, "MIA_forget": 90.0, "MIA_heldout": m, "tol_mia": 5.0,
+                    "kept": 95.0, "status": "not met", "utility_drop": False} for m in rates])
+    monkeypatch.setattr(cal, "assess", lambda *a, **k: next(script))
+    scale = {"forget": 1.0, "retain": 1.0}
+
+    def check(step):
+        return mon(SimpleNamespace(phase="start" if step == 0 else "retain", step=step, lr_scale=scale))
+
+    assert check(0) is None and check(1) is None  # kept: steps 0 and 1; no progress: escalated
+    assert scale["forget"] == pytest.approx(cal.PROBE_RATIO)
+    good = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    result = check(2)  # 70 < 85 - 6.7
+    if not guard:
+        assert result is None and "member_drop" not in mon.checks[-1] and mon.backoffs == 0
+        assert not torch.equal(net.weight, good["weight"]) and [check(s) for s in range(3, 7)] == [None] * 4
+        return
+    assert result is None and mon.checks[-1]["member_drop"] and mon.checks[-1]["restored"] == 1
+    assert all(torch.equal(v, good[k]) for k, v in net.state_dict().items())  # restored
+    assert scale["forget"] == pytest.approx(1.0) and mon.max_scale == pytest.approx(1.0) and mon.backoffs == 1
+    assert mon.member_guard["heldout_before"] == 85.0 and mon.member_guard["n_heldout"] == n
+    assert check(3) is None and scale["forget"] == pytest.approx(1.0)  # 83: passes; no escalation above the cut
+    assert check(4) is None and mon.checks[-1]["restored"] == 3
+    assert scale["forget"] == pytest.approx(1 / cal.PROBE_RATIO)
+    assert check(5) is None  # 79: within 85 - 6.7
+    assert check(6) == "member-rate drop: restored step 5"  # the third event ends the run, restored

@@ -18,7 +18,9 @@ a slice of the data (rule v3); :func:`verdict_text` words the result. Nothing he
 Rule v5 (``train_epochs`` given, docs/defaults.md) has no separate probe: the run starts at :data:`START_LR`
 and its own checks move the forget lr one rung at a time; epoch-mode methods run interleaved
 (:func:`interleaved`); the Gap's entropy-LR membership attack joins the sample-wise target
-(:func:`member_rates`); :func:`work_budget` caps the run at 20 % of a Retrain's work.
+(:func:`member_rates`); :func:`work_budget` caps the run at 20 % of a Retrain's work. Rule v6 (the same, plus
+:data:`MEMBER_GUARD`) treats a fall of the held-out set's member rate under that attack below the original's as
+a utility drop (restore, smaller forget lr): a Retrain keeps that rate where the original has it.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ PREP_WORK = 1.1  # per forget + retain batch, for a method with a preparation (S
 START_LR = 1e-3  # rule v5's first forget lr: the median final forget lr of v3's runs (Adam and SGD, seeds 2-5)
 MIN_TOL_MIA = 2.0  # points: the member-rate tolerance's floor
 NO_BUDGET = "time budget unknown: pass train_epochs"
+# rule v6: the held-out member rate may not fall more than MEMBER_K standard errors below the original's; False
+# runs rule v5 exactly (a switch for paired measurements, benchmarks/defaults_check.py --rule v5)
+MEMBER_GUARD = True
+MEMBER_K = 3.0
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -305,7 +311,8 @@ class Monitor:
     phase has repaired what the forget steps broke). ``checks`` records every check. A check that finds a
     utility drop restores the last state that passed the utility test (rule v2) and, up to
     :data:`MAX_BACKOFFS` times, goes on from there with the forget lr divided by sqrt(10) (rule v3); after
-    that it ends the run.
+    that it ends the run. With ``member_guard`` (rule v6) a check whose held-out member rate under the attack
+    fell more than ``tol_member`` below the first check's is handled the same way (the same count).
     """
 
     net: nn.Module
@@ -321,6 +328,7 @@ class Monitor:
     mia: bool = False  # rule v5: the Gap's membership attack is part of the sample-wise target
     max_scale: float = 1.0  # escalation: the forget lr may grow by PROBE_RATIO per check up to this factor
     backoffs: int = 0  # rule v3: utility drops answered by a restore + a smaller forget lr so far
+    member_guard: dict[str, Any] | None = None  # rule v6: {} to switch the guard on; filled at the first check
     _last: int = -1
     _prev: dict[str, Any] | None = None
     _good: tuple[int, dict[str, torch.Tensor]] | None = None
@@ -335,6 +343,13 @@ class Monitor:
         if self.kept_before is None:
             self.kept_before = a.get("kept")
             a["kept_before"] = self.kept_before
+        g = self.member_guard
+        if g is not None and a.get("MIA_heldout") is not None:
+            if "heldout_before" not in g:  # the original's rate: the guard's reference (rule v6)
+                n_h = len(h[1]) if h is not None else 0
+                g.update(heldout_before=a["MIA_heldout"], n_heldout=n_h,
+                         **member_guard_tolerance(a["MIA_heldout"], n_h))
+            a["member_drop"] = a["MIA_heldout"] < g["heldout_before"] - g["tol_member"]
         return a
 
     def __call__(self, event: Any) -> str | None:
@@ -342,8 +357,9 @@ class Monitor:
             return None
         self._last = event.step
         a = self.measure()
-        self.checks.append({"step": event.step, **{k: a.get(k) for k in CHECK_FIELDS if k in a or "MIA" not in k}})
-        if a["utility_drop"]:
+        self.checks.append({"step": event.step, **{k: a.get(k) for k in CHECK_FIELDS if k in a or k in CHECK_ALWAYS}})
+        if a["utility_drop"] or a.get("member_drop"):  # rule v6: a member-rate drop is treated like a utility drop
+            what = "utility drop" if a["utility_drop"] else "member-rate drop"
             if self.restore and self._good is not None:
                 self.net.load_state_dict(self._good[1])
                 if self.backoffs < MAX_BACKOFFS:  # rule v3: back off and go on from the last good state
@@ -353,8 +369,8 @@ class Monitor:
                     self.max_scale = scale  # never escalate back to a forget lr that dropped utility
                     self.checks[-1].update(forget_lr_scale=scale, restored=self._good[0])
                     return None
-                return f"utility drop: restored step {self._good[0]}"
-            return "utility drop"
+                return f"{what}: restored step {self._good[0]}"
+            return what
         if self.restore:
             self._good = (event.step, {k: v.detach().clone() for k, v in self.net.state_dict().items()})
         if a["status"] in ("target met", "overshot"):
@@ -368,7 +384,17 @@ class Monitor:
         return None
 
 
-CHECK_FIELDS = ("FA", "HA", "HA_forgotten", "AUC", "MIA_forget", "MIA_heldout", "kept", "status", "utility_drop")
+CHECK_FIELDS = ("FA", "HA", "HA_forgotten", "AUC", "MIA_forget", "MIA_heldout", "kept", "status", "utility_drop",
+                "member_drop")
+CHECK_ALWAYS = ("FA", "HA", "HA_forgotten", "AUC", "kept", "status", "utility_drop")  # the others: when measured
+
+
+def member_guard_tolerance(heldout_rate: float, n_heldout: int) -> dict[str, float]:
+    """Rule v6: how far (points) the held-out member rate may fall below the original's ``heldout_rate`` (%)
+    measured on ``n_heldout`` samples: :data:`MEMBER_K` binomial standard errors, at least ``MIN_TOL_MIA``."""
+    p = min(max(heldout_rate / 100.0, 0.0), 1.0)
+    return {"tol_member": max(MIN_TOL_MIA, MEMBER_K * 100.0 * math.sqrt(p * (1 - p) / max(n_heldout, 1))),
+            "k": MEMBER_K}
 
 
 def _progressed(prev: dict[str, Any], now: dict[str, Any]) -> bool:
@@ -433,8 +459,9 @@ def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], pla
                   ) -> tuple[float, Any, Monitor, dict[str, Any]]:
     """Calibrate one run without a Retrain (docs/defaults.md): rule v5 when ``train_epochs`` is given and the
     length is not (no probe: the run starts at :data:`START_LR`, interleaved, within the work budget, the
-    membership attack in the target), else rule v3 (the forget-lr probe, skipped when the target is met
-    already; the method's capped schedule).
+    membership attack in the target; with :data:`MEMBER_GUARD`, rule v6: plus the held-out member-rate guard,
+    recorded as ``calibration["member_guard"]`` next to ``rule`` "v5", whose target and budget it keeps), else
+    rule v3 (the forget-lr probe, skipped when the target is met already; the method's capped schedule).
 
     Args:
         net: the model to unlearn (not changed: the v3 probe works on copies).
@@ -466,10 +493,12 @@ def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], pla
             schedule.mode == "iteration") else 2
         monitor.every = max(2, sum(plan(schedule)) // 10, cycle)
         monitor.max_scale = candidates[-1] / START_LR
-        return START_LR, schedule, monitor, {
-            "rule": "v5", "budget": budget, "mode": "auto", "reason": "no forget_lr given", "forget_lr": START_LR,
-            "start_lr": START_LR, "probe": [], "heldout": heldout, "check_every": monitor.every,
-            "target": "FA, loss AUC and entropy-attack member rate vs held-out" if monitor.mia else None}
+        fields = {"rule": "v5", "budget": budget, "mode": "auto", "reason": "no forget_lr given", "forget_lr": START_LR,
+                  "start_lr": START_LR, "probe": [], "heldout": heldout, "check_every": monitor.every,
+                  "target": "FA, loss AUC and entropy-attack member rate vs held-out" if monitor.mia else None}
+        if MEMBER_GUARD and monitor.mia:  # rule v6; the record is the monitor's, filled at the first check
+            monitor.member_guard = fields["member_guard"] = {}
+        return START_LR, schedule, monitor, fields
     monitor = make_monitor(net, sets, kind, classes, seed)
     if monitor.measure()["status"] in ("target met", "overshot"):  # nothing to do: the run stops at step 0
         forget_lr, probe_rows = candidates[0], []
