@@ -144,7 +144,7 @@ def test_rule_v5_no_probe_checks_after_each_forget_cycle_and_escalation_acts(mem
                             train_epochs=40, progress=False)
     monkeypatch.undo()
     c, hist = out.audit.calibration, out.result.history
-    assert c["rule"] == "v5" and c["probe"] == [] and c["start_lr"] == cal.START_LR
+    assert c["rule"] == "v6" and c["probe"] == [] and c["start_lr"] == cal.START_LR  # v6 = v5 + the member guard
     assert out.audit.hyperparameters["schedule"]["mode"] == "iteration"
     forget_at = [h["step"] for h in hist if h["phase"] == "forget"]
     assert hist[0]["phase"] == "forget" and hist[0]["lr"] == pytest.approx(cal.START_LR)  # from the first step

@@ -74,7 +74,7 @@ def test_unlearn_without_learning_rates_calibrates_and_forgets(memorized, tmp_pa
     assert report["config"]["lr_source"].startswith("calibrated") and "calibrated forget lr" in text
     # the original's checkpoint records its training length: rule v5 with a time budget of 20 % of a Retrain of it
     budget = report["calibration"]["budget"]
-    assert report["calibration"]["rule"] == "v5" and "time budget" in text
+    assert report["calibration"]["rule"] == "v6" and "time budget" in text
     assert budget["train_epochs"] == 60 and budget["source"] == "the original checkpoint's recipe"
     assert "verdict: " in text and report["verdict"] and report["verdict_details"]["kind"] == "sample"
     # the calibrated run acts on a memorizing model (fails if the defaults leave it unchanged); whether that is

@@ -24,7 +24,7 @@ from ..engine import Callback, Schedule, UnlearnResult, run_unlearning
 from ..engine import _plan as _plan_steps
 from ..optim import OptimSpec, build_optimizer
 from .audit import Audit, degenerate_warnings
-from .calibrate import calibrate_run, calibrated_schedule, final_verdict, forget_kind
+from .calibrate import attack_target, calibrate_run, calibrated_schedule, final_verdict, forget_kind
 from .data import Data
 from .inputs import LogitsModel, Retrain, check_settings, extract_logits, retrain_plan, train_retrain, user_sets
 from .methods import get_method, get_method_info
@@ -85,7 +85,7 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
         calibrate: ``"auto"`` (calibrate unless ``forget_lr`` is given) or ``"off"`` (untuned fixed defaults).
         epochs / iterations: override the method's schedule length (epoch-style / iteration-style methods).
         train_epochs: how many epochs (passes over its training data) the original was trained for. With it a
-            calibrated run follows rule v5 (docs/defaults.md): no probe, interleaved steps, work at most 20 % of
+            calibrated run follows rule v6 (docs/defaults.md): no probe, interleaved steps, work at most 20 % of
             a Retrain of that length; without it rule v3 (a probe, at most 10 epochs) and the audit says "time
             budget unknown: pass train_epochs".
         batch_size: batch size for Datasets and tensor pairs (DataLoaders keep their own).
@@ -167,7 +167,7 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
     t0 = time.perf_counter()
     unlearned_out = sets_probs(net, vars(sets).values())
     unlearned_metrics = all_metrics(unlearned_out, seed)
-    verdict, verdict_details = final_verdict(original_out, unlearned_out, mia=calibration.get("rule") == "v5")
+    verdict, verdict_details = final_verdict(original_out, unlearned_out, mia=attack_target(calibration))
     eval_s += time.perf_counter() - t0
     num_classes = original_out[0][0].shape[1]
     warnings = (degenerate_warnings("original", original_metrics, num_classes)

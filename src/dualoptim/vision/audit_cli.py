@@ -57,7 +57,7 @@ def _same_data(name: str, meta: Any, ref: Any) -> None:
 def cmd_audit(args: argparse.Namespace) -> int:
     from ..io import check_output
     from .audit import Audit, degenerate_warnings
-    from .calibrate import final_verdict
+    from .calibrate import attack_target, final_verdict
     from .checkpoint import dataset_for, load_classifier, weights_digest
     from .forget import make_forget_split
     from .metrics import compute_outputs, metrics_from_outputs
@@ -110,11 +110,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
             info = json.loads(metrics_file.read_text())
         except json.JSONDecodeError:
             print(f"dualoptim: warning: {metrics_file} is not valid JSON; settings left out", file=sys.stderr)
-    # the target of the rule the run was calibrated with (rule v5 adds the Gap's membership attack)
-    v5 = info.get("calibration", {}).get("rule") == "v5"
+    # the target of the rule the run was calibrated with (rules v5 and v6 add the Gap's membership attack)
+    attack = attack_target(info.get("calibration", {}))
     verdict, details = final_verdict(verdict_outputs(original, data, split, heldout, outs["original"]),
                                      verdict_outputs(unlearned, data, split, heldout, outs["unlearned"]), heldout_name,
-                                     mia=v5)
+                                     mia=attack)
     for name, m in (("original", original), ("unlearned", unlearned), ("Retrain", retrain)):
         if m is not None:
             for w in degenerate_warnings(name, results[name.lower()], data.num_classes, m):

@@ -453,6 +453,14 @@ def make_monitor(net: nn.Module, sets: Any, kind: str, classes: list[int], seed:
     return Monitor(net, forget, heldout, kind, classes, retain, mia=mia)
 
 
+ATTACK_RULES = ("v5", "v6")  # rules whose sample-wise target includes the Gap's membership attack
+
+
+def attack_target(calibration: dict[str, Any]) -> bool:
+    """Does the run's rule (``calibration["rule"]``) judge forgetting with the membership attack too (v5, v6)?"""
+    return calibration.get("rule") in ATTACK_RULES
+
+
 def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], plan: Callable[[Any], tuple[int, int]],
                   make_optimizer: Callable[[nn.Module, float], Any], forget_optimizer: str, schedule: Any,
                   train_epochs: int | None, length_given: bool, kind: str, classes: list[int], seed: int
@@ -460,7 +468,7 @@ def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], pla
     """Calibrate one run without a Retrain (docs/defaults.md): rule v5 when ``train_epochs`` is given and the
     length is not (no probe: the run starts at :data:`START_LR`, interleaved, within the work budget, the
     membership attack in the target; with :data:`MEMBER_GUARD`, rule v6: plus the held-out member-rate guard,
-    recorded as ``calibration["member_guard"]`` next to ``rule`` "v5", whose target and budget it keeps), else
+    recorded as ``rule`` "v6" with ``calibration["member_guard"]`` where the guard applies), else
     rule v3 (the forget-lr probe, skipped when the target is met already; the method's capped schedule).
 
     Args:
@@ -477,7 +485,7 @@ def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], pla
 
     Returns:
         The forget lr, the schedule to run, the monitor (the engine's ``stop`` hook) and the audit's
-        ``calibration`` fields (``rule``: "v5" or "v3").
+        ``calibration`` fields (``rule``: "v6", "v5" or "v3").
     """
     candidates = ladder(forget_optimizer)
     heldout = "test" if sets.test is not None else None
@@ -493,7 +501,8 @@ def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], pla
             schedule.mode == "iteration") else 2
         monitor.every = max(2, sum(plan(schedule)) // 10, cycle)
         monitor.max_scale = candidates[-1] / START_LR
-        fields = {"rule": "v5", "budget": budget, "mode": "auto", "reason": "no forget_lr given", "forget_lr": START_LR,
+        fields = {"rule": "v6" if MEMBER_GUARD else "v5", "budget": budget, "mode": "auto",
+                  "reason": "no forget_lr given", "forget_lr": START_LR,
                   "start_lr": START_LR, "probe": [], "heldout": heldout, "check_every": monitor.every,
                   "target": "FA, loss AUC and entropy-attack member rate vs held-out" if monitor.mia else None}
         if MEMBER_GUARD and monitor.mia:  # rule v6; the record is the monitor's, filled at the first check

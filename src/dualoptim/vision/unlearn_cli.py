@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--epochs", type=int, default=None, help="epochs (epoch-mode methods)")
     g.add_argument("--iterations", type=int, default=None, help="outer iterations (SFRon)")
     g.add_argument("--train-epochs", default="auto", metavar="auto|N|recipe|none",
-                   help="epochs the original was trained for: a calibrated run then follows rule v5 and takes at most "
+                   help="epochs the original was trained for: a calibrated run then follows rule v6 and takes at most "
                    "~20%% of a Retrain of that length (docs/defaults.md). auto (default): the original checkpoint's "
                    "recipe when it records them, else none; recipe: the checkpoint's, required; none: rule v3 (no "
                    "time budget)")
@@ -111,7 +111,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 
     from ..io import atomic_write_json, check_output
     from .audit import budget_text, degenerate_warnings
-    from .calibrate import final_verdict
+    from .calibrate import attack_target, final_verdict
     from .checkpoint import dataset_for, load_classifier, save_classifier, weights_digest
     from .forget import make_forget_split
     from .metrics import compute_outputs, metrics_from_outputs
@@ -154,7 +154,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     outs = compute_outputs(model, data, split)  # one forward pass per set for the metrics and the verdict
     metrics = metrics_from_outputs(outs, data, split, mia_svc=args.mia_svc, seed=args.seed)
     verdict, details = final_verdict(before, verdict_outputs(model, data, split, heldout, outs), heldout_name,
-                                     mia=report["calibration"].get("rule") == "v5")  # the run's own target
+                                     mia=attack_target(report["calibration"]))  # the run's own target
     report["timings"]["eval_s"] = round(time.perf_counter() - start, 3)
     warnings = degenerate_warnings("unlearned", metrics, data.num_classes, model)
 
@@ -270,6 +270,7 @@ def _calibrated(model: Any, data: Any, split: Any, cfg: Any, args: argparse.Name
     """Run ``dualoptim.unlearn`` (calibrated) on the split's tensors: the model, the report fields, a summary line."""
     from ..optim import OptimSpec
     from .api import unlearn
+    from .calibrate import attack_target
 
     f, r = split.forget_idx, split.retain_idx
     res = unlearn(model, forget=(data.train_x[f], data.train_y[f]), retain=(data.train_x[r], data.train_y[r]),
@@ -292,7 +293,7 @@ def _calibrated(model: Any, data: Any, split: Any, cfg: Any, args: argparse.Name
               "evals": res.result.evals, "history": hist}
     cal = a.calibration
     line = (f"{cfg.method} with {cfg.optim} ({report['optimizer']} optimizer state; calibrated forget lr "
-            f"{config['forget_lr']:.3g} ({'v5 start' if cal.get('rule') == 'v5' else 'probe'}), retain lr "
+            f"{config['forget_lr']:.3g} ({cal['rule'] + ' start' if attack_target(cal) else 'probe'}), retain lr "
             f"{cfg.retain_lr:g}; stopped: "
             f"{cal.get('stop_reason', cal.get('reason'))}): {n_f} forget + {report['retain_steps']} retain steps in "
             f"{a.timings['unlearn_total_s']:.1f} s with calibration")
