@@ -34,11 +34,11 @@ from typing import Any
 import torch
 
 from ..io import atomic_write_json, atomic_write_text
-from ..stats import gap_table
+from ..stats import DEFAULT_METRICS, gap_table
 from ..store import versions as store_versions
 from .metrics import DESCRIPTIONS, METRICS
 
-GAP_METRICS = ("FA", "RA", "TA", "MIA")
+GAP_METRICS = DEFAULT_METRICS  # the Gap's metrics, as in the benchmark tables (stats)
 FORMAT = 2
 GAP_DEFINITION = ("Gap to Retrain = mean over FA, RA, TA and MIA (entropy-LR member rate) of |model - Retrain|, "
                   "in points; 0 = indistinguishable from retraining without the forget set. \"Original\" is doing "

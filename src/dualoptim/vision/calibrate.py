@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -106,17 +105,10 @@ def member_rates(retain: torch.Tensor, heldout: torch.Tensor, forget: torch.Tens
     """The Gap's membership attack (``metrics.mia_entropy_lr``: a logistic regression on output entropy with
     balanced classes, fitted on retain = member vs held-out = non-member softmax outputs): the % of forget
     samples and the % of held-out samples (in-sample) it calls member."""
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
+    from .metrics import entropy_member_rates
 
-    from .metrics import entropy
-
-    er, eh, ef = (entropy(p).numpy().reshape(-1, 1) for p in (retain, heldout, forget))
-    clf = LogisticRegression(class_weight="balanced")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # convergence chatter on (near-)constant entropies
-        clf.fit(np.concatenate([er, eh]), np.concatenate([np.ones(len(er)), np.zeros(len(eh))]))
-    return 100.0 * float(clf.predict(ef).mean()), 100.0 * float(clf.predict(eh).mean())
+    m_f, m_h = entropy_member_rates(retain, heldout, forget, heldout)
+    return m_f, m_h
 
 
 def _tol_util(kept: float | None, n: int) -> float:

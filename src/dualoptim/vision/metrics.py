@@ -108,11 +108,19 @@ def _fit_predict(clf, member: np.ndarray, nonmember: np.ndarray, target: np.ndar
 def mia_entropy_lr(retain_probs: torch.Tensor, test_probs: torch.Tensor, forget_probs: torch.Tensor) -> float:
     """Entropy-LR **member** rate (%): share of forget samples a logistic regression on output entropy,
     fit on retain (member) vs test (non-member) with balanced class weights, predicts as member."""
+    return entropy_member_rates(retain_probs, test_probs, forget_probs)[0]
+
+
+def entropy_member_rates(retain_probs: torch.Tensor, test_probs: torch.Tensor, *targets: torch.Tensor
+                         ) -> list[float]:
+    """The attack of :func:`mia_entropy_lr`, fitted once: the member rate (%) of each of ``targets``."""
     from sklearn.linear_model import LogisticRegression
 
+    feats = [entropy(t).numpy() for t in targets]
     pred = _fit_predict(LogisticRegression(class_weight="balanced"), entropy(retain_probs).numpy(),
-                        entropy(test_probs).numpy(), entropy(forget_probs).numpy())
-    return 100.0 * float(pred.mean())
+                        entropy(test_probs).numpy(), np.concatenate(feats))
+    bounds = np.cumsum([0] + [len(f) for f in feats])
+    return [100.0 * float(pred[lo:hi].mean()) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
 def mia_svc_confidence(retain_probs: torch.Tensor, retain_y: torch.Tensor, test_probs: torch.Tensor,
