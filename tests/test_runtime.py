@@ -51,10 +51,12 @@ def test_model_device_places_new_classifiers_and_is_restored() -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 @pytest.mark.parametrize("cmd", [["train", "--dataset", "digits"], ["bench", "--preset", "smoke"],
-                                 ["audit", "--original", "o", "--unlearned", "u"]])
+                                 ["audit", "--original", "o", "--unlearned", "u"],
+                                 ["gen", "train", "--dataset", "digits", "--image-size", "8", "--steps", "1"]])
 def test_device_cuda_without_cuda_is_one_clear_error(cmd, tmp_path, capsys) -> None:
     out = tmp_path / "out"
-    where = {"train": ["--out", str(out)], "bench": ["--root", str(out)], "audit": ["--json", str(out)]}[cmd[0]]
+    where = {"train": ["--out", str(out)], "bench": ["--root", str(out)], "audit": ["--json", str(out)],
+             "gen": ["--root", str(out)]}[cmd[0]]
     argv = [*cmd, "--device", "cuda", *where]
     assert main(argv) == 2
     err = capsys.readouterr().err

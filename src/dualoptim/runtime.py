@@ -2,8 +2,8 @@
 options.
 
 A sub-command adds the flags with :func:`add_runtime_args`; :func:`dualoptim.cli.main` applies ``--threads`` and
-a classifier command's ``--device`` around the command (and restores the previous values, so in-process calls do
-not change the caller's threading or device).
+a classifier or ``gen`` command's ``--device`` around the command (and restores the previous values, so
+in-process calls do not change the caller's threading or device).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="fashion-mnist", help="vision dataset to generate (default fashion-mnist)")
     p.add_argument("--data-dir", default=None, help="folder with the dataset files")
     p.add_argument("--root", default="runs/gen", help="cache folder of DDPM and classifier checkpoints")
-    add_runtime_args(p)
+    add_runtime_args(p, device=True)
     m, t = DDPMConfig(), DDPMTrainConfig()
     p.add_argument("--image-size", type=int, default=m.image_size,
                    help=f"generated image side (default {m.image_size})")

@@ -31,17 +31,19 @@ def _last_linear(model: nn.Module) -> nn.Linear:
 @torch.no_grad()
 def classifier_outputs(classifier: nn.Module, images: torch.Tensor, batch_size: int = 1024
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(logits, features)`` of ``images``; features are the input of the classifier's last linear layer."""
+    """``(logits, features)`` of ``images`` (on the CPU, wherever the classifier runs); features are the input of
+    the classifier's last linear layer."""
+    device = next(classifier.parameters()).device
     feats: list[torch.Tensor] = []
     hook = _last_linear(classifier).register_forward_hook(lambda m, inp, out: feats.append(inp[0].detach()))
     was_training = classifier.training
     classifier.eval()
     try:
-        logits = [classifier(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        logits = [classifier(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
     finally:
         hook.remove()
         classifier.train(was_training)
-    return torch.cat(logits).float(), torch.cat(feats).flatten(1).double()
+    return torch.cat(logits).float().cpu(), torch.cat(feats).flatten(1).double().cpu()
 
 
 def forget_accuracy(classifier: nn.Module, images: torch.Tensor, forget_class: int) -> float:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..runtime import current_model_device
 
 ATTENTION = ("none", "mid", "lowest")
 ARCHS = ("unet", "dit")
@@ -165,6 +166,9 @@ class ConditionalDDPM(nn.Module):
         self.net = net if net is not None else (build_dit(config) if config.arch == "dit" else build_unet(config))
         betas = torch.linspace(config.beta_start, config.beta_end, config.num_train_timesteps, dtype=torch.float64)
         self.register_buffer("alphas_cumprod", torch.cumprod(1 - betas, 0).float(), persistent=False)
+        device = current_model_device()  # `--device` of a `gen` command (dualoptim.runtime.model_device)
+        if device is not None:  # initialised on the CPU first: the same weights on every device
+            self.to(device)
 
     @property
     def null_class(self) -> int:

@@ -67,12 +67,13 @@ def train_ddpm(model: ConditionalDDPM, x: torch.Tensor, y: torch.Tensor, cfg: DD
 
     if len(x) != len(y) or len(y) == 0:
         raise ConfigError(f"need as many labels as images (got {len(x)} images, {len(y)} labels), at least one")
-    g = torch.Generator().manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed)  # on the CPU: the same draws on every device
+    device = next(model.parameters()).device  # batches follow the model (data stays in host memory)
     model.train()
     model.net.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model.net).eval().requires_grad_(False)
     opt = torch.optim.Adam(model.net.parameters(), lr=cfg.lr)
-    history, running = [], torch.zeros(())
+    history, running = [], torch.zeros((), device=device)
     start = time.perf_counter()
     bar = tqdm(range(cfg.steps), desc="train ddpm", disable=not progress, leave=False, dynamic_ncols=True)
     for step in bar:
@@ -81,8 +82,8 @@ def train_ddpm(model: ConditionalDDPM, x: torch.Tensor, y: torch.Tensor, cfg: DD
         for group in opt.param_groups:
             group["lr"] = lr
         idx = torch.randint(0, len(y), (cfg.batch_size,), generator=g)
-        xb = x[idx].contiguous(memory_format=torch.channels_last)
-        loss = model.loss(xb, y[idx], generator=g, cond_drop=model.config.cond_drop)
+        xb = x[idx].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        loss = model.loss(xb, y[idx].to(device, non_blocking=True), generator=g, cond_drop=model.config.cond_drop)
         if not torch.isfinite(loss):
             raise DivergenceError(f"DDPM training loss became {loss.item()} at step {step}; lower --lr")
         opt.zero_grad(set_to_none=True)
@@ -198,7 +199,8 @@ def get_or_train_classifier(data, *, model_name: str = CLASSIFIER_MODEL, epochs:
         model.eval()
         test = stratified_subset(data.test_y, min(len(data.test_y), 5000), 0)
         with torch.no_grad():
-            acc = (model(data.test_x[test]).argmax(1) == data.test_y[test]).float().mean().item() * 100
+            logits = model(data.test_x[test].to(next(model.parameters()).device)).cpu()
+            acc = (logits.argmax(1) == data.test_y[test]).float().mean().item() * 100
         meta = {"kind": "gen-classifier", "model": model_name, "dataset": data.name, "image_size": data.image_size,
                 "recipe": cfg.to_dict(), "test_acc": acc, "time_s": info["time_s"], "versions": versions()}
         save_checkpoint(folder, dict(model.state_dict()), meta)

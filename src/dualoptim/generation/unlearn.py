@@ -67,10 +67,11 @@ def unlearn_class(model: ConditionalDDPM, data, cfg: UnlearnConfig, progress: bo
     is_f = data.train_y == cfg.forget_class
     torch.manual_seed(cfg.seed)
     model.net.to(memory_format=torch.channels_last)
-    forget = TensorLoader(data.train_x[is_f], data.train_y[is_f], cfg.batch_size, shuffle=True, seed=cfg.seed,
-                          channels_last=True)
-    retain = TensorLoader(data.train_x[~is_f], data.train_y[~is_f], cfg.batch_size, shuffle=True,
-                          seed=cfg.seed + 1, channels_last=True)
+    device = next(model.parameters()).device  # both sets go where the model is, once
+    forget = TensorLoader(data.train_x[is_f].to(device), data.train_y[is_f].to(device), cfg.batch_size,
+                          shuffle=True, seed=cfg.seed, channels_last=True)
+    retain = TensorLoader(data.train_x[~is_f].to(device), data.train_y[~is_f].to(device), cfg.batch_size,
+                          shuffle=True, seed=cfg.seed + 1, channels_last=True)
     options = dict(cfg.method_options)
     if cfg.method == "salun":
         options.setdefault("num_classes", nc)
