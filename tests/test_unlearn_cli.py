@@ -87,6 +87,10 @@ def test_unlearn_without_learning_rates_calibrates_and_forgets(memorized, tmp_pa
     met = (d["FA"] <= d["HA"] + d["tol_acc"] and d["AUC"] <= 0.5 + d["tol_auc"]
            and d["MIA_forget"] <= d["MIA_heldout"] + d["tol_mia"])
     assert report["verdict"].startswith(("forgotten", "utility lost") if met else "NOT forgotten")
+    # the audit of the saved run says how many steps it took (it printed "after ? steps")
+    assert report["timings"]["unlearn_steps"] == report["steps"]
+    assert main(["audit", "--original", str(memorized), "--unlearned", str(out), "--no-svc", "--threads", "1"]) == 0
+    assert f"{report['calibration']['stop_reason']} after {report['steps']} steps" in capsys.readouterr().out
     # explicit learning rates switch calibration off, and the verdict is printed there too
     out2 = tmp_path / "rl-fixed"
     assert main(["unlearn", "--original", str(memorized), "--forget", "random:0.3", "--seed", "3", "--threads", "1",

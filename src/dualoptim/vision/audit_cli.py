@@ -120,7 +120,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
             for w in degenerate_warnings(name, results[name.lower()], data.num_classes, m):
                 warn(w)
     config = info.get("config", {})
-    timings = {k: float(v) for k, v in (umeta.timings or {}).items() if isinstance(v, (int, float))}
+    timings = {k: v if isinstance(v, int) else float(v) for k, v in (umeta.timings or {}).items()
+               if isinstance(v, (int, float))}  # counts (unlearn_steps) stay integers
     timings["audit_eval_s"] = time.perf_counter() - start
     if rmeta is not None and "train_s" in (rmeta.timings or {}):
         timings["retrain_s"] = float(rmeta.timings["train_s"])

@@ -288,8 +288,8 @@ def _calibrated(model: Any, data: Any, split: Any, cfg: Any, args: argparse.Name
     n_f = sum(1 for h in hist if h["phase"] == "forget")
     report = {"config": config, "optimizer": OptimSpec.parse(cfg.optim).mode, "steps": res.result.steps,
               "forget_steps": n_f, "retain_steps": res.result.steps - n_f, "calibration": a.calibration,
-              "timings": {k: round(float(v), 3) for k, v in a.timings.items() if k in
-                          ("unlearn_s", "calibrate_s", "unlearn_total_s")},
+              "timings": {**{k: round(float(v), 3) for k, v in a.timings.items() if k in
+                             ("unlearn_s", "calibrate_s", "unlearn_total_s")}, "unlearn_steps": res.result.steps},
               "evals": res.result.evals, "history": hist}
     cal = a.calibration
     line = (f"{cfg.method} with {cfg.optim} ({report['optimizer']} optimizer state; calibrated forget lr "
