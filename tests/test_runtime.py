@@ -87,3 +87,19 @@ def test_registry() -> None:
         presets.get("full")
     with pytest.raises(ValueError, match="duplicate"):
         Registry("widget", {"a": 1, "A": 2})
+
+
+def test_missing_optional_dependency_is_one_actionable_line(monkeypatch, capsys) -> None:
+    import sys
+
+    import dualoptim.llm.cli as llm_cli
+
+    def needs_rouge(args):  # what `llm eval` does when it scores answers
+        from rouge_score import rouge_scorer  # noqa: F401
+
+    monkeypatch.setitem(sys.modules, "rouge_score", None)  # as if not installed (an import raises)
+    monkeypatch.setattr(llm_cli, "cmd_eval", needs_rouge)
+    assert main(["llm", "eval"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("dualoptim: error: `dualoptim llm` needs the Python package 'rouge_score': "
+                           "pip install 'dualoptim[llm]'")

