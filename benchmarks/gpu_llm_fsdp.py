@@ -114,6 +114,7 @@ def run_scheme(name: str, model_dir: Path, data_dir: Path, device: torch.device,
     secs = sorted(t for t, _ in steps)
     out = {"scheme": scheme, "optimizer": spec, "steps": len(plan), "timed_steps": len(steps),
            "step_s_median": secs[len(secs) // 2], "tokens_per_s": sum(n for _, n in steps) / sum(t for t, _ in steps),
+           "tokens_per_s_median": sorted(n / t for t, n in steps)[len(steps) // 2],  # robust to a few slow steps
            "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
            "state_gib_this_rank": state_bytes(state["opt"]) / 2**30,
            "params": sum(p.numel() for p in model.parameters()), "final_loss": res["curve"][-1]["loss"]}
