@@ -27,7 +27,6 @@ import math
 import os
 import random
 import resource
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -39,6 +38,7 @@ from tqdm import tqdm
 from ..engine import check_finite, check_parameters
 from ..errors import ConfigError
 from ..optim import build_optimizer, state_bytes
+from ..optim.base import is_dtensor
 from .methods import DEFAULT_COEFS, LossInfo, get_loss
 from .methods.base import token_counts
 from .tokenizer import encode_qa
@@ -284,8 +284,7 @@ def step_parts(step: Step, forget: QAData, retain: QAData, losses: dict[str, Los
 
 def is_sharded(model: torch.nn.Module) -> bool:
     """True when ``model``'s parameters are DTensors (FSDP2 ``fully_shard``)."""
-    mod = sys.modules.get("torch.distributed.tensor")  # not imported => no parameter can be a DTensor
-    return mod is not None and any(isinstance(p, mod.DTensor) for p in model.parameters())
+    return any(is_dtensor(p) for p in model.parameters())
 
 
 def run_llm_unlearning(model: torch.nn.Module, forget: QAData, retain: QAData, cfg: UnlearnConfig,
