@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DivergenceError
+from ..optim import cosine_factor
 from .data import Augment, ImageData, TensorLoader, get_dataset_info, make_augment
 from .models import create_model
 
@@ -104,10 +105,7 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     """Multiplier of the peak learning rate at ``step`` of ``total`` (linear warm-up, then cosine or constant)."""
     if step < warmup:
         return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    t = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * t))
+    return 1.0 if schedule == "constant" else cosine_factor(max(1, total - warmup))(step - warmup)
 
 
 def make_sgd(params, cfg: TrainConfig) -> torch.optim.SGD:
