@@ -42,7 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", default=None, metavar="FILE", help="write the audit as JSON")
     p.add_argument("--html", default=None, metavar="FILE", help="write the self-contained HTML report")
     p.add_argument("--data-dir", default=None, help="folder with the dataset files")
-    p.add_argument("--no-svc", dest="mia_svc", action="store_false", help="skip the SVC-confidence MIA")
     add_runtime_args(p, progress=False, device=True)
     p.set_defaults(func=cmd_audit)
 
