@@ -89,7 +89,7 @@ def train_lm(model: torch.nn.Module, data: dict[str, torch.Tensor], cfg: TrainCo
         perm = torch.randperm(n, generator=g)
         for i in range(steps_per_epoch):
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            batch = _trim({k: v[idx] for k, v in data.items()})
+            batch = trim_padding({k: v[idx] for k, v in data.items()})
             loss = model(**batch).loss
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{desc}: loss became {loss.item()} at step {bar.n}")
@@ -108,7 +108,7 @@ def train_lm(model: torch.nn.Module, data: dict[str, torch.Tensor], cfg: TrainCo
     return {"seconds": secs, "tokens": tokens, "tokens_per_s": tokens / secs, "final_loss": loss_v}
 
 
-def _trim(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def trim_padding(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop all-padding columns on the right (batches are right-padded)."""
     width = int(batch["attention_mask"].sum(1).max())
     return {k: v[:, :width] for k, v in batch.items()}

@@ -41,6 +41,7 @@ from ..optim import build_optimizer, state_bytes
 from ..optim.base import is_dtensor
 from .methods import DEFAULT_COEFS, LossInfo, get_loss
 from .methods.base import token_counts
+from .model import trim_padding
 from .tokenizer import encode_qa
 
 SCHEMES = ("joint", "alternate", "dual")
@@ -208,12 +209,8 @@ class QAData:
     def batch(self, idx: tuple[int, ...], device: torch.device) -> dict[str, dict[str, torch.Tensor]]:
         """The micro-batch ``idx`` (right padding trimmed) on ``device``."""
         t = torch.tensor(idx, dtype=torch.long)
-        out = {}
-        for name, enc in self.encodings.items():
-            sub = {k: v[t] for k, v in enc.items()}
-            width = int(sub["attention_mask"].sum(1).max())
-            out[name] = {k: v[:, :width].to(device) for k, v in sub.items()}
-        return out
+        return {name: {k: v.to(device) for k, v in trim_padding({k: v[t] for k, v in enc.items()}).items()}
+                for name, enc in self.encodings.items()}
 
 
 def _dist() -> tuple[int, int]:
