@@ -248,16 +248,14 @@ def _train_or_load(kind: str, key: str, cfg: BenchConfig, ctx: BenchContext, dat
     return (*got.value, got.hit)
 
 
-def run_bench(cfg: BenchConfig, ctx: BenchContext | None = None, only_report: bool = False) -> list[dict[str, Any]]:
+def run_bench(cfg: BenchConfig, ctx: BenchContext | None = None) -> list[dict[str, Any]]:
     """Run (or resume) the benchmark and write its outputs; returns the Table-1 rows."""
     ctx = ctx or BenchContext()
-    out_dir = ctx.root / cfg.name
     exp = f"vision/{cfg.name}"
     with ctx.store() as store:
-        if not only_report:
-            store.put_series(f"config:{exp}", [cfg.to_dict()])
-            _execute(cfg, ctx, store, exp)
-        return report.write_report(store, exp, out_dir)
+        store.put_series(f"config:{exp}", [cfg.to_dict()])
+        _execute(cfg, ctx, store, exp)
+        return report.write_report(store, exp, ctx.root / cfg.name)
 
 
 def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str) -> None:
