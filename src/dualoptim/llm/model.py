@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from ..engine import check_finite
 from ..errors import ConfigError, DataNotFoundError
 from ..io import atomic_dir
 from ..runtime import resolve_device  # noqa: F401 -- part of this module's API (llm.cli, tests)
@@ -91,15 +92,13 @@ def train_lm(model: torch.nn.Module, data: dict[str, torch.Tensor], cfg: TrainCo
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
             batch = trim_padding({k: v[idx] for k, v in data.items()})
             loss = model(**batch).loss
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{desc}: loss became {loss.item()} at step {bar.n}")
+            loss_v = check_finite(loss.item(), f"{desc}: loss at step {bar.n}", "lower the learning rate (--lr)")
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             tokens += int(batch["attention_mask"].sum())
-            loss_v = loss.item()
             bar.update()
             bar.set_postfix(loss=f"{loss_v:.3f}", refresh=False)
     bar.close()
