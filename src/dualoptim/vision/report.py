@@ -328,21 +328,14 @@ def write_report(store: ResultsStore, exp: str, out_dir: Path) -> list[dict[str,
     print_table(table, f"{exp}: mean ± std (gap to Retrain) over trials, %")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = write_tables(out_dir, table, stored_config, versions=rows[-1]["versions"])
-    evals: dict[str, list] = {}
-    history: dict[str, list] = {}
+    curves: dict[str, dict[str, list]] = {":evals": {}, ":history": {}}  # per row label: one curve per trial
     for r in rows:
-        if r["method"] == RETRAIN:
-            continue
-        label = label_of(r)
-        ev = store.series(r["key"] + ":evals")
-        if ev:
-            evals.setdefault(label, []).append(ev)
-        hi = store.series(r["key"] + ":history")
-        if hi:
-            history.setdefault(label, []).append(hi)
+        for suffix, by_label in curves.items():
+            if r["method"] != RETRAIN and (curve := store.series(r["key"] + suffix)):
+                by_label.setdefault(label_of(r), []).append(curve)
     retrain = {m: table[0][m]["mean"] for m in DEFAULT_METRICS}
-    figure = plot_process(out_dir, evals, retrain)
-    figures = ([figure] if figure else []) + plot_gradients(out_dir, history)
+    figure = plot_process(out_dir, curves[":evals"], retrain)
+    figures = ([figure] if figure else []) + plot_gradients(out_dir, curves[":history"])
     sweep = stored_config.get("sweep")
     if sweep:
         points: dict[str, list[tuple[float, float, float]]] = {}
