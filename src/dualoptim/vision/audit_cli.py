@@ -134,10 +134,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 "model": ometa.model, "split": split.describe(), "heldout": args.heldout},
         verdict=verdict, verdict_details=details, calibration=info.get("calibration", {}), warnings=warnings)
     print(audit.summary())
-    if args.json:
-        audit.write_json(args.json)
-        print(f"wrote {args.json}")
-    if args.html:
-        audit.write_html(args.html)
-        print(f"wrote {args.html}")
+    for path, write in ((args.json, audit.write_json), (args.html, audit.write_html)):
+        if path:
+            write(path)
+            print(f"wrote {path}")
     return 0
