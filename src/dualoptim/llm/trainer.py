@@ -37,11 +37,11 @@ from tqdm import tqdm
 
 from ..engine import check_finite, check_parameters
 from ..errors import ConfigError
-from ..optim import build_optimizer, state_bytes
+from ..optim import build_optimizer, phase_lambda_lr, state_bytes
 from ..optim.base import is_dtensor
 from .methods import DEFAULT_COEFS, LossInfo, get_loss
 from .methods.base import token_counts
-from .model import trim_padding
+from .model import reference_model, trim_padding
 from .tokenizer import encode_qa
 
 SCHEMES = ("joint", "alternate", "dual")
@@ -255,8 +255,6 @@ def resolve_losses(cfg: UnlearnConfig, forget: QAData, retain: QAData, model: to
     if ref_model is None and any(v.needs_ref for v in losses.values()):
         if sharded:
             raise ConfigError("an FSDP-sharded model needs its reference model passed in (shard_model(copy))")
-        from .model import reference_model
-
         ref_model = reference_model(model)
     if isinstance(ref_model, torch.nn.Module):
         ref_model.eval().requires_grad_(False)
@@ -306,8 +304,6 @@ def run_llm_unlearning(model: torch.nn.Module, forget: QAData, retain: QAData, c
     plan = make_plan(len(forget), len(retain), cfg)
     sched = None
     if cfg.schedule != "constant" or cfg.warmup_epochs > 0:
-        from ..optim import phase_lambda_lr
-
         f = lr_factor(cfg, len(plan), len(plan) // cfg.epochs)
         sched = phase_lambda_lr(opt, forget=f, retain=f)
     model.train()

@@ -24,6 +24,7 @@ from ..optim import OptimSpec
 from ..stats import DEFAULT_METRICS, format_cell, gap_table, paired_difference, trial_gaps
 from ..store import ResultsStore
 from ..tables import Table
+from .methods import get_method_info
 
 RETRAIN = "Retrain"
 ORIGINAL = "Original"  # the model before unlearning: what "doing nothing" scores against Retrain
@@ -92,8 +93,6 @@ def shared_partner(label: str, spec_by_label: Mapping[str, tuple[str, str]]) -> 
         return None
     shared = [k for k, (m, o) in spec_by_label.items() if m == method and not is_dual(o) and k == row_label(m, o)]
     if len(shared) > 1:
-        from .methods import get_method_info
-
         try:
             paper = get_method_info(method).shared_optim
         except Exception:  # an unregistered method name read back from a database: no preference

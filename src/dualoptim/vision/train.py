@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import from_dict
 from ..errors import ConfigError, DivergenceError
 from ..optim import cosine_factor
 from .data import Augment, ImageData, TensorLoader, get_dataset_info, make_augment
@@ -89,8 +90,6 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """A recipe from a dict (a checkpoint's, a benchmark's): keys and types checked (``dualoptim.config``)."""
-        from ..config import from_dict
-
         return from_dict(cls, d, "recipe")
 
 
