@@ -45,3 +45,6 @@ def test_llm_cli_errors(tmp_path, capsys):
     assert "make-data" in capsys.readouterr().err
     assert main(["llm", "unlearn", "--data", str(tmp_path), "--method", "foo+gd"]) == 2
     assert "unknown forget loss 'foo'" in capsys.readouterr().err
+    assert main(["llm", "unlearn", "--data", str(tmp_path / "d"), "--fsdp", "--lora", "--out",
+                 str(tmp_path / "u")]) == 2
+    assert "--fsdp shards full-parameter training" in capsys.readouterr().err  # one line, before any data is read

@@ -248,6 +248,20 @@ def test_divergence_is_reported_by_the_core_check(setup):
                            progress=False)
 
 
+def test_train_lm_divergence_is_a_divergence_error(setup):
+    """Pre-training/fine-tuning (``llm prepare``) stops on a NaN loss with the core DivergenceError (a one-line CLI
+    error, a diverged row in a benchmark), naming the stage and the step."""
+    from dualoptim.errors import DivergenceError
+    from dualoptim.llm.model import TrainConfig, train_lm
+
+    tok, forget, _ = setup
+    model = build_model(TINY, tok, seed=0)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    with pytest.raises(DivergenceError, match=r"^base: loss at step 0 became nan; lower the learning rate"):
+        train_lm(model, forget.qa, TrainConfig(epochs=1, batch_size=8), desc="base")
+
+
 def test_core_finite_checks():
     from dualoptim.engine import check_finite, check_parameters
     from dualoptim.errors import DivergenceError

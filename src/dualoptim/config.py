@@ -49,20 +49,23 @@ def check_name(value: Any, path: str = "name") -> str:
     return value
 
 
+#: Per scalar type: how an error names it, and whether a value has it (never converted: bool is not an int here;
+#: an int is a valid float).
+_SCALARS: dict[type, tuple[str, Callable[[Any], bool]]] = {
+    type(None): ("null", lambda v: v is None),
+    bool: ("true or false", lambda v: isinstance(v, bool)),
+    int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    float: ("a finite number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)),
+    str: ("a string", lambda v: isinstance(v, str)),
+}
+
+
 def _describe(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
         return "any value"
-    if tp is type(None):
-        return "null"
-    if tp is bool:
-        return "true or false"
-    if tp is int:
-        return "an integer"
-    if tp is float:
-        return "a finite number"
-    if tp is str:
-        return "a string"
+    if isinstance(tp, type) and tp in _SCALARS:
+        return _SCALARS[tp][0]
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_describe(a) for a in args)
     if origin is typing.Literal:
@@ -75,16 +78,6 @@ def _describe(tp: Any) -> str:
     if dataclasses.is_dataclass(tp):
         return "an object"
     return getattr(tp, "__name__", str(tp))
-
-
-#: Whether a value has a scalar type; never converted (bool is not an int here; an int is a valid float).
-_SCALARS: dict[type, Callable[[Any], bool]] = {
-    type(None): lambda v: v is None,
-    bool: lambda v: isinstance(v, bool),
-    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-    float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
-    str: lambda v: isinstance(v, str),
-}
 
 
 def check_value(tp: Any, value: Any, path: str) -> Any:
@@ -108,9 +101,8 @@ def check_value(tp: Any, value: Any, path: str) -> Any:
                 errors.append(e)
         deeper = len(errors) == 1 and not str(errors[0]).startswith(f"{path} must be ")
         raise errors[0] if deeper else bad  # a nested error names its own path; else list every allowed type
-    scalar = _SCALARS.get(tp) if isinstance(tp, type) else None
-    if scalar is not None:
-        if not scalar(value):
+    if isinstance(tp, type) and tp in _SCALARS:
+        if not _SCALARS[tp][1](value):
             raise bad
         return value
     if origin is typing.Literal:

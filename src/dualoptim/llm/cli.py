@@ -11,6 +11,7 @@ import json
 import sys
 from typing import Any
 
+from ..errors import ConfigError
 from ..runtime import add_runtime_args
 
 DATA = "runs/llm/data/synthetic"
@@ -81,8 +82,6 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
                         beta=args.beta, seed=args.seed, retain_every=r["retain_every"],
                         warmup_epochs=r["warmup_epochs"], schedule=r["schedule"])
     if args.fsdp and args.lora:
-        from ..errors import ConfigError
-
         raise ConfigError("--fsdp shards full-parameter training; LoRA trains a few adapters: run LoRA with "
                           "plain data parallelism (torchrun without --fsdp)")
     device = resolve_device(args.device)

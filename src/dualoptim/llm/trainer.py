@@ -27,7 +27,6 @@ import math
 import os
 import random
 import resource
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -38,9 +37,11 @@ from tqdm import tqdm
 
 from ..engine import check_finite, check_parameters
 from ..errors import ConfigError
-from ..optim import build_optimizer, state_bytes
+from ..optim import build_optimizer, phase_lambda_lr, state_bytes
+from ..optim.base import is_dtensor
 from .methods import DEFAULT_COEFS, LossInfo, get_loss
 from .methods.base import token_counts
+from .model import reference_model, trim_padding
 from .tokenizer import encode_qa
 
 SCHEMES = ("joint", "alternate", "dual")
@@ -208,12 +209,8 @@ class QAData:
     def batch(self, idx: tuple[int, ...], device: torch.device) -> dict[str, dict[str, torch.Tensor]]:
         """The micro-batch ``idx`` (right padding trimmed) on ``device``."""
         t = torch.tensor(idx, dtype=torch.long)
-        out = {}
-        for name, enc in self.encodings.items():
-            sub = {k: v[t] for k, v in enc.items()}
-            width = int(sub["attention_mask"].sum(1).max())
-            out[name] = {k: v[:, :width].to(device) for k, v in sub.items()}
-        return out
+        return {name: {k: v.to(device) for k, v in trim_padding({k: v[t] for k, v in enc.items()}).items()}
+                for name, enc in self.encodings.items()}
 
 
 def _dist() -> tuple[int, int]:
@@ -258,8 +255,6 @@ def resolve_losses(cfg: UnlearnConfig, forget: QAData, retain: QAData, model: to
     if ref_model is None and any(v.needs_ref for v in losses.values()):
         if sharded:
             raise ConfigError("an FSDP-sharded model needs its reference model passed in (shard_model(copy))")
-        from .model import reference_model
-
         ref_model = reference_model(model)
     if isinstance(ref_model, torch.nn.Module):
         ref_model.eval().requires_grad_(False)
@@ -284,8 +279,7 @@ def step_parts(step: Step, forget: QAData, retain: QAData, losses: dict[str, Los
 
 def is_sharded(model: torch.nn.Module) -> bool:
     """True when ``model``'s parameters are DTensors (FSDP2 ``fully_shard``)."""
-    mod = sys.modules.get("torch.distributed.tensor")  # not imported => no parameter can be a DTensor
-    return mod is not None and any(isinstance(p, mod.DTensor) for p in model.parameters())
+    return any(is_dtensor(p) for p in model.parameters())
 
 
 def run_llm_unlearning(model: torch.nn.Module, forget: QAData, retain: QAData, cfg: UnlearnConfig,
@@ -310,8 +304,6 @@ def run_llm_unlearning(model: torch.nn.Module, forget: QAData, retain: QAData, c
     plan = make_plan(len(forget), len(retain), cfg)
     sched = None
     if cfg.schedule != "constant" or cfg.warmup_epochs > 0:
-        from ..optim import phase_lambda_lr
-
         f = lr_factor(cfg, len(plan), len(plan) // cfg.epochs)
         sched = phase_lambda_lr(opt, forget=f, retain=f)
     model.train()

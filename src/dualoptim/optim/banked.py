@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from .base import FullStateOptimizer, step_without_global_hooks
+from .base import FullStateOptimizer, check_lr, step_without_global_hooks
 from .factory import _fast_kwargs, get_optimizer_info, phase_options
 from .phased import PHASES, PhaseSwitch, _check_phase, _PhaseContext
 
@@ -57,9 +57,8 @@ class BankedOptimizer(PhaseSwitch, FullStateOptimizer):
     def __init__(self, params: Iterable[Any], forget: str = "adam", retain: str = "sgd", forget_lr: float = 1e-4,
                  retain_lr: float | None = None, *, fused: bool | None = None, **options: Any) -> None:
         retain_lr = forget_lr if retain_lr is None else retain_lr
-        for name, lr in (("forget_lr", forget_lr), ("retain_lr", retain_lr)):
-            if not (isinstance(lr, (int, float)) and lr > 0):
-                raise ValueError(f"{name} must be a number > 0, got {lr!r}")
+        check_lr("forget_lr", forget_lr)
+        check_lr("retain_lr", retain_lr)
         infos = {"forget": get_optimizer_info(forget), "retain": get_optimizer_info(retain)}
         per_phase = phase_options(options, infos.values(), f"{forget}+{retain}")
         hyper = {ph: info.kwargs(per_phase[ph]) for ph, info in infos.items()}

@@ -1,9 +1,11 @@
 """What every dualoptim optimizer shares: full-state pickles, the ``step(closure)`` contract, inner steps
-without torch's global hooks (the phased and banked optimizers delegate to inner optimizers), and the
-``ValueError`` check of a hyper-parameter."""
+without torch's global hooks (the phased and banked optimizers delegate to inner optimizers), the
+``ValueError`` checks of a hyper-parameter and of a learning rate, and FSDP2's DTensors recognised."""
 
 from __future__ import annotations
 
+import math
+import sys
 from typing import Any
 
 import torch
@@ -65,3 +67,15 @@ def check_value(name: str, value: float, low: float = 0.0, high: float | None = 
     """Raise ``ValueError`` naming ``name`` unless ``low <= value`` (and ``value < high`` when given)."""
     if not value >= low or (high is not None and not value < high):
         raise ValueError(f"invalid {name}: {value}")
+
+
+def check_lr(name: str, lr: float | None) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``lr`` is None or a finite number > 0."""
+    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {lr!r}")
+
+
+def is_dtensor(t: Any) -> bool:
+    """Whether ``t`` is a DTensor (an FSDP2 parameter or gradient)."""
+    mod = sys.modules.get("torch.distributed.tensor")  # not imported => no tensor can be a DTensor
+    return mod is not None and isinstance(t, mod.DTensor)

@@ -9,7 +9,6 @@ ablation is ``"adam+adam:decouple=m"`` (or ``v``, ``mv``, ``none``). Registering
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from ..registry import Registry
+from .base import check_lr, is_dtensor
 from .lean import SGDBF16, AdamBF16, AdamWBF16
 from .lion import Lion
 from .muon import Muon
@@ -105,19 +105,14 @@ def phase_options(options: Mapping[str, Any], infos: Iterable[OptimizerInfo], sp
             for ph in PHASES}
 
 
-def _is_dtensor(t: Any) -> bool:
-    # FSDP2 parameters are DTensors; torch has no DTensor sharding rule for fused SGD (2.13), foreach works.
-    mod = sys.modules.get("torch.distributed.tensor")  # not imported => no tensor can be a DTensor
-    return mod is not None and isinstance(t, mod.DTensor)
-
-
 def _fast_kwargs(info: OptimizerInfo, params: list[Any], fused: bool | None) -> dict[str, bool]:
     """``fused=True`` where torch has the kernel for these tensors, else ``foreach=True``."""
     if not info.fused or fused is False:
         return {"foreach": True} if info.fused else {}
     items = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
     tensors = [p[1] if isinstance(p, tuple) else p for p in items]  # torch accepts named_parameters() too
-    ok = all(t.is_floating_point() and t.device.type in ("cpu", "cuda") and not _is_dtensor(t) for t in tensors)
+    # FSDP2 parameters are DTensors; torch has no DTensor sharding rule for fused SGD (2.13), foreach works.
+    ok = all(t.is_floating_point() and t.device.type in ("cpu", "cuda") and not is_dtensor(t) for t in tensors)
     if fused is True and not ok:
         raise ValueError("fused=True needs floating-point, non-DTensor parameters on CPU or CUDA")
     return {"fused": True} if ok else {"foreach": True}
@@ -145,11 +140,6 @@ def _make(name: str, params: list[Any], lr: float, options: Mapping[str, Any], f
     return info.cls(_params_copy(params), lr=lr, **info.kwargs(options), **_fast_kwargs(info, params, fused))
 
 
-def _check_lr(name: str, lr: float | None) -> None:
-    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {lr!r}")
-
-
 def build_optimizer(params: Iterable[Any], spec: str | OptimSpec, forget_lr: float, retain_lr: float | None = None, *,
                     fused: bool | None = None, **options: Any) -> PhasedOptimizer:
     """Build the phased optimizer named by ``spec``.
@@ -175,8 +165,8 @@ def build_optimizer(params: Iterable[Any], spec: str | OptimSpec, forget_lr: flo
     if not params:
         raise ValueError("build_optimizer got an empty parameter list")
     retain_lr = forget_lr if retain_lr is None else retain_lr
-    _check_lr("forget_lr", forget_lr)
-    _check_lr("retain_lr", retain_lr)
+    check_lr("forget_lr", forget_lr)
+    check_lr("retain_lr", retain_lr)
     parsed = OptimSpec.parse(spec)
     names = [parsed.forget] if parsed.shared_state else [parsed.forget, parsed.retain]
     phase_opts = phase_options(options, [get_optimizer_info(n) for n in names], str(parsed))

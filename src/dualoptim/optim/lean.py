@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from .base import FullStateOptimizer, check_value, run_closure
+from .base import FullStateOptimizer, check_value, is_dtensor, run_closure
 
 _BITS = 1 << 16
 
@@ -175,8 +175,7 @@ class AdamBF16(_LeanOptimizer):
 def _local(t: torch.Tensor) -> torch.Tensor:
     """The local shard of a DTensor (an FSDP2 parameter or gradient; in-place updates reach the DTensor), else
     ``t``. The bf16 state is kept per shard, so every rank holds only its part of it."""
-    dt = sys.modules.get("torch.distributed.tensor")  # not imported => no tensor can be a DTensor
-    return t.to_local() if dt is not None and isinstance(t, dt.DTensor) else t
+    return t.to_local() if is_dtensor(t) else t
 
 
 def _fusable(p: torch.Tensor, grad: torch.Tensor) -> bool:

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from .base import FullStateOptimizer, step_without_global_hooks
+from .base import FullStateOptimizer, check_lr, step_without_global_hooks
 
 PHASES = ("forget", "retain")
 Mask = Mapping[torch.Tensor, torch.Tensor]
@@ -222,7 +222,9 @@ class PhasedOptimizer(PhaseSwitch, FullStateOptimizer):
         """Both phases' states and hyper-parameters, the active phase and the masks."""
         for pre_hook in self._optimizer_state_dict_pre_hooks.values():
             pre_hook(self)
-        state_dict = self._state_dict()
+        index = {id(p): i for i, p in enumerate(self._params)}
+        masks = {ph: {index[id(p)]: m.clone() for p, m in ms.items()} for ph, ms in self._masks.items()}
+        state_dict = {**self._state_dict(), "phase": self._phase, "masks": masks}
         for post_hook in self._optimizer_state_dict_post_hooks.values():
             result = post_hook(self, state_dict)
             if result is not None:
@@ -237,26 +239,22 @@ class PhasedOptimizer(PhaseSwitch, FullStateOptimizer):
             if result is not None:
                 state_dict = result
         self._load_state_dict(state_dict)
+        phase = state_dict.get("phase")
+        self._phase = None if phase is None else _check_phase(phase)
+        for ph, ms in state_dict.get("masks", {}).items():
+            self._masks[_check_phase(ph)] = {
+                self._params[int(i)]: m.to(self._params[int(i)].device).bool() for i, m in ms.items()
+            }
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
             post_hook(self)
 
     def _state_dict(self) -> dict[str, Any]:
+        """The subclass's states and hyper-parameters (``state_dict`` adds the phase and the masks)."""
         raise NotImplementedError
 
     def _load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore what :meth:`_state_dict` saved (``load_state_dict`` then restores the phase and the masks)."""
         raise NotImplementedError
-
-    def _masks_state(self) -> dict[str, dict[int, torch.Tensor]]:
-        index = {id(p): i for i, p in enumerate(self._params)}
-        return {ph: {index[id(p)]: m.clone() for p, m in ms.items()} for ph, ms in self._masks.items()}
-
-    def _load_masks_and_phase(self, state: Mapping[str, Any]) -> None:
-        phase = state.get("phase")
-        self._phase = None if phase is None else _check_phase(phase)
-        for ph, ms in state.get("masks", {}).items():
-            self._masks[_check_phase(ph)] = {
-                self._params[int(i)]: m.to(self._params[int(i)].device).bool() for i, m in ms.items()
-            }
 
 
 def _unique_params(groups: list[dict[str, Any]]) -> list[torch.Tensor]:
@@ -325,15 +323,13 @@ class DualOptimizer(PhasedOptimizer):
             raise AttributeError("set the state with load_state_dict()")
 
     def _state_dict(self) -> dict[str, Any]:
-        return {"forget": self.forget.state_dict(), "retain": self.retain.state_dict(),
-                "phase": self._phase, "masks": self._masks_state()}
+        return {"forget": self.forget.state_dict(), "retain": self.retain.state_dict()}
 
     def _load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         if "forget" not in state_dict or "retain" not in state_dict:
             raise ValueError("not a DualOptimizer state dict (needs 'forget' and 'retain' entries)")
         self.forget.load_state_dict(state_dict["forget"])
         self.retain.load_state_dict(state_dict["retain"])
-        self._load_masks_and_phase(state_dict)
 
     def __repr__(self) -> str:
         return f"DualOptimizer(\n forget={self.forget!r},\n retain={self.retain!r}\n)"
@@ -357,9 +353,8 @@ class SharedOptimizer(PhasedOptimizer):
                  retain_lr: float | None = None) -> None:
         if not isinstance(optimizer, Optimizer) or isinstance(optimizer, PhasedOptimizer):
             raise ValueError("SharedOptimizer wraps one plain torch.optim.Optimizer")
-        for name, lr in (("forget_lr", forget_lr), ("retain_lr", retain_lr)):
-            if lr is not None and not lr > 0:
-                raise ValueError(f"{name} must be > 0, got {lr}")
+        check_lr("forget_lr", forget_lr)
+        check_lr("retain_lr", retain_lr)
         self.optimizer = optimizer
         self._views: dict[str, list[dict[str, Any]]] = {}
         for ph, lr in (("forget", forget_lr), ("retain", retain_lr)):
@@ -398,8 +393,7 @@ class SharedOptimizer(PhasedOptimizer):
     def _state_dict(self) -> dict[str, Any]:
         views = {ph: [{k: v for k, v in g.items() if k != "params"} for g in gs]
                  for ph, gs in self._views.items()}
-        return {"optimizer": self.optimizer.state_dict(), "phase_groups": views,
-                "phase": self._phase, "masks": self._masks_state()}
+        return {"optimizer": self.optimizer.state_dict(), "phase_groups": views}
 
     def _load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         if "optimizer" not in state_dict or "phase_groups" not in state_dict:
@@ -411,7 +405,6 @@ class SharedOptimizer(PhasedOptimizer):
                 raise ValueError("saved state has a different number of parameter groups")
             for view, s in zip(views, saved):
                 view.update(s)
-        self._load_masks_and_phase(state_dict)
 
     def __repr__(self) -> str:
         lrs = {ph: [g["lr"] for g in gs] for ph, gs in self._views.items()}

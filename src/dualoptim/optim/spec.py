@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import ConfigError
+
 #: ``decouple=`` values of the moment ablation and the moments each keeps per phase.
 DECOUPLE = {"m": "m", "v": "v", "mv": "mv", "vm": "mv", "none": ""}
 
@@ -33,22 +35,22 @@ class OptimSpec:
 
     @classmethod
     def parse(cls, spec: str | OptimSpec) -> OptimSpec:
-        """Parse ``spec`` (an :class:`OptimSpec` is returned unchanged); ValueError on bad syntax."""
+        """Parse ``spec`` (an :class:`OptimSpec` is returned unchanged); ConfigError (a ValueError) on bad syntax."""
         if isinstance(spec, OptimSpec):
             return spec
         if not isinstance(spec, str):
-            raise ValueError(f"optimizer spec must be a string like 'adam+sgd', got {spec!r}")
+            raise ConfigError(f"optimizer spec must be a string like 'adam+sgd', got {spec!r}")
         text = spec.strip().lower()
         base, colon, extra = text.partition(":")
         names = base.split("+")
         if len(names) > 2 or not all(n.strip() for n in names):
-            raise ValueError(f"bad optimizer spec {spec!r}: use 'name' or 'forget+retain', e.g. 'adam+sgd'")
+            raise ConfigError(f"bad optimizer spec {spec!r}: use 'name' or 'forget+retain', e.g. 'adam+sgd'")
         names = [n.strip() for n in names]
         options: dict[str, str] = {}
         if colon:
             key, _, value = extra.partition("=")
             if key.strip() != "decouple" or value.strip() not in DECOUPLE or names != ["adam", "adam"]:
-                raise ValueError(f"bad ablation spec {spec!r}: use 'adam+adam:decouple=m|v|mv|none'")
+                raise ConfigError(f"bad ablation spec {spec!r}: use 'adam+adam:decouple=m|v|mv|none'")
             options["decouple"] = DECOUPLE[value.strip()]
         return cls(forget=names[0], retain=names[-1], shared_state=len(names) == 1, options=options)
 

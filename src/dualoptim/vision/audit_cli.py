@@ -42,7 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", default=None, metavar="FILE", help="write the audit as JSON")
     p.add_argument("--html", default=None, metavar="FILE", help="write the self-contained HTML report")
     p.add_argument("--data-dir", default=None, help="folder with the dataset files")
-    p.add_argument("--no-svc", dest="mia_svc", action="store_false", help="skip the SVC-confidence MIA")
     add_runtime_args(p, progress=False, device=True)
     p.set_defaults(func=cmd_audit)
 
@@ -136,10 +135,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 "model": ometa.model, "split": split.describe(), "heldout": args.heldout},
         verdict=verdict, verdict_details=details, calibration=info.get("calibration", {}), warnings=warnings)
     print(audit.summary())
-    if args.json:
-        audit.write_json(args.json)
-        print(f"wrote {args.json}")
-    if args.html:
-        audit.write_html(args.html)
-        print(f"wrote {args.html}")
+    for path, write in ((args.json, audit.write_json), (args.html, audit.write_html)):
+        if path:
+            write(path)
+            print(f"wrote {path}")
     return 0

@@ -31,7 +31,9 @@ from typing import Any
 import torch
 
 from ..cache import get_or_build
+from ..config import check_fields, check_name, field_types, from_dict, load_json, located
 from ..errors import ConfigError
+from ..optim import OptimSpec, get_optimizer_info
 from ..runner import Job, Outcome, Runner
 from ..stats import DEFAULT_METRICS
 from ..store import ResultsStore, run_key
@@ -39,7 +41,9 @@ from . import report
 from .checkpoint import ClassifierMeta, load_classifier, save_classifier
 from .data import ImageData, load_dataset, stratified_subset
 from .forget import ForgetSplit, make_forget_split
+from .methods import get_method_info
 from .metrics import evaluate, metrics_callback
+from .presets import PRESETS
 from .train import TrainConfig, train_new
 from .unlearn import UnlearnConfig, unlearn_classifier
 
@@ -95,8 +99,6 @@ class BenchConfig:
     description: str = ""
 
     def __post_init__(self) -> None:
-        from ..config import check_name
-
         check_name(self.name, "name")  # ROOT/<name> is written: never '..' or a path
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds must be distinct and non-empty, got {self.seeds}")
@@ -125,11 +127,6 @@ class BenchConfig:
         """Read a JSON config (the same fields as this class). Every nested field is checked before any work
         (type, range, unknown keys: :mod:`dualoptim.config`); the one error names the file and the path of the
         bad value, e.g. ``bench.json: runs[2].config.forget_lr must be a finite number, got 'fast'``."""
-        from ..config import check_fields, field_types, from_dict, load_json, located
-        from ..optim import OptimSpec, get_optimizer_info
-        from .methods import get_method_info
-        from .presets import PRESETS
-
         raw = load_json(path)
         try:
             cfg = from_dict(cls, raw)  # types and keys, then __post_init__: the name (ROOT/<name>), the recipe
@@ -248,16 +245,14 @@ def _train_or_load(kind: str, key: str, cfg: BenchConfig, ctx: BenchContext, dat
     return (*got.value, got.hit)
 
 
-def run_bench(cfg: BenchConfig, ctx: BenchContext | None = None, only_report: bool = False) -> list[dict[str, Any]]:
+def run_bench(cfg: BenchConfig, ctx: BenchContext | None = None) -> list[dict[str, Any]]:
     """Run (or resume) the benchmark and write its outputs; returns the Table-1 rows."""
     ctx = ctx or BenchContext()
-    out_dir = ctx.root / cfg.name
     exp = f"vision/{cfg.name}"
     with ctx.store() as store:
-        if not only_report:
-            store.put_series(f"config:{exp}", [cfg.to_dict()])
-            _execute(cfg, ctx, store, exp)
-        return report.write_report(store, exp, out_dir)
+        store.put_series(f"config:{exp}", [cfg.to_dict()])
+        _execute(cfg, ctx, store, exp)
+        return report.write_report(store, exp, ctx.root / cfg.name)
 
 
 def _execute(cfg: BenchConfig, ctx: BenchContext, store: ResultsStore, exp: str) -> None:

@@ -172,11 +172,7 @@ BENCH_PRESETS: Registry[Callable[[], BenchConfig]] = Registry("benchmark preset"
     "offline-full": offline_full, "offline-full-50": offline_full_50,
     "paper-cifar10": paper_cifar10, "sensitivity": sensitivity, "smoke": smoke,
 })
-
-
-def list_bench_presets() -> list[str]:
-    """Names accepted by ``dualoptim bench --preset`` (sorted)."""
-    return BENCH_PRESETS.names()
+list_bench_presets = BENCH_PRESETS.names  # names accepted by ``dualoptim bench --preset`` (sorted)
 
 
 def get_bench_preset(name: str) -> BenchConfig:

@@ -23,8 +23,9 @@ RECIPE_FLAGS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "sched
                 "label_smoothing", "bf16", "channels_last")
 
 
-def _add_recipe_flags(p: argparse.ArgumentParser, defaults: bool) -> None:
-    """Recipe flags; with ``defaults=False`` they default to None (= keep the original's value)."""
+def _add_training_args(p: argparse.ArgumentParser, defaults: bool) -> None:
+    """Recipe flags, then :func:`add_common` with ``--out`` (the checkpoint written); with ``defaults=False`` the
+    recipe flags default to None (= keep the original's value)."""
     d = (lambda v: v) if defaults else (lambda v: None)
     g = p.add_argument_group("recipe (SGD + cosine, the paper's pre-training recipe)")
     g.add_argument("--epochs", type=int, default=None, help="epochs (default: the dataset's default)"
@@ -39,19 +40,21 @@ def _add_recipe_flags(p: argparse.ArgumentParser, defaults: bool) -> None:
     g.add_argument("--label-smoothing", type=float, default=d(0.0))
     g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=d(False), help="bfloat16 autocast")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d(True))
+    add_common(p, out="checkpoint folder to write")
 
 
 def add_split_args(p: argparse.ArgumentParser, stored_in: str | None = None) -> None:
     """``--forget`` and ``--seed``: a split to draw (required), or with ``stored_in`` by default the split stored in
-    that checkpoint (see :func:`stored_split`)."""
+    that checkpoint (see :func:`stored_split`); ``--no-svc``: the evaluation on it skips the SVC MIA."""
     spec = "random:<fraction> | class:<k> | file:PATH"
     if stored_in is None:
         p.add_argument("--forget", required=True, help=spec)
         p.add_argument("--seed", type=int, default=0, help="seed of the forget split (random:)")
-        return
-    p.add_argument("--forget", default=None, help=f"{spec} (default: the split stored in {stored_in})")
-    p.add_argument("--seed", type=int, default=None, help="seed of the forget split (default: the stored one for "
-                   "the stored spec, else 0)")
+    else:
+        p.add_argument("--forget", default=None, help=f"{spec} (default: the split stored in {stored_in})")
+        p.add_argument("--seed", type=int, default=None, help="seed of the forget split (default: the stored one "
+                       "for the stored spec, else 0)")
+    p.add_argument("--no-svc", dest="mia_svc", action="store_false", help="skip the SVC-confidence MIA (the slow one)")
 
 
 def add_common(p: argparse.ArgumentParser, out: str | None = None) -> None:
@@ -80,8 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-subset", type=int, default=None, help="train on a stratified subset of N images")
     p.add_argument("--subset-seed", type=int, default=0)
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and augmentation")
-    _add_recipe_flags(p, defaults=True)
-    add_common(p, out="checkpoint folder to write")
+    _add_training_args(p, defaults=True)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("retrain", help="train Retrain (from scratch on the retain set) for a forget set",
@@ -89,9 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--original", required=True, help="checkpoint folder of the original model")
     add_split_args(p)
     p.add_argument("--train-seed", type=int, default=None, help="seed of init/shuffling (default: --seed)")
-    p.add_argument("--no-svc", dest="mia_svc", action="store_false", help="skip the SVC MIA in the final evaluation")
-    _add_recipe_flags(p, defaults=False)
-    add_common(p, out="checkpoint folder to write")
+    _add_training_args(p, defaults=False)
     p.set_defaults(func=cmd_retrain)
 
     p = sub.add_parser("eval", help="FA/UA/RA/TA/MIA of a checkpoint on a forget set",
@@ -100,7 +100,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_split_args(p, stored_in="the checkpoint")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the metrics and forget indices here")
     p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (256: fastest on CPU here)")
-    p.add_argument("--no-svc", dest="mia_svc", action="store_false", help="skip the SVC-confidence MIA")
     add_common(p)
     p.set_defaults(func=cmd_eval)
 

@@ -86,16 +86,12 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
-def _resnet18(num_classes: int, in_channels: int, image_size: int, width: int = 64) -> nn.Module:
-    return ResNet([2, 2, 2, 2], [width, 2 * width, 4 * width, 8 * width], num_classes, in_channels)
+def _resnet(blocks: list[int]) -> Callable[..., nn.Module]:
+    """The builder of a ResNet with ``blocks[i]`` basic blocks in stage ``i``, widths doubling from ``width``."""
+    def build(num_classes: int, in_channels: int, image_size: int, width: int) -> nn.Module:
+        return ResNet(blocks, [width * 2**i for i in range(len(blocks))], num_classes, in_channels)
 
-
-def _resnet20(num_classes: int, in_channels: int, image_size: int, width: int = 16) -> nn.Module:
-    return ResNet([3, 3, 3], [width, 2 * width, 4 * width], num_classes, in_channels)
-
-
-def _resnet8(num_classes: int, in_channels: int, image_size: int, width: int = 16) -> nn.Module:
-    return ResNet([1, 1, 1], [width, 2 * width, 4 * width], num_classes, in_channels)
+    return build
 
 
 def _cnn(num_classes: int, in_channels: int, image_size: int, width: int = 32, hidden: int = 128) -> nn.Module:
@@ -159,14 +155,15 @@ def create_model(name: str, num_classes: int, in_channels: int, image_size: int,
     for k in ("width", "hidden"):
         if k in options and (not isinstance(options[k], int) or options[k] < 1):
             raise ConfigError(f"model option {k} must be a positive integer, got {options[k]!r}")
-    model = info.builder(num_classes, in_channels, image_size, **options)  # initialised on the CPU: same weights
+    model = info.builder(num_classes, in_channels, image_size, **{**info.options, **options})  # CPU: same weights
     device = current_model_device()  # `--device` of a vision command (dualoptim.runtime.model_device)
     return model if device is None else model.to(device)
 
 
 register_model(ModelInfo("cnn", _cnn, "2 conv blocks + MLP head (fast CPU default)", {"width": 32, "hidden": 128}))
-register_model(ModelInfo("resnet8", _resnet8, "CIFAR ResNet-8 (3 stages x 1 block)", {"width": 16}))
-register_model(ModelInfo("resnet20", _resnet20, "CIFAR ResNet-20 (3 stages x 3 blocks)", {"width": 16}))
-register_model(ModelInfo("resnet18", _resnet18, "ResNet-18, CIFAR stem (3x3 conv, no max-pool)", {"width": 64}))
+register_model(ModelInfo("resnet8", _resnet([1, 1, 1]), "CIFAR ResNet-8 (3 stages x 1 block)", {"width": 16}))
+register_model(ModelInfo("resnet20", _resnet([3, 3, 3]), "CIFAR ResNet-20 (3 stages x 3 blocks)", {"width": 16}))
+register_model(ModelInfo("resnet18", _resnet([2, 2, 2, 2]), "ResNet-18, CIFAR stem (3x3 conv, no max-pool)",
+                         {"width": 64}))
 register_model(ModelInfo("swin_t", _swin_t, "Swin-T (timm or torchvision)", {"pretrained": False},
                          open_options=True))

@@ -108,19 +108,7 @@ def list_presets() -> list[str]:
 
 def mode_of(optim: str) -> str:
     """``"dual"`` for decoupled states (``adam+sgd``), ``"shared"`` for one (``sgd``, ``...:decouple=none``)."""
-    return _parse(optim).mode
-
-
-def phase_optimizers(optim: str) -> tuple[str, str]:
-    """(forget optimizer name, retain optimizer name) of a spec: ``"sgd"`` -> (sgd, sgd)."""
-    return _parse(optim).names
-
-
-def _parse(optim: str) -> OptimSpec:
-    try:
-        return OptimSpec.parse(optim)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    return OptimSpec.parse(optim).mode
 
 
 def get_preset(name: str, method: str, mode: str) -> Preset:
@@ -152,22 +140,19 @@ def resolve_preset(method: str, optim: str | None = None, *, dataset: str | None
     name = DATASET_PRESETS.get(dataset or "", DEFAULT_PRESET) if preset in (None, "auto") else preset
     dual = get_preset(name, method, "dual")
     optim = optim or dual.optim
-    for opt_name in set(phase_optimizers(optim)):  # an unknown name is the error to report, not a missing lr
-        try:
-            get_optimizer_info(opt_name)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+    want = OptimSpec.parse(optim).names
+    for opt_name in want:  # an unknown name is the error to report, not a missing lr
+        get_optimizer_info(opt_name)
     entry = get_preset(name, method, mode_of(optim))
     out: dict[str, Any] = {"optim": optim, "preset": name, "options": dict(entry.options)}
     if entry.epochs is not None:
         out["epochs"] = entry.epochs
     if entry.iterations is not None:
         out["iterations"] = entry.iterations
-    want_f, want_r = phase_optimizers(optim)
     candidates = [entry, get_preset(name, method, "shared" if entry is dual else "dual")]
-    for phase, want, idx in (("forget_lr", want_f, 0), ("retain_lr", want_r, 1)):
+    for idx, phase in enumerate(("forget_lr", "retain_lr")):
         for c in candidates:
-            if phase_optimizers(c.optim)[idx] == want:
+            if OptimSpec.parse(c.optim).names[idx] == want[idx]:
                 out[phase] = getattr(c, phase)
                 break
     return out

@@ -24,6 +24,7 @@ from ..optim import OptimSpec
 from ..stats import DEFAULT_METRICS, format_cell, gap_table, paired_difference, trial_gaps
 from ..store import ResultsStore
 from ..tables import Table
+from .methods import get_method_info
 
 RETRAIN = "Retrain"
 ORIGINAL = "Original"  # the model before unlearning: what "doing nothing" scores against Retrain
@@ -92,8 +93,6 @@ def shared_partner(label: str, spec_by_label: Mapping[str, tuple[str, str]]) -> 
         return None
     shared = [k for k, (m, o) in spec_by_label.items() if m == method and not is_dual(o) and k == row_label(m, o)]
     if len(shared) > 1:
-        from .methods import get_method_info
-
         try:
             paper = get_method_info(method).shared_optim
         except Exception:  # an unregistered method name read back from a database: no preference
@@ -328,21 +327,14 @@ def write_report(store: ResultsStore, exp: str, out_dir: Path) -> list[dict[str,
     print_table(table, f"{exp}: mean ± std (gap to Retrain) over trials, %")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = write_tables(out_dir, table, stored_config, versions=rows[-1]["versions"])
-    evals: dict[str, list] = {}
-    history: dict[str, list] = {}
+    curves: dict[str, dict[str, list]] = {":evals": {}, ":history": {}}  # per row label: one curve per trial
     for r in rows:
-        if r["method"] == RETRAIN:
-            continue
-        label = label_of(r)
-        ev = store.series(r["key"] + ":evals")
-        if ev:
-            evals.setdefault(label, []).append(ev)
-        hi = store.series(r["key"] + ":history")
-        if hi:
-            history.setdefault(label, []).append(hi)
+        for suffix, by_label in curves.items():
+            if r["method"] != RETRAIN and (curve := store.series(r["key"] + suffix)):
+                by_label.setdefault(label_of(r), []).append(curve)
     retrain = {m: table[0][m]["mean"] for m in DEFAULT_METRICS}
-    figure = plot_process(out_dir, evals, retrain)
-    figures = ([figure] if figure else []) + plot_gradients(out_dir, history)
+    figure = plot_process(out_dir, curves[":evals"], retrain)
+    figures = ([figure] if figure else []) + plot_gradients(out_dir, curves[":history"])
     sweep = stored_config.get("sweep")
     if sweep:
         points: dict[str, list[tuple[float, float, float]]] = {}

@@ -22,7 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import from_dict
 from ..errors import ConfigError, DivergenceError
+from ..optim import cosine_factor
 from .data import Augment, ImageData, TensorLoader, get_dataset_info, make_augment
 from .models import create_model
 
@@ -88,8 +90,6 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """A recipe from a dict (a checkpoint's, a benchmark's): keys and types checked (``dualoptim.config``)."""
-        from ..config import from_dict
-
         return from_dict(cls, d, "recipe")
 
 
@@ -104,10 +104,7 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     """Multiplier of the peak learning rate at ``step`` of ``total`` (linear warm-up, then cosine or constant)."""
     if step < warmup:
         return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    t = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * t))
+    return 1.0 if schedule == "constant" else cosine_factor(max(1, total - warmup))(step - warmup)
 
 
 def make_sgd(params, cfg: TrainConfig) -> torch.optim.SGD:

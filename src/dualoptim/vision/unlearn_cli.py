@@ -83,7 +83,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--track-grads", action="store_true", help="record gradient norms and forget/retain cosine")
     p.add_argument("--eval-every", type=int, default=None, help="record FA/RA/TA/MIA every K steps")
-    p.add_argument("--no-svc", dest="mia_svc", action="store_false", help="skip the SVC MIA in the final eval")
     add_common(p, out="checkpoint folder to write (plus OUT/metrics.json)")
     p.set_defaults(func=cmd_unlearn)
 
