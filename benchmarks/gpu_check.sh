@@ -4,6 +4,7 @@
 #
 #   bash benchmarks/gpu_check.sh                             # on a GPU machine
 #   DEVICE=cpu BUDGET_S=150 bash benchmarks/gpu_check.sh     # the same steps on the CPU (a check of the script)
+#   ONLY='smoke-cuda|calibrated|audit|gen-.*-unet' bash benchmarks/gpu_check.sh   # a subset (regex of step names)
 #
 # 1. vision `bench --preset smoke` on the CPU and on $DEVICE: the tables side by side (GPU kernels are not
 #    bit-identical to the CPU's; the rows should agree to within the trials' spread).
@@ -29,8 +30,10 @@ R=$(mktemp -d)/gpu_check  # working folder (weights stay here)
 mkdir -p "$R"
 start=$(date +%s)
 DO=("$PY" -m dualoptim.cli)  # the `dualoptim` command, installed or not
+ONLY=${ONLY:-.}
 step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, log output, record rc and seconds
   local name=$1 limit=$2; shift 2
+  [[ $name =~ $ONLY ]] || return 0
   local t0; t0=$(date +%s)
   echo "=== $name (limit ${limit}s): $*" >>"$OUT/log.txt"
   timeout "$limit" "$@" >>"$OUT/log.txt" 2>&1
@@ -83,7 +86,7 @@ step tests-cuda 90 "$PY" -m pytest -q -p no:cacheprovider tests/test_runtime.py 
 # 6. the README's main job, for the time left
 if (( $(left) > 45 )); then
   step quick "$(( $(left) - 15 ))" "${DO[@]}" bench --preset quick --root "$R/quick" --device "$DEVICE" --no-progress
-  "$PY" -c "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); print('quick rows stored:',
+  [[ -f $R/quick/results.db ]] && "$PY" -c "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); print('quick rows stored:',
   c.execute('select count(*) from runs').fetchone()[0])" "$R/quick/results.db" >>"$OUT/times.txt" 2>&1
 fi
 (cd "$R" && find . -name '*.safetensors' -delete; find . -type d -name cache -prune -exec rm -rf {} +
