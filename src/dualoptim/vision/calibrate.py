@@ -58,6 +58,9 @@ NO_BUDGET = "time budget unknown: pass train_epochs"
 # runs rule v5 exactly (a switch for paired measurements, benchmarks/defaults_check.py --rule v5)
 MEMBER_GUARD = True
 MEMBER_K = 3.0
+# rule v7: a guard's restore also restores the optimizer's state (both phases) saved with the model's at the last
+# check that passed; False runs rule v6 exactly (the model alone is restored; benchmarks/defaults_check.py --rule v6)
+RESTORE_OPTIMIZER = False
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -321,9 +324,17 @@ class Monitor:
     max_scale: float = 1.0  # escalation: the forget lr may grow by PROBE_RATIO per check up to this factor
     backoffs: int = 0  # rule v3: utility drops answered by a restore + a smaller forget lr so far
     member_guard: dict[str, Any] | None = None  # rule v6: {} to switch the guard on; filled at the first check
+    restore_optimizer: bool = False  # rule v7: a restore also restores the optimizer's state (see :meth:`using`)
+    optimizer: Any = None  # the run's optimizer when ``restore_optimizer`` (set by :meth:`using`)
     _last: int = -1
     _prev: dict[str, Any] | None = None
-    _good: tuple[int, dict[str, torch.Tensor]] | None = None
+    _good: tuple[int, dict[str, torch.Tensor], dict[str, Any] | None] | None = None
+
+    def using(self, optimizer: Any) -> Monitor:
+        """The stop hook for a run with ``optimizer``: under rule v7 (``restore_optimizer``) its state is saved
+        with the model's at every check that passes and restored with it; otherwise the model alone is."""
+        self.optimizer = optimizer if self.restore_optimizer else None
+        return self
 
     def measure(self, k: float = 1.0) -> dict[str, Any]:
         f = (probs_of(self.net, self.forget[0]), self.forget[1].cpu())
@@ -354,6 +365,8 @@ class Monitor:
             what = "utility drop" if a["utility_drop"] else "member-rate drop"
             if self.restore and self._good is not None:
                 self.net.load_state_dict(self._good[1])
+                if self._good[2] is not None:  # rule v7: the optimizer's moments as they were then, too
+                    self.optimizer.load_state_dict(copy.deepcopy(self._good[2]))
                 if self.backoffs < MAX_BACKOFFS:  # rule v3: back off and go on from the last good state
                     self.backoffs += 1
                     scale = event.lr_scale["forget"] / PROBE_RATIO
@@ -364,7 +377,8 @@ class Monitor:
                 return f"{what}: restored step {self._good[0]}"
             return what
         if self.restore:
-            self._good = (event.step, {k: v.detach().clone() for k, v in self.net.state_dict().items()})
+            saved = copy.deepcopy(self.optimizer.state_dict()) if self.optimizer is not None else None
+            self._good = (event.step, {k: v.detach().clone() for k, v in self.net.state_dict().items()}, saved)
         if a["status"] in ("target met", "overshot"):
             return "target already met before unlearning" if event.phase == "start" else a["status"]
         prev, self._prev = self._prev, a
@@ -445,12 +459,17 @@ def make_monitor(net: nn.Module, sets: Any, kind: str, classes: list[int], seed:
     return Monitor(net, forget, heldout, kind, classes, retain, mia=mia)
 
 
-ATTACK_RULES = ("v5", "v6")  # rules whose sample-wise target includes the Gap's membership attack
+ATTACK_RULES = ("v5", "v6", "v7")  # rules whose sample-wise target includes the Gap's membership attack
 
 
 def attack_target(calibration: dict[str, Any]) -> bool:
     """Does the run's rule (``calibration["rule"]``) judge forgetting with the membership attack too (v5, v6)?"""
     return calibration.get("rule") in ATTACK_RULES
+
+
+def rule_name() -> str:
+    """The rule a run with ``train_epochs`` follows under the module switches: "v7", "v6" or "v5"."""
+    return ("v7" if RESTORE_OPTIMIZER else "v6") if MEMBER_GUARD else "v5"
 
 
 def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], plan: Callable[[Any], tuple[int, int]],
@@ -493,12 +512,13 @@ def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], pla
             schedule.mode == "iteration") else 2
         monitor.every = max(2, sum(plan(schedule)) // 10, cycle)
         monitor.max_scale = candidates[-1] / START_LR
-        fields = {"rule": "v6" if MEMBER_GUARD else "v5", "budget": budget, "mode": "auto",
+        fields = {"rule": rule_name(), "budget": budget, "mode": "auto",
                   "reason": "no forget_lr given", "forget_lr": START_LR,
                   "start_lr": START_LR, "probe": [], "heldout": heldout, "check_every": monitor.every,
                   "target": "FA, loss AUC and entropy-attack member rate vs held-out" if monitor.mia else None}
         if MEMBER_GUARD and monitor.mia:  # rule v6; the record is the monitor's, filled at the first check
             monitor.member_guard = fields["member_guard"] = {}
+        monitor.restore_optimizer = RESTORE_OPTIMIZER and MEMBER_GUARD  # rule v7
         return START_LR, schedule, monitor, fields
     monitor = make_monitor(net, sets, kind, classes, seed)
     if monitor.measure()["status"] in ("target met", "overshot"):  # nothing to do: the run stops at step 0
