@@ -20,7 +20,10 @@ and its own checks move the forget lr one rung at a time; epoch-mode methods run
 (:func:`interleaved`); the Gap's entropy-LR membership attack joins the sample-wise target
 (:func:`member_rates`); :func:`work_budget` caps the run at 20 % of a Retrain's work. Rule v6 (the same, plus
 :data:`MEMBER_GUARD`) treats a fall of the held-out set's member rate under that attack below the original's as
-a utility drop (restore, smaller forget lr): a Retrain keeps that rate where the original has it.
+a utility drop (restore, smaller forget lr): a Retrain keeps that rate where the original has it. Rule v7 (v6
+with :data:`RESTORE_OPTIMIZER`, off unless its measurement says otherwise) makes a restore put back the optimizer's
+state too (:meth:`Monitor.using`): v6 restores the model alone, and the optimizer's moments of the discarded steps
+then damp every later forget step.
 """
 
 from __future__ import annotations
@@ -307,7 +310,8 @@ class Monitor:
     utility drop restores the last state that passed the utility test (rule v2) and, up to
     :data:`MAX_BACKOFFS` times, goes on from there with the forget lr divided by sqrt(10) (rule v3); after
     that it ends the run. With ``member_guard`` (rule v6) a check whose held-out member rate under the attack
-    fell more than ``tol_member`` below the first check's is handled the same way (the same count).
+    fell more than ``tol_member`` below the first check's is handled the same way (the same count). With
+    ``restore_optimizer`` (rule v7) a restore puts back the optimizer's state saved with the model's.
     """
 
     net: nn.Module
@@ -479,7 +483,8 @@ def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], pla
     """Calibrate one run without a Retrain (docs/defaults.md): rule v5 when ``train_epochs`` is given and the
     length is not (no probe: the run starts at :data:`START_LR`, interleaved, within the work budget, the
     membership attack in the target; with :data:`MEMBER_GUARD`, rule v6: plus the held-out member-rate guard,
-    recorded as ``rule`` "v6" with ``calibration["member_guard"]`` where the guard applies), else
+    recorded as ``rule`` "v6" with ``calibration["member_guard"]`` where the guard applies; with
+    :data:`RESTORE_OPTIMIZER`, rule v7: a restore restores the optimizer's state too), else
     rule v3 (the forget-lr probe, skipped when the target is met already; the method's capped schedule).
 
     Args:
@@ -496,7 +501,7 @@ def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], pla
 
     Returns:
         The forget lr, the schedule to run, the monitor (the engine's ``stop`` hook) and the audit's
-        ``calibration`` fields (``rule``: "v6", "v5" or "v3").
+        ``calibration`` fields (``rule``: "v7", "v6", "v5" or "v3").
     """
     candidates = ladder(forget_optimizer)
     heldout = "test" if sets.test is not None else None
