@@ -5,7 +5,7 @@ set, then per trial seed draws the forget set, trains a Retrain on the retain se
 this report only: calibration never sees it) and runs
 
     dualoptim.unlearn(copy_of_original, forget=..., retain=..., test=..., method=m, optim=o, retrain=retrain,
-                      train_epochs=<the originals' --epochs>)   # rule v6; --rule v5; --no-train-epochs: rule v3
+                      train_epochs=<the originals' --epochs>)   # rule v6; --rule v7 / v5; --no-train-epochs: rule v3
 
 for every method with its DualOptim spec and with the shared-optimizer baseline, under the same retrain-free
 calibration (docs/defaults.md). It reports per setting a Table-1-style block (mean ± std over seeds, gap to
@@ -86,7 +86,7 @@ def retrain_status(a: dict) -> str:
 
 def run_setting(dataset: str, model_name: str, forget: str, methods: list[str], seeds: list[int], subset: int,
                 test_size: int, epochs: int, subset_seed: int = 0, heldout_seed: int = 1234,
-                original_seed: int = 0, train_epochs: bool = True) -> dict:
+                original_seed: int = 0, train_epochs: bool = True, dual_only: bool = False) -> dict:
     fm = dataset == "fashion-mnist"
     data = load_dataset(dataset, train_subset=subset if fm else None, subset_seed=subset_seed)
     g = torch.Generator().manual_seed(heldout_seed)
@@ -114,7 +114,7 @@ def run_setting(dataset: str, model_name: str, forget: str, methods: list[str], 
         first = True
         for method in methods:
             info = get_method_info(method)
-            for optim in (info.dual_optim, info.shared_optim):
+            for optim in (info.dual_optim, info.shared_optim)[:1 if dual_only else 2]:
                 t0, c0 = time.perf_counter(), cpu_s()
                 # the originals' epoch count is the user's training length (rule v5); without it: rule v3
                 out = unlearn(copy.deepcopy(original), method=method, optim=optim, retrain=retrain, seed=seed,
@@ -240,8 +240,10 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=40, help="epochs of the original and Retrain recipe (memorize)")
     p.add_argument("--no-train-epochs", dest="train_epochs", action="store_false", help="call unlearn without "
                    "train_epochs (rule v3); default: pass --epochs as train_epochs (rule v5: its 20 % work budget)")
-    p.add_argument("--rule", choices=("v6", "v5"), default="v6", help="with train_epochs: rule v6 (v5 + the "
-                   "held-out member-rate guard, the default) or v5 exactly (the guard off), for paired measurements")
+    p.add_argument("--rule", choices=("v7", "v6", "v5"), default=calibrate.rule_name(), help="with train_epochs: "
+                   "rule v7 (v6 + a guard's restore restores the optimizer's state too), v6 (v5 + the held-out "
+                   "member-rate guard) or v5 exactly (the guard off), for paired measurements; default: what ships")
+    p.add_argument("--dual-only", action="store_true", help="only the DualOptim spec of each method (pilots)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/defaults_check.json")
     p.add_argument("--report", default=None, metavar="JSON", help="only print the tables of a finished (or "
@@ -261,14 +263,15 @@ def main() -> None:
             print(paired(results, other["results"], names))
         return
     torch.set_num_threads(args.threads)
-    calibrate.MEMBER_GUARD = args.rule == "v6"
+    calibrate.MEMBER_GUARD = args.rule in ("v6", "v7")
+    calibrate.RESTORE_OPTIMIZER = args.rule == "v7"
     start, c0 = time.perf_counter(), cpu_s()
     results = []
     for item in args.settings.split(","):
         dataset, model_name, forget = item.split(":", 2)
         results.append(run_setting(dataset, model_name, forget, args.methods.split(","), args.seeds,
                                    args.fmnist_subset, args.fmnist_test, args.epochs, args.subset_seed,
-                                   args.heldout_seed, args.original_seed, args.train_epochs))
+                                   args.heldout_seed, args.original_seed, args.train_epochs, args.dual_only))
         atomic_write_json(args.out, {"results": results, "args": vars(args)})
         print("\n" + markdown(results[-1]), flush=True)
     print("\n" + summary(results))

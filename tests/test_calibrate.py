@@ -424,3 +424,89 @@ def test_member_rate_drop_restores_backs_off_and_the_third_event_ends_the_run(mo
     assert scale["forget"] == pytest.approx(1 / cal.PROBE_RATIO)
     assert check(5) is None  # 79: within 85 - 6.7
     assert check(6) == "member-rate drop: restored step 5"  # the third event ends the run, restored
+
+
+def _tensors(state):
+    """Every tensor of a (nested) optimizer state dict, in order."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    if isinstance(state, dict):
+        return [t for k in sorted(state, key=str) for t in _tensors(state[k])]
+    if isinstance(state, (list, tuple)):
+        return [t for v in state for t in _tensors(v)]
+    return []
+
+
+@pytest.mark.parametrize("v7", [True, False])
+def test_rule_v7_a_restore_puts_back_the_optimizer_state_too(monkeypatch, v7):
+    """Rule v7: the optimizer's state (Adam moments of the forget phase, SGD momentum of the retain phase) is saved
+    with the model's at every check that passes and restored with it by a guard event; rule v6 restores the model
+    alone (the optimizer keeps the moments of the discarded steps)."""
+    from types import SimpleNamespace
+
+    import dualoptim.vision.calibrate as cal
+    from dualoptim.optim import build_optimizer
+
+    torch.manual_seed(0)
+    net = nn.Linear(4, 3)
+    opt = build_optimizer(net.parameters(), "adam+sgd", 1e-2, 0.01)
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+
+    def train(phase, n=1):
+        for _ in range(n):
+            with opt.set_phase(phase):
+                loss = nn.functional.cross_entropy(net(x), y)
+                (-loss if phase == "forget" else loss).backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+    mon = cal.Monitor(net, (x, y), None, "sample", [], max_scale=10.0, restore_optimizer=v7).using(opt)
+    assert (mon.optimizer is opt) == v7
+    script = iter([{"kind": "sample", "FA": 90.0 - i, "AUC": 0.8, "status": "not met", "utility_drop": i == 2}
+                   for i in range(4)])
+    monkeypatch.setattr(cal, "assess", lambda *a, **k: next(script))
+    scale = {"forget": 1.0, "retain": 1.0}
+
+    def check(step):
+        return mon(SimpleNamespace(phase="start" if step == 0 else "retain", step=step, lr_scale=scale))
+
+    assert check(0) is None
+    train("forget"), train("retain")
+    assert check(2) is None  # passes: model and (v7) optimizer state saved here
+    good_model = {k: v.clone() for k, v in net.state_dict().items()}
+    good_opt = copy.deepcopy(opt.state_dict())
+    train("forget", 3), train("retain")
+    after = copy.deepcopy(opt.state_dict())
+    assert not all(torch.equal(a, b) for a, b in zip(_tensors(good_opt), _tensors(after)))
+    assert check(6) is None and mon.checks[-1]["restored"] == 2 and mon.backoffs == 1  # utility drop
+    assert all(torch.equal(v, good_model[k]) for k, v in net.state_dict().items())  # both rules: the model
+    now = _tensors(opt.state_dict())
+    expected = _tensors(good_opt if v7 else after)
+    assert len(now) == len(expected) and all(torch.equal(a, b) for a, b in zip(now, expected))
+    train("forget")  # the restored state is a copy: stepping on does not change what was saved
+    assert check(8) is None and mon._good[0] == 8
+
+
+def test_rule_v7_switch_changes_only_runs_with_a_restore(memorized, monkeypatch):
+    """``calibrate.RESTORE_OPTIMIZER``: with train_epochs the run is rule v7 (recorded and worded as such) and is
+    step for step v6's until its first restore; without train_epochs it stays rule v3 (the model alone)."""
+    import dualoptim.vision.calibrate as cal
+
+    model, forget, retain, test = memorized
+    runs = {}
+    for v7 in (False, True):
+        monkeypatch.setattr(cal, "RESTORE_OPTIMIZER", v7)
+        runs[v7] = dualoptim.unlearn(copy.deepcopy(model), forget=forget, retain=retain, test=test, method="salun",
+                                     train_epochs=40, progress=False)
+    v6, v7 = runs[False].audit.calibration, runs[True].audit.calibration
+    assert (v6["rule"], v7["rule"]) == ("v6", "v7") and "rule v7" in runs[True].audit.summary()
+    restores = [k["step"] for k in v6["checks"] if k.get("restored") is not None]
+    until = restores[0] if restores else None  # identical up to the first restore (the whole run without one)
+    h6, h7 = ([h["loss"] for h in r.result.history if until is None or h["step"] < until] for r in runs.values())
+    assert h6 == h7 and [k for k in v6["checks"] if until is None or k["step"] <= until] == [
+        k for k in v7["checks"] if until is None or k["step"] <= until]
+    seen = []
+    monkeypatch.setattr(cal.Monitor, "using", lambda self, opt: seen.append(self.restore_optimizer) or self)
+    out = dualoptim.unlearn(copy.deepcopy(model), forget=forget, retain=retain, test=test, method="rl",
+                            epochs=1, progress=False)
+    assert out.audit.calibration["rule"] == "v3" and seen == [False]

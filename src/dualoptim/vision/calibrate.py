@@ -20,7 +20,10 @@ and its own checks move the forget lr one rung at a time; epoch-mode methods run
 (:func:`interleaved`); the Gap's entropy-LR membership attack joins the sample-wise target
 (:func:`member_rates`); :func:`work_budget` caps the run at 20 % of a Retrain's work. Rule v6 (the same, plus
 :data:`MEMBER_GUARD`) treats a fall of the held-out set's member rate under that attack below the original's as
-a utility drop (restore, smaller forget lr): a Retrain keeps that rate where the original has it.
+a utility drop (restore, smaller forget lr): a Retrain keeps that rate where the original has it. Rule v7 (v6
+with :data:`RESTORE_OPTIMIZER`, off unless its measurement says otherwise) makes a restore put back the optimizer's
+state too (:meth:`Monitor.using`): v6 restores the model alone, and the optimizer's moments of the discarded steps
+then damp every later forget step.
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ NO_BUDGET = "time budget unknown: pass train_epochs"
 # runs rule v5 exactly (a switch for paired measurements, benchmarks/defaults_check.py --rule v5)
 MEMBER_GUARD = True
 MEMBER_K = 3.0
+# rule v7: a guard's restore also restores the optimizer's state (both phases) saved with the model's at the last
+# check that passed; False runs rule v6 exactly (the model alone is restored; benchmarks/defaults_check.py --rule v6)
+RESTORE_OPTIMIZER = False
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -304,7 +310,8 @@ class Monitor:
     utility drop restores the last state that passed the utility test (rule v2) and, up to
     :data:`MAX_BACKOFFS` times, goes on from there with the forget lr divided by sqrt(10) (rule v3); after
     that it ends the run. With ``member_guard`` (rule v6) a check whose held-out member rate under the attack
-    fell more than ``tol_member`` below the first check's is handled the same way (the same count).
+    fell more than ``tol_member`` below the first check's is handled the same way (the same count). With
+    ``restore_optimizer`` (rule v7) a restore puts back the optimizer's state saved with the model's.
     """
 
     net: nn.Module
@@ -321,9 +328,17 @@ class Monitor:
     max_scale: float = 1.0  # escalation: the forget lr may grow by PROBE_RATIO per check up to this factor
     backoffs: int = 0  # rule v3: utility drops answered by a restore + a smaller forget lr so far
     member_guard: dict[str, Any] | None = None  # rule v6: {} to switch the guard on; filled at the first check
+    restore_optimizer: bool = False  # rule v7: a restore also restores the optimizer's state (see :meth:`using`)
+    optimizer: Any = None  # the run's optimizer when ``restore_optimizer`` (set by :meth:`using`)
     _last: int = -1
     _prev: dict[str, Any] | None = None
-    _good: tuple[int, dict[str, torch.Tensor]] | None = None
+    _good: tuple[int, dict[str, torch.Tensor], dict[str, Any] | None] | None = None
+
+    def using(self, optimizer: Any) -> Monitor:
+        """The stop hook for a run with ``optimizer``: under rule v7 (``restore_optimizer``) its state is saved
+        with the model's at every check that passes and restored with it; otherwise the model alone is."""
+        self.optimizer = optimizer if self.restore_optimizer else None
+        return self
 
     def measure(self, k: float = 1.0) -> dict[str, Any]:
         f = (probs_of(self.net, self.forget[0]), self.forget[1].cpu())
@@ -354,6 +369,8 @@ class Monitor:
             what = "utility drop" if a["utility_drop"] else "member-rate drop"
             if self.restore and self._good is not None:
                 self.net.load_state_dict(self._good[1])
+                if self._good[2] is not None:  # rule v7: the optimizer's moments as they were then, too
+                    self.optimizer.load_state_dict(copy.deepcopy(self._good[2]))
                 if self.backoffs < MAX_BACKOFFS:  # rule v3: back off and go on from the last good state
                     self.backoffs += 1
                     scale = event.lr_scale["forget"] / PROBE_RATIO
@@ -364,7 +381,8 @@ class Monitor:
                 return f"{what}: restored step {self._good[0]}"
             return what
         if self.restore:
-            self._good = (event.step, {k: v.detach().clone() for k, v in self.net.state_dict().items()})
+            saved = copy.deepcopy(self.optimizer.state_dict()) if self.optimizer is not None else None
+            self._good = (event.step, {k: v.detach().clone() for k, v in self.net.state_dict().items()}, saved)
         if a["status"] in ("target met", "overshot"):
             return "target already met before unlearning" if event.phase == "start" else a["status"]
         prev, self._prev = self._prev, a
@@ -445,12 +463,17 @@ def make_monitor(net: nn.Module, sets: Any, kind: str, classes: list[int], seed:
     return Monitor(net, forget, heldout, kind, classes, retain, mia=mia)
 
 
-ATTACK_RULES = ("v5", "v6")  # rules whose sample-wise target includes the Gap's membership attack
+ATTACK_RULES = ("v5", "v6", "v7")  # rules whose sample-wise target includes the Gap's membership attack
 
 
 def attack_target(calibration: dict[str, Any]) -> bool:
     """Does the run's rule (``calibration["rule"]``) judge forgetting with the membership attack too (v5, v6)?"""
     return calibration.get("rule") in ATTACK_RULES
+
+
+def rule_name() -> str:
+    """The rule a run with ``train_epochs`` follows under the module switches: "v7", "v6" or "v5"."""
+    return ("v7" if RESTORE_OPTIMIZER else "v6") if MEMBER_GUARD else "v5"
 
 
 def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], plan: Callable[[Any], tuple[int, int]],
@@ -460,7 +483,8 @@ def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], pla
     """Calibrate one run without a Retrain (docs/defaults.md): rule v5 when ``train_epochs`` is given and the
     length is not (no probe: the run starts at :data:`START_LR`, interleaved, within the work budget, the
     membership attack in the target; with :data:`MEMBER_GUARD`, rule v6: plus the held-out member-rate guard,
-    recorded as ``rule`` "v6" with ``calibration["member_guard"]`` where the guard applies), else
+    recorded as ``rule`` "v6" with ``calibration["member_guard"]`` where the guard applies; with
+    :data:`RESTORE_OPTIMIZER`, rule v7: a restore restores the optimizer's state too), else
     rule v3 (the forget-lr probe, skipped when the target is met already; the method's capped schedule).
 
     Args:
@@ -477,7 +501,7 @@ def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], pla
 
     Returns:
         The forget lr, the schedule to run, the monitor (the engine's ``stop`` hook) and the audit's
-        ``calibration`` fields (``rule``: "v6", "v5" or "v3").
+        ``calibration`` fields (``rule``: "v7", "v6", "v5" or "v3").
     """
     candidates = ladder(forget_optimizer)
     heldout = "test" if sets.test is not None else None
@@ -493,12 +517,13 @@ def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], pla
             schedule.mode == "iteration") else 2
         monitor.every = max(2, sum(plan(schedule)) // 10, cycle)
         monitor.max_scale = candidates[-1] / START_LR
-        fields = {"rule": "v6" if MEMBER_GUARD else "v5", "budget": budget, "mode": "auto",
+        fields = {"rule": rule_name(), "budget": budget, "mode": "auto",
                   "reason": "no forget_lr given", "forget_lr": START_LR,
                   "start_lr": START_LR, "probe": [], "heldout": heldout, "check_every": monitor.every,
                   "target": "FA, loss AUC and entropy-attack member rate vs held-out" if monitor.mia else None}
         if MEMBER_GUARD and monitor.mia:  # rule v6; the record is the monitor's, filled at the first check
             monitor.member_guard = fields["member_guard"] = {}
+        monitor.restore_optimizer = RESTORE_OPTIMIZER and MEMBER_GUARD  # rule v7
         return START_LR, schedule, monitor, fields
     monitor = make_monitor(net, sets, kind, classes, seed)
     if monitor.measure()["status"] in ("target met", "overshot"):  # nothing to do: the run stops at step 0
