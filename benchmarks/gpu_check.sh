@@ -24,7 +24,7 @@ DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-runs/gpu_check}
 BUDGET_S=${BUDGET_S:-480}
 PY=${PY:-python3}
-export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 DUALOPTIM_DATA_DIR=${DUALOPTIM_DATA_DIR:-}
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1  # DUALOPTIM_DATA_DIR passes through
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
 R=$(mktemp -d)/gpu_check  # working folder (weights stay here)
 mkdir -p "$R"
