@@ -63,8 +63,8 @@ def budget_text(b: dict[str, Any]) -> str:
 
 
 def lr_source(cal: dict[str, Any]) -> str:
-    """Where a calibrated run's forget lr came from, in words (rules v3, v5 and v6, docs/defaults.md)."""
-    if cal.get("rule") in ("v5", "v6", "v7"):
+    """Where a calibrated run's forget lr came from, in words (rules v3, v5-v8, docs/defaults.md)."""
+    if cal.get("rule") in ("v5", "v6", "v7", "v8"):
         guard = ", with the held-out member-rate guard" if cal.get("member_guard") is not None else ""
         return f"(rule {cal['rule']}: the start lr, moved one rung at a time by the checks{guard})"
     return "from the probe" if cal.get("probe") else "(probe skipped: the target was met already)"
