@@ -386,7 +386,7 @@ class Monitor:
         a = self.measure()
         self.checks.append({"step": event.step, **{k: a.get(k) for k in CHECK_FIELDS if k in a or k in CHECK_ALWAYS}})
         guard = a["utility_drop"] or a.get("member_drop")  # rule v6: a member-rate drop is treated like a utility drop
-        if self._repairing is not None:  # rule v8: the check that ends a repair
+        if self._repairing is not None:  # rule v8: a check during a repair (it ends it, or continues it once more)
             step, scale, what, last, left = self._repairing
             self._repairing = None
             if guard and left > 1 and not ending_repair:  # not repaired yet: one more interval at forget lr 0
