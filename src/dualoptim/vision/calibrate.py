@@ -343,7 +343,7 @@ class Monitor:
     member_guard: dict[str, Any] | None = None  # rule v6: {} to switch the guard on; filled at the first check
     restore_optimizer: bool = False  # rule v7: a restore also restores the optimizer's state (see :meth:`using`)
     optimizer: Any = None  # the run's optimizer when ``restore_optimizer`` (set by :meth:`using`)
-    repair: bool = False  # rule v8: repair (forget lr 0 for one check interval) before restoring
+    repair: bool = False  # rule v8: repair (forget lr 0 for up to REPAIR_CHECKS check intervals) before restoring
     total_steps: int | None = None  # rule v8: the run's planned steps (a repair needs a full interval left)
     _repairing: tuple[int, float, str, bool, int] | None = None  # rule v8: (event step, forget scale then, what,
     #                                                                  third event?, repair checks left)
