@@ -24,6 +24,10 @@ SCHEDULE = ["forget", "retain", "retain", "forget", "retain", "retain", "forget"
 GLOBAL_BATCH = 16
 TIMEOUT_S = 120  # a hang bound, not the expected time (~20-40 s on 2 shared cores, mostly process start-up)
 MODES = ("ddp", "fsdp2")
+# gloo's TCP transport sometimes aborts a rank while the pair connects ("terminate called without an active
+# exception", SIGABRT; seen 2 times in ~35 runs here; the symptom of pytorch/pytorch#188266): such a crash, and only it,
+# is retried with a fresh rendezvous; a Python error, a hang or a wrong result fails at once
+CRASH_RETRIES = 2
 LEAN = "adam-bf16+sgd-bf16"  # bf16 states with stochastic rounding: kept per shard under FSDP2
 
 
@@ -122,10 +126,7 @@ def _train_llm(rank: int, world: int, out_dir: str) -> None:
     torch.save(flat, os.path.join(out_dir, f"llm_fsdp2_{rank}.pt"))
 
 
-@pytest.fixture(scope="module")
-def two_process_results(tmp_path_factory) -> dict[str, list[torch.Tensor]]:
-    """Both modes trained by one pair of spawned processes (process start-up dominates the cost)."""
-    out_dir = str(tmp_path_factory.mktemp("dist"))
+def _run_two_processes(out_dir: str) -> None:
     ctx = mp.start_processes(_worker, args=(2, out_dir), nprocs=2, join=False, start_method="spawn")
     deadline = time.monotonic() + TIMEOUT_S
     while not ctx.join(timeout=1):
@@ -133,6 +134,19 @@ def two_process_results(tmp_path_factory) -> dict[str, list[torch.Tensor]]:
             for p in ctx.processes:
                 p.kill()
             pytest.fail(f"two-process run did not finish in {TIMEOUT_S} s")
+
+
+@pytest.fixture(scope="module")
+def two_process_results(tmp_path_factory) -> dict[str, list[torch.Tensor]]:
+    """Both modes trained by one pair of spawned processes (process start-up dominates the cost)."""
+    for attempt in range(CRASH_RETRIES + 1):
+        out_dir = str(tmp_path_factory.mktemp("dist"))  # a fresh rendezvous file per attempt
+        try:
+            _run_two_processes(out_dir)
+            break
+        except mp.ProcessExitedException as e:  # killed by a signal inside gloo, not a Python error or a mismatch
+            if e.signal_name != "SIGABRT" or attempt == CRASH_RETRIES:
+                raise
     names = (*MODES, "fsdp2_lean", "llm_fsdp2")
     return {m: [torch.load(os.path.join(out_dir, f"{m}_{r}.pt")) for r in range(2)] for m in names}
 
