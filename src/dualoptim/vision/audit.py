@@ -36,6 +36,7 @@ import torch
 from ..io import atomic_write_json, atomic_write_text
 from ..stats import DEFAULT_METRICS, gap_table
 from ..store import versions as store_versions
+from .calibrate import attack_target
 from .metrics import DESCRIPTIONS, METRICS
 
 GAP_METRICS = DEFAULT_METRICS  # the Gap's metrics, as in the benchmark tables (stats)
@@ -64,7 +65,7 @@ def budget_text(b: dict[str, Any]) -> str:
 
 def lr_source(cal: dict[str, Any]) -> str:
     """Where a calibrated run's forget lr came from, in words (rules v3, v5-v8, docs/defaults.md)."""
-    if cal.get("rule") in ("v5", "v6", "v7", "v8"):
+    if attack_target(cal):
         guard = ", with the held-out member-rate guard" if cal.get("member_guard") is not None else ""
         return f"(rule {cal['rule']}: the start lr, moved one rung at a time by the checks{guard})"
     return "from the probe" if cal.get("probe") else "(probe skipped: the target was met already)"

@@ -522,7 +522,7 @@ ATTACK_RULES = ("v5", "v6", "v7", "v8")  # rules whose sample-wise target includ
 
 
 def attack_target(calibration: dict[str, Any]) -> bool:
-    """Does the run's rule (``calibration["rule"]``) judge forgetting with the membership attack too (v5, v6)?"""
+    """Does the run's rule (``calibration["rule"]``) judge forgetting with the membership attack too (v5-v8)?"""
     return calibration.get("rule") in ATTACK_RULES
 
 
@@ -584,7 +584,8 @@ def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], pla
         budget["source"] = "train_epochs="
         cycle = schedule.forget_every * schedule.retain_steps + schedule.forget_steps if (
             schedule.mode == "iteration") else 2
-        monitor.every = max(2, sum(plan(schedule)) // 10, cycle)
+        monitor.total_steps = sum(plan(schedule))
+        monitor.every = max(2, monitor.total_steps // 10, cycle)
         monitor.max_scale = candidates[-1] / START_LR
         fields = {"rule": rule_name(), "budget": budget, "mode": "auto",
                   "reason": "no forget_lr given", "forget_lr": START_LR,
@@ -594,7 +595,6 @@ def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], pla
             monitor.member_guard = fields["member_guard"] = {}
         monitor.restore_optimizer = RESTORE_OPTIMIZER and MEMBER_GUARD and not REPAIR  # rule v7
         monitor.repair = REPAIR and MEMBER_GUARD  # rule v8
-        monitor.total_steps = sum(plan(schedule))
         return START_LR, schedule, monitor, fields
     monitor = make_monitor(net, sets, kind, classes, seed)
     if monitor.measure()["status"] in ("target met", "overshot"):  # nothing to do: the run stops at step 0
