@@ -41,9 +41,11 @@ from dualoptim.stats import format_cell, gap_table
 from dualoptim.vision import TrainConfig, calibrate, create_model, load_dataset, make_forget_split, seed_everything
 from dualoptim.vision.api import unlearn
 from dualoptim.vision.methods import get_method_info
+from dualoptim.vision.metrics import all_metrics, loader_probs
 from dualoptim.vision.train import train_classifier
 
 METRICS = ("FA", "RA", "TA", "MIA")
+TWIN = "Retrain' (init seed + 1000)"  # --retrain-twin: the Gap of an exact unlearner (the noise floor)
 DEFAULT_SETTINGS = ("digits:mlp:random:0.1,digits:cnn:random:0.1,fashion-mnist:mlp:random:0.1,"
                     "fashion-mnist:cnn:random:0.1,digits:mlp:random:0.3,fashion-mnist:cnn:random:0.3,"
                     "digits:cnn:class:3,fashion-mnist:resnet8:random:0.1")
@@ -73,6 +75,11 @@ def cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def gap_to(metrics: dict, retrain: dict) -> float:
+    """The Gap (mean |metric - Retrain's| over FA, RA, TA, MIA) of one set of metrics."""
+    return sum(abs(metrics[m] - retrain[m]) for m in METRICS) / len(METRICS)
+
+
 def retrain_status(a: dict) -> str:
     """The Retrain comparison's status (see the module docstring), with the verdict's own tolerances."""
     d, u, r = a["verdict_details"], a["unlearned"], a["retrain"]
@@ -86,7 +93,8 @@ def retrain_status(a: dict) -> str:
 
 def run_setting(dataset: str, model_name: str, forget: str, methods: list[str], seeds: list[int], subset: int,
                 test_size: int, epochs: int, subset_seed: int = 0, heldout_seed: int = 1234,
-                original_seed: int = 0, train_epochs: bool = True, dual_only: bool = False) -> dict:
+                original_seed: int = 0, train_epochs: bool = True, dual_only: bool = False,
+                trace: int | None = None, twin: bool = False) -> dict:
     fm = dataset == "fashion-mnist"
     data = load_dataset(dataset, train_subset=subset if fm else None, subset_seed=subset_seed)
     g = torch.Generator().manual_seed(heldout_seed)
@@ -111,6 +119,14 @@ def run_setting(dataset: str, model_name: str, forget: str, methods: list[str], 
                                  progress=False)
         f, r = split.forget_idx, split.retain_idx
         sets = dict(forget=(data.train_x[f], data.train_y[f]), retain=(data.train_x[r], data.train_y[r]), test=test)
+        if twin:  # an exact unlearner that is not the reference: another Retrain (init seed + 1000), same data
+            seed_everything(seed + 1000)
+            other = make_model(model_name, data)
+            train_classifier(other, data, split.retain_idx, TrainConfig(**{**recipe.to_dict(), "seed": seed + 1000}),
+                             progress=False)
+            twin_metrics = [all_metrics([loader_probs(net, [sets[k]]) for k in ("forget", "retain", "test")], seed)
+                            for net in (other, retrain)]  # the reference's too: a check of this path (below)
+            per_trial.setdefault(TWIN, []).append({m: twin_metrics[0][m] for m in METRICS})
         first = True
         for method in methods:
             info = get_method_info(method)
@@ -118,13 +134,18 @@ def run_setting(dataset: str, model_name: str, forget: str, methods: list[str], 
                 t0, c0 = time.perf_counter(), cpu_s()
                 # the originals' epoch count is the user's training length (rule v5); without it: rule v3
                 out = unlearn(copy.deepcopy(original), method=method, optim=optim, retrain=retrain, seed=seed,
-                              train_epochs=epochs if train_epochs else None, progress=False, **sets)
+                              train_epochs=epochs if train_epochs else None, progress=False,
+                              eval_every=trace, curve_samples=len(data.train_y) + len(test[1]), **sets)
                 wall, cpu = time.perf_counter() - t0, cpu_s() - c0
                 a = json.loads(out.audit.to_json())
                 if first:  # the same Retrain and original for every method of this trial
                     per_trial["Retrain"].append({m: a["retrain"][m] for m in METRICS})
                     per_trial["Original"].append({m: a["original"][m] for m in METRICS})
                     first = False
+                    if twin:
+                        diff = max(abs(twin_metrics[1][m] - a["retrain"][m]) for m in METRICS)
+                        print(f"{tag} seed {seed} Retrain': Gap {gap_to(twin_metrics[0], a['retrain']):.2f} (the "
+                              f"reference Retrain's metrics by this path differ from the audit's by {diff:.2g})")
                 label = f"{method} [{optim}]"
                 per_trial.setdefault(label, []).append({m: a["unlearned"][m] for m in METRICS})
                 # CPU time, not wall time: the machine is shared and wall times swing by 10x between runs
@@ -140,13 +161,19 @@ def run_setting(dataset: str, model_name: str, forget: str, methods: list[str], 
                              "audit": {k: a[k] for k in ("unlearned", "original", "retrain", "verdict",
                                                          "verdict_details", "calibration", "hyperparameters",
                                                          "timings", "warnings")}})
+                if trace:  # the Gap along the run (full sets; reads the Retrain: a diagnostic, not calibration)
+                    path = [{"step": p["step"], "gap": gap_to(p, a["retrain"])} for p in a["process"]]
+                    best = min(path, key=lambda p: p["gap"])
+                    runs[-1].update(trace=path, oracle_gap=best["gap"], oracle_step=best["step"])
                 budget = a["calibration"].get("budget") or {}
                 length = budget.get("epochs", budget.get("iterations", "-"))
                 print(f"{tag} seed {seed} {label}: Gap {a['gap']['Unlearned']:.2f} (original "
                       f"{a['gap']['Original']:.2f}), budget {length}, forget lr "
                       f"{a['hyperparameters']['forget_lr']:.2g}, stop "
                       f"{a['calibration'].get('stop_reason')}, {a['timings']['unlearn_steps']} steps, time "
-                      f"{100 * fraction:.0f}% of Retrain, verdict {status} / Retrain says {ref}", flush=True)
+                      f"{100 * fraction:.0f}% of Retrain, verdict {status} / Retrain says {ref}"
+                      + (f"; best Gap along the run {best['gap']:.2f} at step {best['step']}" if trace else ""),
+                      flush=True)
     table = gap_table(per_trial, "Retrain", METRICS)
     return {"dataset": dataset, "model": model_name, "forget": forget, "train_size": data.num_train,
             "subset_seed": subset_seed if fm else None, "heldout_seed": heldout_seed if fm else None,
@@ -246,6 +273,16 @@ def main() -> None:
                    "held-out member-rate guard) or v5 exactly (the guard off), for paired measurements; default: what "
                    "ships")
     p.add_argument("--dual-only", action="store_true", help="only the DualOptim spec of each method (pilots)")
+    p.add_argument("--fixed-lr", type=float, default=None, metavar="LR", help="diagnostic: the rule's schedule and "
+                   "work budget at this one forget lr, never checked (no guard, escalation or stop: the monitor's stop "
+                   "hook is replaced by one that returns None), to trace where the method itself goes (with --trace)")
+    p.add_argument("--work-fraction", type=float, default=None, metavar="F", help="diagnostic: the work budget as "
+                   f"this fraction of a Retrain (the rule's: {calibrate.WORK_FRACTION})")
+    p.add_argument("--retrain-twin", action="store_true", help="diagnostic: also train a second Retrain per seed (init "
+                   "seed + 1000, same retain set and recipe) and report its Gap: what an exact unlearner scores")
+    p.add_argument("--trace", type=int, default=None, metavar="N", help="diagnostic: also measure the Gap on the full "
+                   "sets every N steps of each run and report the best point along it (reads the Retrain; costs "
+                   "time, so the time fractions of a traced run are not the rule's)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/defaults_check.json")
     p.add_argument("--report", default=None, metavar="JSON", help="only print the tables of a finished (or "
@@ -266,13 +303,19 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     calibrate.use_rule(args.rule)
+    if args.work_fraction is not None:
+        calibrate.WORK_FRACTION = args.work_fraction
+    if args.fixed_lr is not None:  # diagnostic only: no check ever stops, guards or escalates the run
+        calibrate.START_LR = args.fixed_lr
+        calibrate.Monitor.__call__ = lambda self, event: None
     start, c0 = time.perf_counter(), cpu_s()
     results = []
     for item in args.settings.split(","):
         dataset, model_name, forget = item.split(":", 2)
         results.append(run_setting(dataset, model_name, forget, args.methods.split(","), args.seeds,
                                    args.fmnist_subset, args.fmnist_test, args.epochs, args.subset_seed,
-                                   args.heldout_seed, args.original_seed, args.train_epochs, args.dual_only))
+                                   args.heldout_seed, args.original_seed, args.train_epochs, args.dual_only,
+                                   args.trace, args.retrain_twin))
         atomic_write_json(args.out, {"results": results, "args": vars(args)})
         print("\n" + markdown(results[-1]), flush=True)
     print("\n" + summary(results))
