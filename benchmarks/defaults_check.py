@@ -110,7 +110,7 @@ def run_setting(dataset: str, model_name: str, forget: str, methods: list[str], 
     print(f"{tag} original trained in {fit['time_s']:.0f} s, final train acc {fit['history'][-1]['acc']:.1f}",
           flush=True)
     per_trial: dict[str, list[dict[str, float]]] = {"Retrain": [], "Original": []}
-    runs = []
+    runs, twins = [], []
     for seed in seeds:
         split = make_forget_split(forget, data.train_y, seed)
         seed_everything(seed)
@@ -144,6 +144,8 @@ def run_setting(dataset: str, model_name: str, forget: str, methods: list[str], 
                     first = False
                     if twin:
                         diff = max(abs(twin_metrics[1][m] - a["retrain"][m]) for m in METRICS)
+                        twins.append({"seed": seed, "gap": gap_to(twin_metrics[0], a["retrain"]), "check": diff,
+                                      **{m: twin_metrics[0][m] for m in METRICS}})
                         print(f"{tag} seed {seed} Retrain': Gap {gap_to(twin_metrics[0], a['retrain']):.2f} (the "
                               f"reference Retrain's metrics by this path differ from the audit's by {diff:.2g})")
                 label = f"{method} [{optim}]"
@@ -162,7 +164,8 @@ def run_setting(dataset: str, model_name: str, forget: str, methods: list[str], 
                                                          "verdict_details", "calibration", "hyperparameters",
                                                          "timings", "warnings")}})
                 if trace:  # the Gap along the run (full sets; reads the Retrain: a diagnostic, not calibration)
-                    path = [{"step": p["step"], "gap": gap_to(p, a["retrain"])} for p in a["process"]]
+                    path = [{"step": p["step"], "gap": gap_to(p, a["retrain"]), **{m: p[m] for m in METRICS}}
+                            for p in a["process"]]
                     best = min(path, key=lambda p: p["gap"])
                     runs[-1].update(trace=path, oracle_gap=best["gap"], oracle_step=best["step"])
                 budget = a["calibration"].get("budget") or {}
@@ -179,7 +182,7 @@ def run_setting(dataset: str, model_name: str, forget: str, methods: list[str], 
             "subset_seed": subset_seed if fm else None, "heldout_seed": heldout_seed if fm else None,
             "original_seed": original_seed,
             "test_size": len(test[1]), "recipe": recipe.to_dict(), "original_train_acc": fit["history"][-1]["acc"],
-            "seeds": seeds, "table": table, "runs": runs}
+            "seeds": seeds, "table": table, "runs": runs, **({"twin": twins} if twin else {})}
 
 
 def markdown(result: dict) -> str:
