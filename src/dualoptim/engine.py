@@ -267,8 +267,7 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
                    retain_batches: Iterable[Any], schedule: Schedule | None = None, *,
                    callbacks: Sequence[Callback] = (), eval_every: int | None = None, track_grads: bool = False,
                    autocast_dtype: torch.dtype | None = None, progress: bool = True,
-                   desc: str = "unlearning", stop: Callable[[Event], str | None] | None = None,
-                   forget_filter: Callable[[nn.Module, Any], Any | None] | None = None) -> UnlearnResult:
+                   desc: str = "unlearning", stop: Callable[[Event], str | None] | None = None) -> UnlearnResult:
     """Run ``method`` on ``model`` following ``schedule`` (Algorithm 1).
 
     Args:
@@ -286,8 +285,6 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
             (model in train mode; the hook decides its own cadence and switches to eval itself); a non-empty
             string it returns ends the run there and is recorded as ``result.stop_reason``; it may also scale
             a phase's learning rate through ``event.lr_scale`` (e.g. escalate the forget lr).
-        forget_filter: ``forget_filter(model, batch)`` -> the part of a forget batch the forget step uses, or None
-            to skip the step's update (it still counts as a step: the schedule and the ``stop`` hook see it).
 
     Raises:
         DivergenceError: a loss became NaN/inf (the message names the step and phase), or the parameters did.
@@ -333,11 +330,7 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
         if len(row) > 2:
             result.evals.append(row)
 
-    def step(phase: str, batch: Any, epoch: int, loss_fn: Callable[[StepInfo], torch.Tensor] | None) -> None:
-        """One optimizer step of ``phase`` on ``loss_fn``; ``None``: a step without an update (filtered out)."""
-        if loss_fn is None:
-            result.history.append({"step": result.steps, "phase": phase, "epoch": epoch, "loss": 0.0, "skipped": 1})
-            return after_step(epoch, phase)
+    def step(phase: str, batch: Any, epoch: int, loss_fn: Callable[[StepInfo], torch.Tensor]) -> None:
         info = StepInfo(result.steps, counts[phase], totals[phase], epoch, phase)
         factor = lr_factor[phase](counts[phase]) * lr_scale[phase]
         for g, lr in zip(optimizer.phase_groups(phase), base_lr[phase]):
@@ -364,9 +357,6 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         result.history.append(row)
-        after_step(epoch, phase)
-
-    def after_step(epoch: int, phase: str) -> None:
         counts[phase] += 1
         result.steps += 1
         bar.update(1)
@@ -379,9 +369,7 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
                 raise _Stop
 
     def forget_step(b: Any, e: int) -> None:
-        if forget_filter is not None:
-            b = forget_filter(model, b)
-        step("forget", b, e, None if b is None else lambda info: method.forget_loss(model, b, info))
+        step("forget", b, e, lambda info: method.forget_loss(model, b, info))
 
     def retain_step(b: Any, e: int) -> None:
         step("retain", b, e, lambda info: method.retain_loss(model, b, info))

@@ -72,9 +72,6 @@ RESTORE_OPTIMIZER = False
 # (benchmarks/defaults_check.py --rule v6)
 REPAIR = False
 REPAIR_CHECKS = 2  # rule v8: check intervals a repair may last (the first check that passes both guards ends it)
-# rule v9: a forget step uses only the forget samples that still score as training data (their loss below the held-out
-# loss of the same rank, measured at the last check); False runs rule v6 exactly (--rule v6)
-GATE = False
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -350,9 +347,6 @@ class Monitor:
     total_steps: int | None = None  # rule v8: the run's planned steps (a repair needs a full interval left)
     _repairing: tuple[int, float, str, bool, int] | None = None  # rule v8: (event step, forget scale then, what,
     #                                                                  third event?, repair checks left)
-    gate_stats: dict[str, int] | None = None  # rule v9: {} to switch the gate on; counts of the gated forget steps
-    _heldout_loss: torch.Tensor | None = None  # rule v9: the held-out subsample's sorted losses at the last check
-    _heldout_acc: float = 1.0
     _last: int = -1
     _prev: dict[str, Any] | None = None
     _good: tuple[int, dict[str, torch.Tensor], dict[str, Any] | None] | None = None
@@ -370,9 +364,6 @@ class Monitor:
         if self.retain is not None and (h is None or self.mia):
             r = (probs_of(self.net, self.retain[0]), self.retain[1].cpu())
         a = assess(f, h, self.kind, self.classes, self.kept_before, k, retain=r, mia=self.mia)
-        if self.gate_stats is not None and h is not None and self.kind == "sample":
-            self._heldout_loss = per_sample_loss(*h).float().sort().values
-            self._heldout_acc = a["HA"] / 100.0
         if self.kept_before is None:
             self.kept_before = a.get("kept")
             a["kept_before"] = self.kept_before
@@ -444,43 +435,6 @@ class Monitor:
                 event.lr_scale["forget"] = scale  # escalation: no progress since the last check
                 self.checks[-1]["forget_lr_scale"] = scale
         return None
-
-    @torch.no_grad()
-    def gate(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
-             ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Rule v9 (the engine's ``forget_filter``): the samples of a forget batch that still score as training data.
-
-        The batch's losses (eval mode) are ranked; the sample of rank ``i`` of ``n`` is kept while its loss is
-        below the held-out subsample's loss quantile ``(i + 0.5) / n`` at the last check: the forget set's loss
-        distribution is pushed towards the held-out one, and samples that already score as unseen data (the easy
-        ones a model that never saw them still gets right, the hard ones once misclassified) are left alone.
-        None when no sample is kept (the step makes no update)."""
-        x, y = batch
-        if self._heldout_loss is None or not len(y):
-            return batch
-        was = model.training
-        model.eval()
-        try:
-            logits = model(x).float()
-            loss = torch.nn.functional.cross_entropy(logits, y, reduction="none").cpu()
-            right = (logits.argmax(1) == y).cpu()
-        finally:
-            model.train(was)
-        q = (loss.argsort().argsort().float() + 0.5) / len(y)
-        import os
-        if os.environ.get("GATE_MODE", "rank") == "hard":
-            keep = (q > self._heldout_acc) & right
-        else:
-            keep = loss < torch.quantile(self._heldout_loss, q)
-        g = self.gate_stats
-        g["steps"] = g.get("steps", 0) + 1
-        g["seen"] = g.get("seen", 0) + len(y)
-        g["kept"] = g.get("kept", 0) + int(keep.sum())
-        if not keep.any():
-            g["skipped"] = g.get("skipped", 0) + 1
-            return None
-        keep = keep.to(y.device)
-        return x[keep], y[keep]
 
     def _save(self, step: int) -> None:
         """Keep the current state as the last good one (the model's, and under rule v7 the optimizer's)."""
@@ -564,7 +518,7 @@ def make_monitor(net: nn.Module, sets: Any, kind: str, classes: list[int], seed:
     return Monitor(net, forget, heldout, kind, classes, retain, mia=mia)
 
 
-ATTACK_RULES = ("v5", "v6", "v7", "v8", "v9")  # rules whose sample-wise target includes the Gap's membership attack
+ATTACK_RULES = ("v5", "v6", "v7", "v8")  # rules whose sample-wise target includes the Gap's membership attack
 
 
 def attack_target(calibration: dict[str, Any]) -> bool:
@@ -576,18 +530,18 @@ def rule_name() -> str:
     """The rule a run with ``train_epochs`` follows under the module switches: "v8", "v7", "v6" or "v5"."""
     if not MEMBER_GUARD:
         return "v5"
-    return "v9" if GATE else "v8" if REPAIR else "v7" if RESTORE_OPTIMIZER else "v6"
+    return "v8" if REPAIR else "v7" if RESTORE_OPTIMIZER else "v6"
 
 
-RULES = ("v9", "v8", "v7", "v6", "v5")  # what the switches select for runs with train_epochs (paired measurements)
+RULES = ("v8", "v7", "v6", "v5")  # what the switches select for runs with train_epochs (paired measurements)
 
 
 def use_rule(name: str) -> None:
     """Set the module switches so that runs with ``train_epochs`` follow rule ``name`` (one of :data:`RULES`)."""
-    global MEMBER_GUARD, RESTORE_OPTIMIZER, REPAIR, GATE
+    global MEMBER_GUARD, RESTORE_OPTIMIZER, REPAIR
     if name not in RULES:
         raise ValueError(f"unknown rule {name!r}; valid: {', '.join(RULES)}")
-    MEMBER_GUARD, RESTORE_OPTIMIZER, REPAIR, GATE = name != "v5", name == "v7", name == "v8", name == "v9"
+    MEMBER_GUARD, RESTORE_OPTIMIZER, REPAIR = name != "v5", name == "v7", name == "v8"
 
 
 def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], plan: Callable[[Any], tuple[int, int]],
@@ -641,8 +595,6 @@ def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], pla
             monitor.member_guard = fields["member_guard"] = {}
         monitor.restore_optimizer = RESTORE_OPTIMIZER and MEMBER_GUARD and not REPAIR  # rule v7
         monitor.repair = REPAIR and MEMBER_GUARD  # rule v8
-        if GATE and MEMBER_GUARD and monitor.mia:  # rule v9: sample-wise with held-out data
-            monitor.gate_stats = fields["gate"] = {}
         return START_LR, schedule, monitor, fields
     monitor = make_monitor(net, sets, kind, classes, seed)
     if monitor.measure()["status"] in ("target met", "overshot"):  # nothing to do: the run stops at step 0
