@@ -5,7 +5,7 @@ set, then per trial seed draws the forget set, trains a Retrain on the retain se
 this report only: calibration never sees it) and runs
 
     dualoptim.unlearn(copy_of_original, forget=..., retain=..., test=..., method=m, optim=o, retrain=retrain,
-                      train_epochs=<the originals' --epochs>)   # rule v6; --rule v8/v7/v5; --no-train-epochs: v3
+                      train_epochs=<the originals' --epochs>)   # rule v6; --rule v5; --no-train-epochs: v3
 
 for every method with its DualOptim spec and with the shared-optimizer baseline, under the same retrain-free
 calibration (docs/defaults.md). It reports per setting a Table-1-style block (mean ± std over seeds, gap to
@@ -271,10 +271,8 @@ def main() -> None:
     p.add_argument("--no-train-epochs", dest="train_epochs", action="store_false", help="call unlearn without "
                    "train_epochs (rule v3); default: pass --epochs as train_epochs (rule v5: its 20 % work budget)")
     p.add_argument("--rule", choices=calibrate.RULES, default=calibrate.rule_name(), help="with "
-                   "train_epochs: rule v8 (v6 + a guard event is repaired, forget lr 0 for one check interval, before "
-                   "it is rolled back), v7 (v6 + a guard's restore restores the optimizer's state too), v6 (v5 + the "
-                   "held-out member-rate guard) or v5 exactly (the guard off), for paired measurements; default: what "
-                   "ships")
+                   "train_epochs: rule v6 (v5 + the held-out member-rate guard) or v5 exactly (the guard off), for "
+                   "paired measurements; default: what ships")
     p.add_argument("--dual-only", action="store_true", help="only the DualOptim spec of each method (pilots)")
     p.add_argument("--fixed-lr", type=float, default=None, metavar="LR", help="diagnostic: the rule's schedule and "
                    "work budget at this one forget lr, never checked (no guard, escalation or stop: the monitor's stop "

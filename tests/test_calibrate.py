@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -427,212 +426,16 @@ def test_member_rate_drop_restores_backs_off_and_the_third_event_ends_the_run(mo
     assert check(6) == "member-rate drop: restored step 5"  # the third event ends the run, restored
 
 
-def _tensors(state):
-    """Every tensor of a (nested) optimizer state dict, in order."""
-    if isinstance(state, torch.Tensor):
-        return [state]
-    if isinstance(state, dict):
-        return [t for k in sorted(state, key=str) for t in _tensors(state[k])]
-    if isinstance(state, (list, tuple)):
-        return [t for v in state for t in _tensors(v)]
-    return []
-
-
-@pytest.mark.parametrize("v7", [True, False])
-def test_rule_v7_a_restore_puts_back_the_optimizer_state_too(monkeypatch, v7):
-    """Rule v7: the optimizer's state (Adam moments of the forget phase, SGD momentum of the retain phase) is saved
-    with the model's at every check that passes and restored with it by a guard event; rule v6 restores the model
-    alone (the optimizer keeps the moments of the discarded steps)."""
-    from types import SimpleNamespace
-
-    import dualoptim.vision.calibrate as cal
-    from dualoptim.optim import build_optimizer
-
-    torch.manual_seed(0)
-    net = nn.Linear(4, 3)
-    opt = build_optimizer(net.parameters(), "adam+sgd", 1e-2, 0.01)
-    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
-
-    def train(phase, n=1):
-        for _ in range(n):
-            with opt.set_phase(phase):
-                loss = nn.functional.cross_entropy(net(x), y)
-                (-loss if phase == "forget" else loss).backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-
-    mon = cal.Monitor(net, (x, y), None, "sample", [], max_scale=10.0, restore_optimizer=v7).using(opt)
-    assert (mon.optimizer is opt) == v7
-    script = iter([{"kind": "sample", "FA": 90.0 - i, "AUC": 0.8, "status": "not met", "utility_drop": i == 2}
-                   for i in range(4)])
-    monkeypatch.setattr(cal, "assess", lambda *a, **k: next(script))
-    scale = {"forget": 1.0, "retain": 1.0}
-
-    def check(step):
-        return mon(SimpleNamespace(phase="start" if step == 0 else "retain", step=step, lr_scale=scale))
-
-    assert check(0) is None
-    train("forget"), train("retain")
-    assert check(2) is None  # passes: model and (v7) optimizer state saved here
-    good_model = {k: v.clone() for k, v in net.state_dict().items()}
-    good_opt = copy.deepcopy(opt.state_dict())
-    train("forget", 3), train("retain")
-    after = copy.deepcopy(opt.state_dict())
-    assert not all(torch.equal(a, b) for a, b in zip(_tensors(good_opt), _tensors(after)))
-    assert check(6) is None and mon.checks[-1]["restored"] == 2 and mon.backoffs == 1  # utility drop
-    assert all(torch.equal(v, good_model[k]) for k, v in net.state_dict().items())  # both rules: the model
-    now = _tensors(opt.state_dict())
-    expected = _tensors(good_opt if v7 else after)
-    assert len(now) == len(expected) and all(torch.equal(a, b) for a, b in zip(now, expected))
-    train("forget")  # the restored state is a copy: stepping on does not change what was saved
-    assert check(8) is None and mon._good[0] == 8
-
-
-def test_rule_v7_switch_changes_only_runs_with_a_restore(memorized, monkeypatch):
-    """``calibrate.RESTORE_OPTIMIZER``: with train_epochs the run is rule v7 (recorded and worded as such) and is
-    step for step v6's until its first restore; without train_epochs it stays rule v3 (the model alone)."""
-    import dualoptim.vision.calibrate as cal
-
-    model, forget, retain, test = memorized
-    runs = {}
-    for v7 in (False, True):
-        monkeypatch.setattr(cal, "RESTORE_OPTIMIZER", v7)
-        runs[v7] = dualoptim.unlearn(copy.deepcopy(model), forget=forget, retain=retain, test=test, method="salun",
-                                     train_epochs=40, progress=False)
-    v6, v7 = runs[False].audit.calibration, runs[True].audit.calibration
-    assert (v6["rule"], v7["rule"]) == ("v6", "v7") and "rule v7" in runs[True].audit.summary()
-    restores = [k["step"] for k in v6["checks"] if k.get("restored") is not None]
-    until = restores[0] if restores else None  # identical up to the first restore (the whole run without one)
-    h6, h7 = ([h["loss"] for h in r.result.history if until is None or h["step"] < until] for r in runs.values())
-    assert h6 == h7 and [k for k in v6["checks"] if until is None or k["step"] <= until] == [
-        k for k in v7["checks"] if until is None or k["step"] <= until]
-    seen = []
-    monkeypatch.setattr(cal.Monitor, "using", lambda self, opt: seen.append(self.restore_optimizer) or self)
-    out = dualoptim.unlearn(copy.deepcopy(model), forget=forget, retain=retain, test=test, method="rl",
-                            epochs=1, progress=False)
-    assert out.audit.calibration["rule"] == "v3" and seen == [False]
-
-
-def _scripted_monitor(monkeypatch, rates, fas=None, repair=True, total_steps=100):
-    """A rule-v8 monitor (``repair``) whose checks see the held-out member rates ``rates`` (tol_member 6.7 around the
-    first, 85) and forget accuracies ``fas`` (held-out 80 %, tol_acc 3: "target met" at <= 83)."""
-    import dualoptim.vision.calibrate as cal
-
-    net = nn.Linear(2, 2)
-    xs, ys = torch.zeros(256, 2), torch.zeros(256, dtype=torch.long)
-    mon = cal.Monitor(net, (xs, ys), (xs, ys), "sample", [], (xs, ys), mia=True, max_scale=10.0, every=2,
-                      member_guard={}, repair=repair, total_steps=total_steps)
-    fas = fas or [90.0] * len(rates)
-    script = iter([{"kind": "sample", "FA": f, "HA": 80.0, "tol_acc": 3.0, "AUC": 0.5, "MIA_forget": 80.0,
-                    "MIA_heldout": m, "tol_mia": 5.0, "kept": 80.0, "utility_drop": False,
-                    "status": "target met" if f <= 83 else "not met"} for m, f in zip(rates, fas)])
-    monkeypatch.setattr(cal, "assess", lambda *a, **k: next(script))
-    scale = {"forget": 1.0, "retain": 1.0}
-
-    def check(step, phase="retain"):
-        return mon(SimpleNamespace(phase="start" if step == 0 else phase, step=step, lr_scale=scale))
-
-    return mon, net, scale, check
-
-
-def _shift(net):
-    with torch.no_grad():
-        net.weight.add_(1.0)
-    return {k: v.clone() for k, v in net.state_dict().items()}
-
-
-def test_rule_v8_a_repaired_guard_event_keeps_the_state(monkeypatch):
-    """Rule v8: a guard event sets the forget lr scale to 0 for one check interval; when the next check passes both
-    guards the state is kept (forgetting included: here it meets the target and the run stops there), with the
-    forget lr of the event / sqrt(10); a later event is repaired the same way."""
-    import dualoptim.vision.calibrate as cal
-
-    mon, net, scale, check = _scripted_monitor(monkeypatch, [85.0, 84.0, 70.0, 83.0, 70.0, 84.0, 84.0],
-                                               [90.0, 90.0, 75.0, 88.0, 80.0, 89.0, 82.0])
-    assert check(0) is None and check(2) is None and scale["forget"] == pytest.approx(cal.PROBE_RATIO)  # escalated
-    damaged = _shift(net)
-    assert check(4) is None and scale["forget"] == 0.0 and mon.checks[-1]["repair"] and mon.backoffs == 1
-    assert "restored" not in mon.checks[-1] and all(torch.equal(v, damaged[k]) for k, v in net.state_dict().items())
-    assert check(5) is None and len(mon.checks) == 3  # a repair is checked a full interval later, not earlier
-    repaired = _shift(net)
-    assert check(6) is None and mon.checks[-1]["repaired"] == 4 and "restored" not in mon.checks[-1]
-    assert all(torch.equal(v, repaired[k]) for k, v in net.state_dict().items())  # kept, not rolled back
-    assert scale["forget"] == pytest.approx(1.0) and mon.max_scale == pytest.approx(1.0) and mon._good[0] == 6
-    assert check(8) is None and scale["forget"] == 0.0 and mon.backoffs == 2  # the second event: repaired again
-    assert check(10) is None and mon.checks[-1]["repaired"] == 8
-    assert scale["forget"] == pytest.approx(1 / cal.PROBE_RATIO)
-    assert check(12) == "target met"  # the repaired run goes on from its kept state and meets the target
-
-
-def test_rule_v8_a_failed_repair_restores_and_the_third_event_ends_the_run(monkeypatch):
-    """Rule v8: when the checks of REPAIR_CHECKS (2) repair intervals all still fire a guard the last good state is
-    restored as in v6 (forget lr / sqrt(10)); an event without a full interval left is restored at once; the third
-    event ends the run after its repair, kept if it passes ("repaired step N"), else restored."""
-    import dualoptim.vision.calibrate as cal
-
-    assert cal.REPAIR_CHECKS == 2
-    rates = [85.0, 84.0, 70.0, 72.0, 71.0, 84.0, 70.0, 84.0, 70.0, 84.0]
-    mon, net, scale, check = _scripted_monitor(monkeypatch, rates, total_steps=18)
-    assert check(0) is None and check(2) is None
-    good = {k: v.clone() for k, v in net.state_dict().items()}
-    _shift(net)
-    assert check(4) is None and scale["forget"] == 0.0  # event 1: repair
-    _shift(net)
-    assert check(6) is None and mon.checks[-1]["repair"] and scale["forget"] == 0.0  # 72: one more interval
-    assert "restored" not in mon.checks[-1] and not torch.equal(net.weight, good["weight"])
-    assert check(8) is None and mon.checks[-1]["restored"] == 2 and "repaired" not in mon.checks[-1]  # 71: failed
-    assert all(torch.equal(v, good[k]) for k, v in net.state_dict().items())
-    assert scale["forget"] == pytest.approx(1.0) and mon.max_scale == pytest.approx(1.0) and mon.backoffs == 1
-    assert check(10) is None  # passes
-    assert check(12) is None and scale["forget"] == 0.0 and mon.backoffs == 2  # event 2: repair
-    _shift(net)
-    assert check(14) is None and mon.checks[-1]["repaired"] == 12  # 84: repaired
-    assert check(16) is None and scale["forget"] == 0.0  # event 3 (16 + 2 <= 18): repair, the run's last
-    assert check(17, "forget") is None
-    kept = _shift(net)
-    assert check(18, "forget") == "member-rate drop: repaired step 16"  # the last step ends the repair, kept
-    assert all(torch.equal(v, kept[k]) for k, v in net.state_dict().items())
-    # no full interval left: v6's immediate restore
-    mon, net, scale, check = _scripted_monitor(monkeypatch, [85.0, 84.0, 70.0], total_steps=5)
-    assert check(0) is None and check(2) is None
-    good = {k: v.clone() for k, v in net.state_dict().items()}
-    _shift(net)
-    assert check(4) is None and mon.checks[-1]["restored"] == 2 and scale["forget"] == pytest.approx(1.0)
-    assert all(torch.equal(v, good[k]) for k, v in net.state_dict().items())
-
-
-def test_rule_v8_switch_changes_only_runs_with_a_guard_event(memorized, monkeypatch):
-    """``calibrate.REPAIR``: with train_epochs the run is rule v8 (recorded as such) and is step for step v6's until
-    its first guard event; during a repair the forget steps run at lr 0."""
-    import dualoptim.vision.calibrate as cal
-
-    model, forget, retain, test = memorized
-    runs = {}
-    for v8 in (False, True):
-        monkeypatch.setattr(cal, "REPAIR", v8)
-        monkeypatch.setattr(cal, "MEMBER_K", 0.5)  # a tight guard, so that this small run has events
-        runs[v8] = dualoptim.unlearn(copy.deepcopy(model), forget=forget, retain=retain, test=test, method="rl",
-                                     train_epochs=40, progress=False)
-    v6, v8 = runs[False].audit.calibration, runs[True].audit.calibration
-    assert (v6["rule"], v8["rule"]) == ("v6", "v8") and "rule v8" in runs[True].audit.summary()
-    events = [k["step"] for k in v8["checks"] if k.get("repair")]
-    assert events, "the tight guard should fire"
-    h6, h8 = ([h["loss"] for h in r.result.history if h["step"] < events[0]] for r in runs.values())
-    assert h6 == h8 and [k for k in v6["checks"] if k["step"] < events[0]] == [
-        k for k in v8["checks"] if k["step"] < events[0]]
-    ends = [k["step"] for k in v8["checks"] if k["step"] > events[0]]
-    during = [h for h in runs[True].result.history if events[0] <= h["step"] < (ends[0] if ends else 10**9)]
-    assert [h["lr"] for h in during if h["phase"] == "forget"] == [0.0] * sum(h["phase"] == "forget" for h in during)
-
-
 def test_use_rule_sets_the_switches_of_each_rule(monkeypatch):
-    """``calibrate.use_rule`` (benchmarks/defaults_check.py --rule): each rule's switches, read back by rule_name."""
+    """``calibrate.use_rule`` (benchmarks/defaults_check.py --rule): each rule's switch, read back by rule_name;
+    the removed rules v7 and v8 are refused, while their audits still judge with the membership attack."""
     import dualoptim.vision.calibrate as cal
 
-    for name in ("MEMBER_GUARD", "RESTORE_OPTIMIZER", "REPAIR"):
-        monkeypatch.setattr(cal, name, getattr(cal, name))  # put back after the test
+    monkeypatch.setattr(cal, "MEMBER_GUARD", cal.MEMBER_GUARD)  # put back after the test
     for rule in cal.RULES:
         cal.use_rule(rule)
-        assert cal.rule_name() == rule
-    with pytest.raises(ValueError, match="unknown rule"):
-        cal.use_rule("v9")
+        assert cal.rule_name() == rule and cal.MEMBER_GUARD == (rule == "v6")
+    for rule in ("v7", "v8", "v9"):
+        with pytest.raises(ValueError, match="unknown rule"):
+            cal.use_rule(rule)
+    assert [cal.attack_target({"rule": r}) for r in ("v3", "v5", "v6", "v7", "v8")] == [False] + [True] * 4

@@ -131,6 +131,32 @@ def test_unlearn_heldout_file_reaches_calibration_and_verdict(original, tmp_path
     assert "--heldout" in capsys.readouterr().err and not (tmp_path / "y").exists()
 
 
+def test_verdict_outputs_pass_over_the_test_split_only_when_it_is_the_heldout_data(monkeypatch):
+    """``--heldout FILE`` / ``none``: the original's verdict outputs need no forward pass over the test split; the
+    forget and retain outputs are those of the full pass (``--heldout test``)."""
+    from types import SimpleNamespace
+
+    import dualoptim.vision.metrics as metrics
+    from dualoptim.vision.unlearn_cli import verdict_outputs
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    data = SimpleNamespace(train_x=torch.randn(10, 1, 2, 2), train_y=torch.randint(0, 3, (10,)),
+                           test_x=torch.randn(6, 1, 2, 2), test_y=torch.randint(0, 3, (6,)))
+    split = SimpleNamespace(forget_idx=torch.arange(3), retain_idx=torch.arange(3, 10))
+    seen, real = [], metrics.predict_probs
+    monkeypatch.setattr(metrics, "predict_probs", lambda m, x, *a, **k: seen.append(x) or real(m, x, *a, **k))
+    full = verdict_outputs(model, data, split, (data.test_x, data.test_y))
+    assert len(seen) == 3 and seen[-1] is data.test_x and torch.equal(full[2][0], real(model, data.test_x))
+    heldout_file = (torch.randn(5, 1, 2, 2), torch.randint(0, 3, (5,)))
+    for heldout in (heldout_file, None):
+        seen.clear()
+        out = verdict_outputs(model, data, split, heldout)
+        assert len(seen) == 2 + (heldout is not None) and not any(x is data.test_x for x in seen)
+        assert all(torch.equal(out[i][j], full[i][j]) for i in (0, 1) for j in (0, 1))
+        assert out[2] is None if heldout is None else torch.equal(out[2][0], real(model, heldout_file[0]))
+
+
 def test_train_epochs_recipe_reads_the_original_checkpoint(original, tmp_path):
     out = tmp_path / "rl"
     assert _unlearn(original, out, "--method", "rl", "--epochs", "1", "--train-epochs", "recipe") == 0

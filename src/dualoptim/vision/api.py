@@ -158,7 +158,7 @@ def unlearn(model: nn.Module, *, forget: Data, retain: Data, test: Data | None =
         cbs.insert(0, curve_callback(net, vars(sets).values(), curve_samples, seed))
     result = run_unlearning(net, m, optimizer, sets.forget, sets.retain, schedule, callbacks=cbs,
                             eval_every=eval_every, track_grads=track_grads, progress=progress,
-                            desc=f"unlearn {info.name} [{optim}]", stop=monitor and monitor.using(optimizer))
+                            desc=f"unlearn {info.name} [{optim}]", stop=monitor)
     timings = {"unlearn_s": result.seconds, "unlearn_steps": result.steps, "calibrate_s": calibrate_s,
                "unlearn_total_s": time.perf_counter() - unlearn_start,
                "unlearn_total_cpu_s": time.process_time() - unlearn_cpu}

@@ -20,13 +20,9 @@ and its own checks move the forget lr one rung at a time; epoch-mode methods run
 (:func:`interleaved`); the Gap's entropy-LR membership attack joins the sample-wise target
 (:func:`member_rates`); :func:`work_budget` caps the run at 20 % of a Retrain's work. Rule v6 (the same, plus
 :data:`MEMBER_GUARD`) treats a fall of the held-out set's member rate under that attack below the original's as
-a utility drop (restore, smaller forget lr): a Retrain keeps that rate where the original has it. Rule v7 (v6
-with :data:`RESTORE_OPTIMIZER`, off unless its measurement says otherwise) makes a restore put back the optimizer's
-state too (:meth:`Monitor.using`): v6 restores the model alone, and the optimizer's moments of the discarded steps
-then damp every later forget step. Rule v8 (v6 with :data:`REPAIR`, off unless its measurement says otherwise)
-repairs before it rolls back: a guard event first runs up to :data:`REPAIR_CHECKS` check intervals with the forget
-lr at 0 (retain steps alone move the model); if a check passes both guards the state is kept, forgetting included,
-else it is restored as v6 restores it.
+a utility drop (restore, smaller forget lr): a Retrain keeps that rate where the original has it. Rules v7 (a
+restore also restores the optimizer's state) and v8 (repair before rollback) were measured against v6, lost, and
+were removed (docs/defaults.md).
 """
 
 from __future__ import annotations
@@ -64,14 +60,6 @@ NO_BUDGET = "time budget unknown: pass train_epochs"
 # runs rule v5 exactly (a switch for paired measurements, benchmarks/defaults_check.py --rule v5)
 MEMBER_GUARD = True
 MEMBER_K = 3.0
-# rule v7: a guard's restore also restores the optimizer's state (both phases) saved with the model's at the last
-# check that passed; False runs rule v6 exactly (the model alone is restored; benchmarks/defaults_check.py --rule v6)
-RESTORE_OPTIMIZER = False
-# rule v8: a guard event is answered by a repair (forget lr scale 0 for up to REPAIR_CHECKS check intervals) before any
-# restore: the state is kept at the first check that passes both guards, else restored as in v6; False runs v6 exactly
-# (benchmarks/defaults_check.py --rule v6)
-REPAIR = False
-REPAIR_CHECKS = 2  # rule v8: check intervals a repair may last (the first check that passes both guards ends it)
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -318,13 +306,9 @@ class Monitor:
     utility drop restores the last state that passed the utility test (rule v2) and, up to
     :data:`MAX_BACKOFFS` times, goes on from there with the forget lr divided by sqrt(10) (rule v3); after
     that it ends the run. With ``member_guard`` (rule v6) a check whose held-out member rate under the attack
-    fell more than ``tol_member`` below the first check's is handled the same way (the same count). With
-    ``restore_optimizer`` (rule v7) a restore puts back the optimizer's state saved with the model's. With
-    ``repair`` (rule v8) a guard event first sets the forget lr scale to 0 for up to :data:`REPAIR_CHECKS` check
-    intervals (it needs ``total_steps``: an event with less than a full interval left is restored at once, as in
-    v6; the run's last step ends a repair); the first check that passes both guards keeps the state
-    (``repaired``), the last one that does not restores (``restored``); either way the forget lr is then the
-    event's divided by sqrt(10) and the event counts once, as in v6.
+    fell more than ``tol_member`` below the first check's is handled the same way (the same count). A restore
+    puts back the model alone: rules v7 (the optimizer's state too) and v8 (repair before rollback) were measured
+    and removed (docs/defaults.md).
     """
 
     net: nn.Module
@@ -341,21 +325,9 @@ class Monitor:
     max_scale: float = 1.0  # escalation: the forget lr may grow by PROBE_RATIO per check up to this factor
     backoffs: int = 0  # rule v3: utility drops answered by a restore + a smaller forget lr so far
     member_guard: dict[str, Any] | None = None  # rule v6: {} to switch the guard on; filled at the first check
-    restore_optimizer: bool = False  # rule v7: a restore also restores the optimizer's state (see :meth:`using`)
-    optimizer: Any = None  # the run's optimizer when ``restore_optimizer`` (set by :meth:`using`)
-    repair: bool = False  # rule v8: repair (forget lr 0 for up to REPAIR_CHECKS check intervals) before restoring
-    total_steps: int | None = None  # rule v8: the run's planned steps (a repair needs a full interval left)
-    _repairing: tuple[int, float, str, bool, int] | None = None  # rule v8: (event step, forget scale then, what,
-    #                                                                  third event?, repair checks left)
     _last: int = -1
     _prev: dict[str, Any] | None = None
-    _good: tuple[int, dict[str, torch.Tensor], dict[str, Any] | None] | None = None
-
-    def using(self, optimizer: Any) -> Monitor:
-        """The stop hook for a run with ``optimizer``: under rule v7 (``restore_optimizer``) its state is saved
-        with the model's at every check that passes and restored with it; otherwise the model alone is."""
-        self.optimizer = optimizer if self.restore_optimizer else None
-        return self
+    _good: tuple[int, dict[str, torch.Tensor]] | None = None
 
     def measure(self, k: float = 1.0) -> dict[str, Any]:
         f = (probs_of(self.net, self.forget[0]), self.forget[1].cpu())
@@ -377,45 +349,17 @@ class Monitor:
         return a
 
     def __call__(self, event: Any) -> str | None:
-        ending_repair = self._repairing is not None and self.total_steps is not None and (
-            event.step >= self.total_steps)  # rule v8: the run's last step ends a repair, whatever its phase
-        if not ending_repair and (event.phase == "forget" or (
-                event.phase != "start" and event.step - self._last < self.every)):
+        if event.phase == "forget" or (event.phase != "start" and event.step - self._last < self.every):
             return None
         self._last = event.step
         a = self.measure()
         self.checks.append({"step": event.step, **{k: a.get(k) for k in CHECK_FIELDS if k in a or k in CHECK_ALWAYS}})
-        guard = a["utility_drop"] or a.get("member_drop")  # rule v6: a member-rate drop is treated like a utility drop
-        if self._repairing is not None:  # rule v8: a check during a repair (it ends it, or continues it once more)
-            step, scale, what, last, left = self._repairing
-            self._repairing = None
-            if guard and left > 1 and not ending_repair:  # not repaired yet: one more interval at forget lr 0
-                self._repairing = (step, scale, what, last, left - 1)
-                self.checks[-1].update(forget_lr_scale=0.0, repair=True)
-                return None
-            scale /= PROBE_RATIO
-            event.lr_scale["forget"] = self.max_scale = scale  # the back-off, never escalated above again
-            self.checks[-1]["forget_lr_scale"] = scale
-            if guard:  # the repair failed: v6's restore
-                self._restore()
-                self.checks[-1]["restored"] = self._good[0]
-                return f"{what}: restored step {self._good[0]}" if last else None
-            self.checks[-1]["repaired"] = step
-            if last:
-                self._save(event.step)
-                return f"{what}: repaired step {step}"
-        elif guard:
+        if a["utility_drop"] or a.get("member_drop"):  # rule v6: a member-rate drop is treated like a utility drop
             what = "utility drop" if a["utility_drop"] else "member-rate drop"
             if self.restore and self._good is not None:
-                last = self.backoffs >= MAX_BACKOFFS
-                self.backoffs += 0 if last else 1
-                if self.repair and self.total_steps is not None and event.step + self.every <= self.total_steps:
-                    self._repairing = (event.step, event.lr_scale["forget"], what, last, REPAIR_CHECKS)  # v8
-                    event.lr_scale["forget"] = 0.0
-                    self.checks[-1].update(forget_lr_scale=0.0, repair=True)
-                    return None
-                self._restore()
-                if not last:  # rule v3: back off and go on from the last good state
+                self.net.load_state_dict(self._good[1])
+                if self.backoffs < MAX_BACKOFFS:  # rule v3: back off and go on from the last good state
+                    self.backoffs += 1
                     scale = event.lr_scale["forget"] / PROBE_RATIO
                     event.lr_scale["forget"] = scale
                     self.max_scale = scale  # never escalate back to a forget lr that dropped utility
@@ -424,29 +368,16 @@ class Monitor:
                 return f"{what}: restored step {self._good[0]}"
             return what
         if self.restore:
-            self._save(event.step)
+            self._good = (event.step, {k: v.detach().clone() for k, v in self.net.state_dict().items()})
         if a["status"] in ("target met", "overshot"):
             return "target already met before unlearning" if event.phase == "start" else a["status"]
         prev, self._prev = self._prev, a
-        if a["status"] == "not met" and prev is not None and not _progressed(prev, a) and (
-                self.checks[-1].get("repaired") is None):  # rule v8: no escalation at the end of a repair
+        if a["status"] == "not met" and prev is not None and not _progressed(prev, a):
             scale = event.lr_scale["forget"] * PROBE_RATIO
             if scale <= self.max_scale * (1 + 1e-9):
                 event.lr_scale["forget"] = scale  # escalation: no progress since the last check
                 self.checks[-1]["forget_lr_scale"] = scale
         return None
-
-    def _save(self, step: int) -> None:
-        """Keep the current state as the last good one (the model's, and under rule v7 the optimizer's)."""
-        saved = copy.deepcopy(self.optimizer.state_dict()) if self.optimizer is not None else None
-        self._good = (step, {k: v.detach().clone() for k, v in self.net.state_dict().items()}, saved)
-
-    def _restore(self) -> None:
-        """Put back the last good state (rule v2; under rule v7 the optimizer's moments as they were then, too)."""
-        assert self._good is not None
-        self.net.load_state_dict(self._good[1])
-        if self._good[2] is not None:
-            self.optimizer.load_state_dict(copy.deepcopy(self._good[2]))
 
 
 CHECK_FIELDS = ("FA", "HA", "HA_forgotten", "AUC", "MIA_forget", "MIA_heldout", "kept", "status", "utility_drop",
@@ -518,7 +449,8 @@ def make_monitor(net: nn.Module, sets: Any, kind: str, classes: list[int], seed:
     return Monitor(net, forget, heldout, kind, classes, retain, mia=mia)
 
 
-ATTACK_RULES = ("v5", "v6", "v7", "v8")  # rules whose sample-wise target includes the Gap's membership attack
+# rules whose sample-wise target includes the Gap's membership attack; v7 and v8 (removed) stay: their audits exist
+ATTACK_RULES = ("v5", "v6", "v7", "v8")
 
 
 def attack_target(calibration: dict[str, Any]) -> bool:
@@ -527,21 +459,19 @@ def attack_target(calibration: dict[str, Any]) -> bool:
 
 
 def rule_name() -> str:
-    """The rule a run with ``train_epochs`` follows under the module switches: "v8", "v7", "v6" or "v5"."""
-    if not MEMBER_GUARD:
-        return "v5"
-    return "v8" if REPAIR else "v7" if RESTORE_OPTIMIZER else "v6"
+    """The rule a run with ``train_epochs`` follows under the module switch :data:`MEMBER_GUARD`: "v6" or "v5"."""
+    return "v6" if MEMBER_GUARD else "v5"
 
 
-RULES = ("v8", "v7", "v6", "v5")  # what the switches select for runs with train_epochs (paired measurements)
+RULES = ("v6", "v5")  # what the switch selects for runs with train_epochs (paired measurements)
 
 
 def use_rule(name: str) -> None:
-    """Set the module switches so that runs with ``train_epochs`` follow rule ``name`` (one of :data:`RULES`)."""
-    global MEMBER_GUARD, RESTORE_OPTIMIZER, REPAIR
+    """Set the module switch so that runs with ``train_epochs`` follow rule ``name`` (one of :data:`RULES`)."""
+    global MEMBER_GUARD
     if name not in RULES:
         raise ValueError(f"unknown rule {name!r}; valid: {', '.join(RULES)}")
-    MEMBER_GUARD, RESTORE_OPTIMIZER, REPAIR = name != "v5", name == "v7", name == "v8"
+    MEMBER_GUARD = name != "v5"
 
 
 def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], plan: Callable[[Any], tuple[int, int]],
@@ -551,9 +481,7 @@ def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], pla
     """Calibrate one run without a Retrain (docs/defaults.md): rule v5 when ``train_epochs`` is given and the
     length is not (no probe: the run starts at :data:`START_LR`, interleaved, within the work budget, the
     membership attack in the target; with :data:`MEMBER_GUARD`, rule v6: plus the held-out member-rate guard,
-    recorded as ``rule`` "v6" with ``calibration["member_guard"]`` where the guard applies; with
-    :data:`RESTORE_OPTIMIZER`, rule v7: a restore restores the optimizer's state too; with :data:`REPAIR`, rule
-    v8: a guard event is repaired before it is rolled back), else
+    recorded as ``rule`` "v6" with ``calibration["member_guard"]`` where the guard applies), else
     rule v3 (the forget-lr probe, skipped when the target is met already; the method's capped schedule).
 
     Args:
@@ -570,7 +498,7 @@ def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], pla
 
     Returns:
         The forget lr, the schedule to run, the monitor (the engine's ``stop`` hook) and the audit's
-        ``calibration`` fields (``rule``: "v8", "v7", "v6", "v5" or "v3").
+        ``calibration`` fields (``rule``: "v6", "v5" or "v3").
     """
     candidates = ladder(forget_optimizer)
     heldout = "test" if sets.test is not None else None
@@ -584,8 +512,7 @@ def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], pla
         budget["source"] = "train_epochs="
         cycle = schedule.forget_every * schedule.retain_steps + schedule.forget_steps if (
             schedule.mode == "iteration") else 2
-        monitor.total_steps = sum(plan(schedule))
-        monitor.every = max(2, monitor.total_steps // 10, cycle)
+        monitor.every = max(2, sum(plan(schedule)) // 10, cycle)
         monitor.max_scale = candidates[-1] / START_LR
         fields = {"rule": rule_name(), "budget": budget, "mode": "auto",
                   "reason": "no forget_lr given", "forget_lr": START_LR,
@@ -593,8 +520,6 @@ def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], pla
                   "target": "FA, loss AUC and entropy-attack member rate vs held-out" if monitor.mia else None}
         if MEMBER_GUARD and monitor.mia:  # rule v6; the record is the monitor's, filled at the first check
             monitor.member_guard = fields["member_guard"] = {}
-        monitor.restore_optimizer = RESTORE_OPTIMIZER and MEMBER_GUARD and not REPAIR  # rule v7
-        monitor.repair = REPAIR and MEMBER_GUARD  # rule v8
         return START_LR, schedule, monitor, fields
     monitor = make_monitor(net, sets, kind, classes, seed)
     if monitor.measure()["status"] in ("target met", "overshot"):  # nothing to do: the run stops at step 0

@@ -229,14 +229,19 @@ def heldout_data(value: str, data: Any) -> tuple[tuple[torch.Tensor, torch.Tenso
 
 def verdict_outputs(model: Any, data: Any, split: Any, heldout: Any, outs: Any = None) -> tuple:
     """((forget probs, labels), (retain probs, labels), (held-out probs, labels) or None): what
-    ``calibrate.final_verdict`` reads, from ``outs`` (``metrics.compute_outputs`` of ``model``) when given."""
+    ``calibrate.final_verdict`` reads, from ``outs`` (``metrics.compute_outputs`` of ``model``) when given, else
+    from forward passes on these sets alone (the test split's only when it is the held-out data)."""
     from .metrics import compute_outputs, predict_probs
 
-    outs = outs or compute_outputs(model, data, split)
-    held = None
-    if heldout is not None:  # --heldout test hands over data.test_x itself: its outputs are in outs
-        held = (outs.test if heldout[0] is data.test_x else predict_probs(model, heldout[0]), heldout[1])
-    return (outs.forget, data.train_y[split.forget_idx]), (outs.retain, data.train_y[split.retain_idx]), held
+    test = heldout is not None and heldout[0] is data.test_x  # --heldout test hands over data.test_x itself
+    if outs is not None or test:
+        outs = outs or compute_outputs(model, data, split)
+        forget, retain = outs.forget, outs.retain
+    else:  # --heldout FILE / none: the test split's outputs would not be read
+        forget = predict_probs(model, data.train_x[split.forget_idx])
+        retain = predict_probs(model, data.train_x[split.retain_idx])
+    held = None if heldout is None else (outs.test if test else predict_probs(model, heldout[0]), heldout[1])
+    return (forget, data.train_y[split.forget_idx]), (retain, data.train_y[split.retain_idx]), held
 
 
 def train_epochs_of(args: argparse.Namespace, meta: Any) -> tuple[int | None, str | None]:
