@@ -19,6 +19,12 @@ and whether the audit's verdict agrees with the Retrain comparison:
 
     nice -n 10 python benchmarks/defaults_check.py --out runs/defaults_check.json
 
+Diagnostics (not calibration: they read the Retrain; benchmarks/oracle_gap.py tabulates them): ``--trace N``
+measures the Gap on the full sets every N steps of each run (the best point along it: a perfect stopping rule);
+``--retrain-twin`` trains a second Retrain per seed (init seed + 1000): the Gap of an exact unlearner;
+``--fixed-lr LR`` runs the rule's schedule at one forget lr with no check (no guard, escalation or stop) and
+``--work-fraction F`` changes the work budget.
+
 Models: ``cnn`` and ``resnet8`` (the project's) and ``mlp`` (a 2-hidden-layer MLP with dropout defined here,
 as a user would). Data: scikit-learn digits (1347 train / 450 test, 8x8) and a stratified Fashion-MNIST subset
 (``--fmnist-subset`` train images; ``--fmnist-test`` held-out images drawn from its test set).
