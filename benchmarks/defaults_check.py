@@ -43,7 +43,7 @@ from torch import nn
 
 from dualoptim.io import atomic_write_json
 from dualoptim.optim import OptimSpec
-from dualoptim.stats import format_cell, gap_table
+from dualoptim.stats import format_cell, gap_table, trial_gaps
 from dualoptim.vision import TrainConfig, calibrate, create_model, load_dataset, make_forget_split, seed_everything
 from dualoptim.vision.api import unlearn
 from dualoptim.vision.methods import get_method_info
@@ -83,7 +83,7 @@ def cpu_s() -> float:
 
 def gap_to(metrics: dict, retrain: dict) -> float:
     """The Gap (mean |metric - Retrain's| over FA, RA, TA, MIA) of one set of metrics."""
-    return sum(abs(metrics[m] - retrain[m]) for m in METRICS) / len(METRICS)
+    return trial_gaps([metrics], [retrain], METRICS)[0]
 
 
 def retrain_status(a: dict) -> str:
@@ -152,8 +152,8 @@ def run_setting(dataset: str, model_name: str, forget: str, methods: list[str], 
                         diff = max(abs(twin_metrics[1][m] - a["retrain"][m]) for m in METRICS)
                         twins.append({"seed": seed, "gap": gap_to(twin_metrics[0], a["retrain"]), "check": diff,
                                       **{m: twin_metrics[0][m] for m in METRICS}})
-                        print(f"{tag} seed {seed} Retrain': Gap {gap_to(twin_metrics[0], a['retrain']):.2f} (the "
-                              f"reference Retrain's metrics by this path differ from the audit's by {diff:.2g})")
+                        print(f"{tag} seed {seed} Retrain': Gap {twins[-1]['gap']:.2f} (the reference Retrain's "
+                              f"metrics by this path differ from the audit's by {diff:.2g})")
                 label = f"{method} [{optim}]"
                 per_trial.setdefault(label, []).append({m: a["unlearned"][m] for m in METRICS})
                 # CPU time, not wall time: the machine is shared and wall times swing by 10x between runs
