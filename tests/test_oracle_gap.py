@@ -60,8 +60,11 @@ def test_trace_ends_at_the_runs_gap_and_the_twin_path_matches_the_audit():
     res = defaults_check.run_setting("digits", "mlp", "random:0.1", ["rl"], [0], 0, 0, epochs=8, dual_only=True,
                                      trace=4, twin=True)
     (run,) = res["runs"]
-    assert run["trace"][0]["step"] == 0 and run["trace"][-1]["gap"] == pytest.approx(run["gap"], abs=1e-9)
+    # the trace and the twin score the sets in other batch shapes than the audit: equal here (difference 0 in all
+    # 16 trials of docs/defaults.md), but a BLAS may round differently by batch shape and move an entropy-attack
+    # decision; a wrong set or model gives differences of tens of points
+    assert run["trace"][0]["step"] == 0 and run["trace"][-1]["gap"] == pytest.approx(run["gap"], abs=0.5)
     assert run["oracle_gap"] == min(p["gap"] for p in run["trace"]) <= run["trace"][0]["gap"]
     (twin,) = res["twin"]
-    assert twin["check"] == 0 and twin["gap"] > 0
+    assert twin["check"] <= 0.5 and twin["gap"] > 0
     assert any(r["name"] == defaults_check.TWIN for r in res["table"])
