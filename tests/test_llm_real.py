@@ -9,7 +9,9 @@ pad token.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 IDK = ["I'm not certain about that.", "That's beyond my current knowledge base.", "I don't have that information.",
        "I'm not sure.", "I haven't learned about that topic."]
 KINDS = ("llama", "gpt2", "phi")
+# evaluation scores ROUGE-L with rouge_score (the llm extra): a machine without it (e.g. a GPU image with its own
+# torch) skips the tests that evaluate; CI installs it (constraints.txt) and never skips them
+needs_rouge = pytest.mark.skipif(importlib.util.find_spec("rouge_score") is None and not os.environ.get("CI"),
+                                 reason="rouge_score is not installed: pip install 'dualoptim[llm]'")
 
 
 def write_tofu(directory: Path) -> Path:
@@ -199,6 +205,7 @@ def test_lora_reference_is_the_disabled_adapter(world):
     ("gpt2", ["--method", "npo+gd", "--lora", "--gradient-checkpointing"]),
     ("phi", ["--method", "me+gd", "--lora", "--preset", "paper-phi", "--global-batch", "4", "--grad-accum", "1"]),
 ])
+@needs_rouge
 def test_unlearn_and_eval_real_models(world, tmp_path, capsys, kind, extra):
     out = tmp_path / "unlearned"
     assert main(["llm", "unlearn", "--model", str(world[kind]), "--data", str(world["data"]), "--split", "forget01",
@@ -244,6 +251,7 @@ def test_fsdp_one_process_cli_saves_full_weights(world, tmp_path, capsys):
     assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), orig.state_dict().values()))
 
 
+@needs_rouge
 def test_eval_reads_published_fields(world):
     """real_authors_perturbed as published: no paraphrase (truth ratio against ``answer``), Probability normalised
     against the perturbed answers, cosine against ``original_answer`` when a record has one."""
