@@ -432,11 +432,10 @@ def test_use_rule_sets_the_switches_of_each_rule(monkeypatch):
     import dualoptim.vision.calibrate as cal
 
     monkeypatch.setattr(cal, "MEMBER_GUARD", cal.MEMBER_GUARD)  # put back after the test
-    monkeypatch.setattr(cal, "LR_RACE", cal.LR_RACE)
     for rule in cal.RULES:
         cal.use_rule(rule)
-        assert cal.rule_name() == rule and cal.MEMBER_GUARD == (rule != "v5") and cal.LR_RACE == (rule == "v9")
-    for rule in ("v7", "v8", "v10"):
+        assert cal.rule_name() == rule and cal.MEMBER_GUARD == (rule == "v6")
+    for rule in ("v7", "v8", "v9"):
         with pytest.raises(ValueError, match="unknown rule"):
             cal.use_rule(rule)
     assert [cal.attack_target({"rule": r}) for r in ("v3", "v5", "v6", "v7", "v8")] == [False] + [True] * 4

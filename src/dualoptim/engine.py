@@ -267,8 +267,7 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
                    retain_batches: Iterable[Any], schedule: Schedule | None = None, *,
                    callbacks: Sequence[Callback] = (), eval_every: int | None = None, track_grads: bool = False,
                    autocast_dtype: torch.dtype | None = None, progress: bool = True,
-                   desc: str = "unlearning", stop: Callable[[Event], str | None] | None = None,
-                   prepare: bool = True) -> UnlearnResult:
+                   desc: str = "unlearning", stop: Callable[[Event], str | None] | None = None) -> UnlearnResult:
     """Run ``method`` on ``model`` following ``schedule`` (Algorithm 1).
 
     Args:
@@ -286,8 +285,6 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
             (model in train mode; the hook decides its own cadence and switches to eval itself); a non-empty
             string it returns ends the run there and is recorded as ``result.stop_reason``; it may also scale
             a phase's learning rate through ``event.lr_scale`` (e.g. escalate the forget lr).
-        prepare: call ``method.prepare`` first; ``False`` when the method was prepared for this model and
-            optimizer already (the optimizer's masks are part of its ``state_dict``).
 
     Raises:
         DivergenceError: a loss became NaN/inf (the message names the step and phase), or the parameters did.
@@ -302,8 +299,7 @@ def run_unlearning(model: nn.Module, method: Method, optimizer: PhasedOptimizer,
     if eval_every is not None and eval_every <= 0:
         raise ConfigError(f"eval_every must be > 0, got {eval_every}")
     prepare_start = time.perf_counter()
-    if prepare:
-        method.prepare(UnlearnContext(model, optimizer, forget_batches, retain_batches, s))
+    method.prepare(UnlearnContext(model, optimizer, forget_batches, retain_batches, s))
     prepare_seconds = time.perf_counter() - prepare_start
     model.zero_grad(set_to_none=True)  # a model fresh from training carries its last gradient: never step on it
     model.train()

@@ -60,9 +60,6 @@ NO_BUDGET = "time budget unknown: pass train_epochs"
 # runs rule v5 exactly (a switch for paired measurements, benchmarks/defaults_check.py --rule v5)
 MEMBER_GUARD = True
 MEMBER_K = 3.0
-# rule v9: before the run, race the forget lrs START_LR x {1/sqrt(10), 1, sqrt(10)} over its first check interval
-# and start from the one whose forget set is nearest the target (docs/defaults.md); False: rule v6
-LR_RACE = False
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -453,7 +450,7 @@ def make_monitor(net: nn.Module, sets: Any, kind: str, classes: list[int], seed:
 
 
 # rules whose sample-wise target includes the Gap's membership attack; v7 and v8 (removed) stay: their audits exist
-ATTACK_RULES = ("v5", "v6", "v7", "v8", "v9")
+ATTACK_RULES = ("v5", "v6", "v7", "v8")
 
 
 def attack_target(calibration: dict[str, Any]) -> bool:
@@ -462,20 +459,19 @@ def attack_target(calibration: dict[str, Any]) -> bool:
 
 
 def rule_name() -> str:
-    """The rule a run with ``train_epochs`` follows under the module switches :data:`MEMBER_GUARD` and
-    :data:`LR_RACE`: "v9", "v6" or "v5"."""
-    return ("v9" if LR_RACE else "v6") if MEMBER_GUARD else "v5"
+    """The rule a run with ``train_epochs`` follows under the module switch :data:`MEMBER_GUARD`: "v6" or "v5"."""
+    return "v6" if MEMBER_GUARD else "v5"
 
 
-RULES = ("v6", "v5", "v9")  # what the switches select for runs with train_epochs (paired measurements)
+RULES = ("v6", "v5")  # what the switch selects for runs with train_epochs (paired measurements)
 
 
 def use_rule(name: str) -> None:
-    """Set the module switches so that runs with ``train_epochs`` follow rule ``name`` (one of :data:`RULES`)."""
-    global MEMBER_GUARD, LR_RACE
+    """Set the module switch so that runs with ``train_epochs`` follow rule ``name`` (one of :data:`RULES`)."""
+    global MEMBER_GUARD
     if name not in RULES:
         raise ValueError(f"unknown rule {name!r}; valid: {', '.join(RULES)}")
-    MEMBER_GUARD, LR_RACE = name != "v5", name == "v9"
+    MEMBER_GUARD = name != "v5"
 
 
 def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], plan: Callable[[Any], tuple[int, int]],
@@ -512,31 +508,19 @@ def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], pla
         from ..engine import Method
 
         prepares = type(make_method()).prepare is not Method.prepare  # SalUn, SFRon, SCRUB
-        full = schedule
-        schedule, budget = work_budget(full, plan, len(sets.forget), len(sets.retain), train_epochs, prepares)
-        every = _check_every(schedule, plan)
-        race = LR_RACE and monitor.heldout is not None
-        if race:  # rule v9: 3 candidates x one check interval, one check each and one more preparation
-            extra = 3 * (STEP_WORK * every + CHECK_WORK) + (PREP_WORK * (len(sets.forget) + len(sets.retain))
-                                                            if prepares else 0.0)
-            schedule, budget = work_budget(full, plan, len(sets.forget), len(sets.retain), train_epochs, prepares,
-                                           extra=extra)
-            every = _check_every(schedule, plan)
+        schedule, budget = work_budget(schedule, plan, len(sets.forget), len(sets.retain), train_epochs, prepares)
         budget["source"] = "train_epochs="
-        monitor.every = every
+        cycle = schedule.forget_every * schedule.retain_steps + schedule.forget_steps if (
+            schedule.mode == "iteration") else 2
+        monitor.every = max(2, sum(plan(schedule)) // 10, cycle)
+        monitor.max_scale = candidates[-1] / START_LR
         fields = {"rule": rule_name(), "budget": budget, "mode": "auto",
                   "reason": "no forget_lr given", "forget_lr": START_LR,
                   "start_lr": START_LR, "probe": [], "heldout": heldout, "check_every": monitor.every,
                   "target": "FA, loss AUC and entropy-attack member rate vs held-out" if monitor.mia else None}
         if MEMBER_GUARD and monitor.mia:  # rule v6; the record is the monitor's, filled at the first check
             monitor.member_guard = fields["member_guard"] = {}
-        forget_lr = START_LR
-        if race:
-            forget_lr, fields["race"] = race_forget_lr(net, make_method(), make_optimizer, sets, schedule, monitor,
-                                                       every, seed)
-            fields["forget_lr"] = forget_lr
-        monitor.max_scale = max(candidates[-1] / forget_lr, 1.0) if forget_lr >= START_LR / PROBE_RATIO else 1.0
-        return forget_lr, schedule, monitor, fields
+        return START_LR, schedule, monitor, fields
     monitor = make_monitor(net, sets, kind, classes, seed)
     if monitor.measure()["status"] in ("target met", "overshot"):  # nothing to do: the run stops at step 0
         forget_lr, probe_rows = candidates[0], []
@@ -554,84 +538,25 @@ def calibrate_run(net: nn.Module, sets: Any, make_method: Callable[[], Any], pla
     return forget_lr, schedule, monitor, fields
 
 
-def _check_every(schedule: Any, plan: Callable[[Any], tuple[int, int]]) -> int:
-    """Rule v5's check interval: ~10 checks per run, at least one forget cycle of an interleaved schedule."""
-    cycle = schedule.forget_every * schedule.retain_steps + schedule.forget_steps if (
-        schedule.mode == "iteration") else 2
-    return max(2, sum(plan(schedule)) // 10, cycle)
-
-
-def target_distance(a: dict[str, Any]) -> float:
-    """Rule v9: how far an :func:`assess` result is from the target, in tolerances (0 = on it; <= 1 = met):
-    sample-wise the largest of |FA - HA| / tol_acc, |AUC - 0.5| / tol_auc and |member-rate gap| / tol_mia (either
-    direction: overshooting is as far off as not forgetting); class-wise the forgotten classes' accuracy / 2 %."""
-    if a["kind"] == "class":
-        return max(v for v in (a["FA"], a.get("HA_forgotten") or 0.0) if v == v) / CLASS_TARGET
-    d = [abs(a["FA"] - a["HA"]) / a["tol_acc"], abs(a["AUC"] - 0.5) / a["tol_auc"]]
-    if a.get("MIA_forget") is not None:
-        d.append(abs(a["MIA_forget"] - a["MIA_heldout"]) / a["tol_mia"])
-    return max(d)
-
-
-def race_forget_lr(net: nn.Module, method: Any, make_optimizer: Callable[[nn.Module, float], Any], sets: Any,
-                   schedule: Any, monitor: Monitor, steps: int, seed: int) -> tuple[float, list[dict[str, Any]]]:
-    """Rule v9: the forget lr among ``START_LR x {1/sqrt(10), 1, sqrt(10)}`` whose first ``steps`` steps of the
-    run's own ``schedule`` bring the forget set nearest the target (:func:`target_distance` on the monitor's
-    subsamples), skipping those with a utility or member-rate drop; all dropped: the smallest / sqrt(10).
-
-    The method is prepared once on ``net`` (the original); each candidate starts from the original model and the
-    prepared optimizer state. ``net`` is left as it was. Returns the lr and one row per candidate.
-    """
-    from ..engine import UnlearnContext, run_unlearning
-
-    monitor.measure()  # the original's reference (kept accuracy, held-out member rate) before any candidate
-    optimizer = make_optimizer(net, START_LR)
-    method.prepare(UnlearnContext(net, optimizer, sets.forget, sets.retain, schedule))
-    model0 = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    optim0 = copy.deepcopy(optimizer.state_dict())
-
-    def segment(event: Any) -> str | None:
-        return "race segment" if event.phase == "retain" and event.step >= steps else None
-
-    rows: list[dict[str, Any]] = []
-    for lr in (START_LR / PROBE_RATIO, START_LR, START_LR * PROBE_RATIO):
-        net.load_state_dict(model0)
-        optimizer.load_state_dict(optim0)
-        for g in optimizer.phase_groups("forget"):
-            g["lr"] = lr
-        torch.manual_seed(seed)
-        run_unlearning(net, method, optimizer, sets.forget, sets.retain, schedule, progress=False, stop=segment,
-                       prepare=False)
-        a = monitor.measure()
-        rows.append({"forget_lr": lr, "distance": target_distance(a),
-                     **{k: a.get(k) for k in ("FA", "HA", "AUC", "MIA_forget", "MIA_heldout", "status",
-                                              "utility_drop", "member_drop")}})
-    net.load_state_dict(model0)
-    ok = [r for r in rows if not (r["utility_drop"] or r.get("member_drop"))]
-    if not ok:
-        return START_LR / PROBE_RATIO ** 2, rows
-    return min(ok, key=lambda r: (r["distance"], r["forget_lr"]))["forget_lr"], rows
-
-
 # ----------------------------------------------------------------------------------------------- budget
 
 def work_budget(schedule: Any, plan: Callable[[Any], tuple[int, int]], forget_batches: int, retain_batches: int,
-                train_epochs: int, prepares: bool, extra: float = 0.0) -> tuple[Any, dict[str, Any]]:
+                train_epochs: int, prepares: bool) -> tuple[Any, dict[str, Any]]:
     """Rule v5: ``schedule`` capped so that the run's work is at most ``WORK_FRACTION`` of a Retrain.
 
     A Retrain is ``train_epochs`` passes over the retain set: ``W_R = train_epochs x retain_batches`` units
     (one unit = one training step on one retain batch). The fixed part (``CHECK_WORK`` per check for
-    ``MAX_CHECKS`` checks, ``PREP_WORK x (forget_batches + retain_batches)`` when the method ``prepares``, and
-    ``extra``: rule v9's lr race) is charged first; the schedule keeps the longest length (iterations, or epochs
-    in epoch mode) up to its own whose ``STEP_WORK x (forget + retain steps)`` fits in what is left, never below
-    one forget cycle (``forget_every`` iterations) or 1 epoch. ``plan(schedule) -> (forget steps, retain steps)``.
+    ``MAX_CHECKS`` checks, and ``PREP_WORK x (forget_batches + retain_batches)`` when the method ``prepares``)
+    is charged first; the schedule keeps the longest length (iterations, or epochs in epoch mode) up to its own
+    whose ``STEP_WORK x (forget + retain steps)`` fits in what is left, never below one forget cycle
+    (``forget_every`` iterations) or 1 epoch. ``plan(schedule) -> (forget steps, retain steps)``.
 
     Returns:
         The capped schedule and the budget record for the audit (``calibration["budget"]``).
     """
     retrain_work = float(train_epochs * retain_batches)
     prep = PREP_WORK * (forget_batches + retain_batches) if prepares else 0.0
-    fixed = CHECK_WORK * MAX_CHECKS + prep + extra
+    fixed = CHECK_WORK * MAX_CHECKS + prep
     left = WORK_FRACTION * retrain_work - fixed
     key = "iterations" if schedule.mode == "iteration" else "epochs"
     own = getattr(schedule, key)
@@ -650,7 +575,7 @@ def work_budget(schedule: Any, plan: Callable[[Any], tuple[int, int]], forget_ba
     capped = replace(schedule, **{key: lo})
     work = fixed + STEP_WORK * sum(plan(capped))
     return capped, {"train_epochs": train_epochs, "fraction": WORK_FRACTION, "retrain_work": retrain_work,
-                    "fixed_work": fixed, "preparation_work": prep, "race_work": extra, key: lo, f"{key}_v3": own,
+                    "fixed_work": fixed, "preparation_work": prep, key: lo, f"{key}_v3": own,
                     "planned_work": work, "planned_fraction": work / retrain_work if retrain_work else None,
                     "floor": lo == floor and not fits(lo)}
 
