@@ -44,13 +44,33 @@ def test_oracle_columns_pick_one_lr_per_cell_and_respect_the_budget(tmp_path, mo
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if "rl [adam+sgd]" in line).split(" | ")
     # Original 8, twin 1.5, rule 5.5, best along the rule's run 4.0, fixed lr: 0.01 in budget, 0.001 overall
-    assert row[2:] == ["8.00", "1.50", "5.50", "4.00", "2.25 (0.01)", "1.00 (0.001) |"]
+    assert row[2:] == ["8.00", "1.50", "5.50", "", "4.00", "2.25 (0.01)", "1.00 (0.001) |"]  # no checks recorded
     assert "- rule: Gap <= 0.5 x Original's in 0 of 1 cells, < Original's in 1 of 1" in out
     assert "- best fixed lr, 20 % budget: Gap <= 0.5 x Original's in 1 of 1 cells" in out
     monkeypatch.setattr("sys.argv", ["oracle_gap", "--rule", rule, "--sweep", slow, fast, "--seeds", "9"])
     oracle_gap.main()
     row = next(line for line in capsys.readouterr().out.splitlines() if "rl [adam+sgd]" in line).split(" | ")
-    assert row[2:] == ["8.00", "2.00", "6.00", "5.00", "2.50 (0.01)", "1.00 (0.001) |"]
+    assert row[2:] == ["8.00", "2.00", "6.00", "", "5.00", "2.50 (0.01)", "1.00 (0.001) |"]
+
+
+def _check(step: int, fa: float, ha: float = 84.0, auc: float = 0.5, drop: bool = False) -> dict:
+    return {"step": step, "FA": fa, "HA": ha, "AUC": auc, "MIA_forget": 60.0, "MIA_heldout": 60.0,
+            "utility_drop": drop, "member_drop": False}
+
+
+def test_check_nearest_the_target_reads_only_the_monitor_and_skips_drops():
+    """The retrain-free column: the check whose readings are nearest the target picks the traced Gap (at its step,
+    else the traced step next to it); a check with a drop is never picked, however near it reads."""
+    assert oracle_gap.target_distance(_check(0, 84.0)) == 0.0
+    tol = oracle_gap.calibrate.tolerances(256, 256, 84.0, 1.0)["tol_acc"]
+    assert oracle_gap.target_distance(_check(0, 84.0 + 2 * tol)) == pytest.approx(2.0)
+    assert oracle_gap.target_distance({"FA": 6.0, "HA": None}) == 2.0  # class-wise: 4 points above the 2 % target
+    run = _run(8, 5.0, [(0, 8.0), (4, 3.0), (6, 2.0), (8, 6.0), (10, 5.0)])
+    run["audit"]["calibration"] = {"checks": [_check(0, 100.0), _check(5, 86.0), _check(6, 84.0, drop=True),
+                                              _check(10, 95.0)]}
+    assert oracle_gap.nearest_target_gap(run) == 3.0  # step 5 is not traced: its neighbour 4; step 6 dropped
+    run["audit"]["calibration"]["checks"][1]["utility_drop"] = True
+    assert oracle_gap.nearest_target_gap(run) == 5.0  # now the check at step 10 (FA 95) beats step 0 (FA 100)
 
 
 @pytest.mark.filterwarnings("ignore")
