@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 from collections import defaultdict
 from statistics import mean
@@ -50,8 +49,7 @@ def target_distance(check: dict) -> float:
     tol = calibrate.tolerances(MONITOR_N, MONITOR_N, check["HA"], 1.0)
     d = [abs(check["FA"] - check["HA"]) / tol["tol_acc"], abs(check["AUC"] - 0.5) / tol["tol_auc"]]
     if check.get("MIA_forget") is not None:
-        p = (check["MIA_forget"] + check["MIA_heldout"]) / 200.0
-        tol_mia = max(calibrate.MIN_TOL_MIA, 100.0 * math.sqrt(p * (1 - p) * 2 / MONITOR_N))
+        tol_mia = calibrate.member_tolerance(check["MIA_forget"], check["MIA_heldout"], MONITOR_N, MONITOR_N, 1.0)
         d.append(abs(check["MIA_forget"] - check["MIA_heldout"]) / tol_mia)
     return max(d)
 
@@ -65,8 +63,10 @@ def nearest_target_gap(run: dict) -> float | None:
         if c.get("utility_drop") or c.get("member_drop"):
             continue
         gap = next((trace[s] for s in (c["step"], c["step"] - 1, c["step"] + 1) if s in trace), None)
-        if gap is not None and (best is None or target_distance(c) < best[0]):
-            best = (target_distance(c), gap)
+        if gap is not None:
+            distance = target_distance(c)
+            if best is None or distance < best[0]:
+                best = (distance, gap)
     return None if best is None else best[1]
 
 

@@ -113,6 +113,13 @@ def member_rates(retain: torch.Tensor, heldout: torch.Tensor, forget: torch.Tens
     return m_f, m_h
 
 
+def member_tolerance(forget_rate: float, heldout_rate: float, n_forget: int, n_heldout: int, k: float) -> float:
+    """``tol_mia`` (points): how far the forget set's member rate (%) may sit from the held-out set's, ``k``
+    standard errors of the difference of two rates at their pooled value, at least ``MIN_TOL_MIA``."""
+    p = (forget_rate + heldout_rate) / 200.0
+    return max(MIN_TOL_MIA, k * 100.0 * math.sqrt(p * (1 - p) * (1 / max(n_forget, 1) + 1 / max(n_heldout, 1))))
+
+
 def _tol_util(kept: float | None, n: int) -> float:
     """``tol_util`` for an accuracy ``kept`` (%) measured on ``n`` samples."""
     if kept is None or kept != kept or n < 1:
@@ -174,8 +181,7 @@ def assess(forget: tuple[torch.Tensor, torch.Tensor], heldout: tuple[torch.Tenso
         gap_mia = 0.0
         if mia and retain is not None and len(retain[1]):
             m_f, m_h = member_rates(retain[0], ph, pf)
-            p = (m_f + m_h) / 200.0
-            tol_mia = max(MIN_TOL_MIA, k * 100.0 * math.sqrt(p * (1 - p) * (1 / len(yf) + 1 / len(yh))))
+            tol_mia = member_tolerance(m_f, m_h, len(yf), len(yh), k)
             out.update(MIA_forget=m_f, MIA_heldout=m_h, tol_mia=tol_mia)
             gap_mia = (m_f - m_h) / tol_mia  # within +-1: indistinguishable by the attack
         if out["FA"] < ha - tol["tol_acc"] or auc < 0.5 - tol["tol_auc"] or gap_mia < -1:
